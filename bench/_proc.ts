@@ -1,0 +1,50 @@
+/**
+ * Linux /proc readings for the bench: a process's memory and CPU time, and a UDP socket's drop
+ * counter. Every reader returns undefined fields rather than throwing (not Linux, process gone).
+ */
+
+export interface ProcReading {
+  /** Resident set size now (VmRSS). */
+  rssKiB?: number;
+  /** Peak resident set size over the process's life (VmHWM). */
+  peakKiB?: number;
+  /** User + system CPU time, in clock ticks (see USER_HZ). */
+  cpuTicks?: number;
+}
+
+/** Clock ticks per second in /proc/<pid>/stat (USER_HZ): 100 on every mainstream Linux. */
+export const USER_HZ = 100;
+
+export function readProc(pid: number): ProcReading {
+  const out: ProcReading = {};
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kib = (key: string) => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status);
+      return m ? Number(m[1]) : undefined;
+    };
+    out.rssKiB = kib("VmRSS");
+    out.peakKiB = kib("VmHWM");
+    // Fields after the ")" that ends the command name start at field 3; utime is 14, stime 15.
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(f[11]) + Number(f[12]);
+    if (Number.isFinite(ticks)) out.cpuTicks = ticks;
+  } catch { /* not Linux, or the process is gone */ }
+  return out;
+}
+
+/**
+ * Datagrams the kernel dropped for the IPv4 UDP socket bound to 127.0.0.1:`port` because its
+ * receive buffer was full (the `drops` column of /proc/net/udp), or undefined.
+ */
+export function udpSocketDrops(port: number): number | undefined {
+  try {
+    const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+    for (const line of Deno.readTextFileSync("/proc/net/udp").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[1] === want) return Number(f[f.length - 1]);
+    }
+  } catch { /* not Linux */ }
+  return undefined;
+}

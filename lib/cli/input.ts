@@ -1,0 +1,43 @@
+/** Parses one line the user typed (or a script wrote on stdin) into a chat command. */
+export type Command =
+  | { kind: "say"; text: string }
+  | { kind: "msg"; to: string; text: string }
+  | { kind: "peers" }
+  | { kind: "help" }
+  | { kind: "quit" }
+  | { kind: "none" }
+  | { kind: "error"; message: string };
+
+export const HELP = [
+  "TEXT              send TEXT to everyone in the room",
+  "/msg NAME TEXT    send TEXT to NAME only",
+  "/peers            list peers with path (lan, direct, relay, connecting), address and RTT",
+  "/help             this help",
+  "/quit             leave (Ctrl-D and Ctrl-C too)",
+  "//TEXT            send TEXT starting with a single '/'",
+];
+
+export function parseLine(line: string): Command {
+  const l = line.replace(/\r$/, "");
+  if (l.trim() === "") return { kind: "none" };
+  if (l.startsWith("//")) return { kind: "say", text: l.slice(1) };
+  if (!l.startsWith("/")) return { kind: "say", text: l };
+  const m = /^\/(\S+)\s*(.*)$/s.exec(l)!;
+  const [cmd, rest] = [m[1]!, m[2]!];
+  switch (cmd) {
+    case "msg": {
+      const mm = /^(\S+)\s+(.+)$/s.exec(rest);
+      if (!mm) return { kind: "error", message: "usage: /msg NAME TEXT" };
+      return { kind: "msg", to: mm[1]!, text: mm[2]! };
+    }
+    case "peers":
+      return { kind: "peers" };
+    case "help":
+      return { kind: "help" };
+    case "quit":
+    case "exit":
+      return { kind: "quit" };
+    default:
+      return { kind: "error", message: `unknown command /${cmd}; try /help` };
+  }
+}

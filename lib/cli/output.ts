@@ -1,0 +1,121 @@
+/** The two faces of a running peer: JSON lines for scripts, a chat screen for people. */
+import type { PeerEvent } from "../peer/events.ts";
+import type { PeerInfo } from "../peer/agent.ts";
+import { HELP } from "./input.ts";
+
+export interface Output {
+  event(e: PeerEvent): void;
+  peers(list: PeerInfo[]): void;
+  help(): void;
+  /** Redraws the prompt (terminal only). */
+  prompt(): void;
+}
+
+const enc = new TextEncoder();
+
+/** Writes all of `s`; Deno's writeSync may write only part of a buffer. */
+export function writeAll(f: { writeSync(p: Uint8Array): number }, s: string): void {
+  let b = enc.encode(s);
+  while (b.length > 0) b = b.subarray(f.writeSync(b));
+}
+
+/** `--json`: one object per line on stdout, nothing else. */
+export class JsonOutput implements Output {
+  constructor(private write: (line: string) => void) {}
+  event(e: PeerEvent): void {
+    this.write(JSON.stringify(e) + "\n");
+  }
+  peers(list: PeerInfo[]): void {
+    this.write(
+      JSON.stringify({
+        type: "peers",
+        peers: list.map((p) => ({ name: p.name, path: p.path, addr: p.addr, rtt_ms: p.rttMs })),
+      }) + "\n",
+    );
+  }
+  help(): void {
+    this.write(JSON.stringify({ type: "help", commands: HELP }) + "\n");
+  }
+  prompt(): void {}
+}
+
+export interface Screen {
+  /** Prints a line above the input line, keeping what the user is typing intact. */
+  print(line: string): void;
+  prompt(): void;
+}
+
+const C = {
+  dim: "\x1b[2m",
+  bold: "\x1b[1m",
+  red: "\x1b[31m",
+  green: "\x1b[32m",
+  yellow: "\x1b[33m",
+  cyan: "\x1b[36m",
+  magenta: "\x1b[35m",
+  reset: "\x1b[0m",
+};
+
+/** Human chat output. Colour only when asked (a terminal without NO_COLOR). */
+export class ChatOutput implements Output {
+  constructor(private screen: Screen, private color: boolean, private self: string) {}
+
+  private c(code: keyof typeof C, s: string): string {
+    return this.color ? C[code] + s + C.reset : s;
+  }
+
+  event(e: PeerEvent): void {
+    const s = this.screen;
+    switch (e.type) {
+      case "ready":
+        s.print(
+          this.c(
+            "dim",
+            `* joined room ${e.room} as ${e.name} (public ${e.public}); /help for commands`,
+          ),
+        );
+        break;
+      case "peer":
+        s.print(this.c("dim", `* ${e.name} ${e.state === "joined" ? "joined" : "left"}`));
+        break;
+      case "path":
+        s.print(this.c(
+          "dim",
+          `* path to ${e.peer}: ${e.path} ${e.addr}${
+            e.rtt_ms === null ? "" : ` (${Math.round(e.rtt_ms)} ms)`
+          }`,
+        ));
+        break;
+      case "message":
+        if (e.to === "room") s.print(`${this.c("cyan", `<${e.from}>`)} ${e.text}`);
+        else s.print(`${this.c("magenta", `[${e.from} -> ${this.self}]`)} ${e.text}`);
+        break;
+      case "delivered":
+        break; // silence is success; failures are reported
+      case "undelivered":
+        s.print(this.c("red", `! message ${e.id} to ${e.to} could not be delivered`));
+        break;
+      case "error":
+        s.print(this.c("red", `! ${e.message}`));
+        break;
+    }
+  }
+
+  peers(list: PeerInfo[]): void {
+    if (list.length === 0) return this.screen.print(this.c("dim", "* nobody else is here"));
+    for (const p of list) {
+      const rtt = p.rttMs === null ? "" : ` ${Math.round(p.rttMs)} ms`;
+      this.screen.print(
+        this.c("dim", `* ${p.name.padEnd(16)} ${p.path.padEnd(10)} ${p.addr ?? "-"}${rtt}`),
+      );
+    }
+  }
+
+  help(): void {
+    for (const h of HELP) this.screen.print(this.c("dim", h));
+  }
+
+  prompt(): void {
+    this.screen.prompt();
+  }
+}

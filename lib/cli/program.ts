@@ -1,0 +1,263 @@
+/**
+ * The command tree. Built by a function that never exits the process: parse errors become
+ * a `UsageError`, so tests can drive it without spawning.
+ */
+import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import { CommanderError } from "commander";
+import { type Addr, parseHostPort } from "../wire/addr.ts";
+import { NAME_RULE, validName } from "../wire/names.ts";
+import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
+import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
+import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
+import { LOG_LEVELS } from "./log.ts";
+
+export const DEFAULT_PORT = 8848;
+
+/** A mistake of the user's: print `message` on one line, exit 2. */
+export class UsageError extends Error {}
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  env: (k: string) => string | undefined;
+}
+
+export type Invocation =
+  | { cmd: "none" } // help or version was printed
+  | { cmd: "id"; identity: string | undefined }
+  | {
+    cmd: "serve";
+    host: string;
+    port: number;
+    logLevel: typeof LOG_LEVELS[number];
+    keepaliveMs: number;
+    maxRoomMembers: number;
+    maxRooms: number;
+    maxPeers: number;
+    nameTtlMs: number;
+    registrationsPerMinute: number;
+    relayBytesPerSec: number;
+  }
+  | {
+    cmd: "join";
+    name: string | undefined;
+    server: Addr;
+    room: string;
+    port: number;
+    json: boolean;
+    identity: string | undefined;
+    logLevel: typeof LOG_LEVELS[number];
+    keepaliveMs: number;
+    ackTimeoutMs: number;
+    punchWindowMs: number;
+    retryDirectMs: number;
+    testDropDirect: boolean;
+  };
+
+function intIn(lo: number, hi: number, what: string) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) {
+      throw new InvalidArgumentError(`${what} must be a whole number from ${lo} to ${hi}`);
+    }
+    return Number(v);
+  };
+}
+
+function secondsIn(v: string, lo: number, hi: number): number {
+  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < lo || Number(v) > hi) {
+    throw new InvalidArgumentError(`must be a number of seconds from ${lo} to ${hi}`);
+  }
+  return Math.round(Number(v) * 1000);
+}
+
+function seconds(v: string): number {
+  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < 0.1 || Number(v) > 3600) {
+    throw new InvalidArgumentError("must be a number of seconds from 0.1 to 3600");
+  }
+  return Math.round(Number(v) * 1000);
+}
+
+function serverAddr(v: string): Addr {
+  const r = parseHostPort(v, DEFAULT_PORT);
+  if (!r.ok) throw new InvalidArgumentError(`"${v}" is not HOST:PORT: ${r.reason}`);
+  return r.value;
+}
+
+function name(v: string): string {
+  if (!validName(v)) throw new InvalidArgumentError(`"${v}" is not a valid name (${NAME_RULE})`);
+  return v;
+}
+
+function levelOption() {
+  return new Option("--log-level <level>", "log detail on stderr").choices(LOG_LEVELS);
+}
+
+/** Parses argv (without the program name) into what to run. Throws UsageError on mistakes. */
+export function parseArgs(argv: string[], io: Io, version: string): Invocation {
+  let result: Invocation = { cmd: "none" };
+  const program = new Command()
+    .name("p2pchat")
+    .description(
+      "Peer-to-peer chat that gets through NATs: direct where possible, relayed where not.",
+    )
+    .version(version, "-V, --version")
+    .showHelpAfterError("(add --help for usage)")
+    .exitOverride()
+    .configureOutput({ writeOut: io.out, writeErr: io.err, outputError: () => {} });
+
+  program.command("serve")
+    .description("run the rendezvous server (UDP; also answers STUN Binding requests)")
+    .option("--host <addr>", "address to listen on", "0.0.0.0")
+    .option("--port <port>", "UDP port", intIn(0, 65535, "--port"), DEFAULT_PORT)
+    .option(
+      "--keepalive <seconds>",
+      "keepalive interval peers are told to use; silent for 3 of them = gone",
+      seconds,
+      DEFAULT_SERVER_CONFIG.keepaliveMs,
+    )
+    .option(
+      "--max-room-members <n>",
+      "members per room",
+      intIn(1, 100000, "--max-room-members"),
+      DEFAULT_SERVER_CONFIG.maxMembersPerRoom,
+    )
+    .option(
+      "--max-rooms <n>",
+      "rooms",
+      intIn(1, 1e6, "--max-rooms"),
+      DEFAULT_SERVER_CONFIG.maxRooms,
+    )
+    .option(
+      "--max-peers <n>",
+      "peers in total",
+      intIn(1, 1e7, "--max-peers"),
+      DEFAULT_SERVER_CONFIG.maxPeers,
+    )
+    .option(
+      "--name-ttl <seconds>",
+      "how long a name stays reserved for its key after its owner left",
+      (v: string) => secondsIn(v, 0, 365 * 86400),
+      DEFAULT_SERVER_CONFIG.nameTtlMs,
+    )
+    .option(
+      "--max-registrations <n>",
+      "registration attempts per source IP per minute",
+      intIn(1, 1e6, "--max-registrations"),
+      DEFAULT_SERVER_CONFIG.registrationsPerMinute,
+    )
+    .option(
+      "--relay-rate <bytes>",
+      "relayed bytes per second per peer",
+      intIn(1024, 1e9, "--relay-rate"),
+      DEFAULT_SERVER_CONFIG.relayBytesPerSec,
+    )
+    .addOption(levelOption().default("info" as const))
+    .exitOverride()
+    .action((o) => {
+      result = {
+        cmd: "serve",
+        host: o.host,
+        port: o.port,
+        logLevel: o.logLevel,
+        keepaliveMs: o.keepalive,
+        maxRoomMembers: o.maxRoomMembers,
+        maxRooms: o.maxRooms,
+        maxPeers: o.maxPeers,
+        nameTtlMs: o.nameTtl,
+        registrationsPerMinute: o.maxRegistrations,
+        relayBytesPerSec: o.relayRate,
+      };
+    });
+
+  program.command("id")
+    .description("print your identity's public key fingerprint (creating the identity if needed)")
+    .option("--identity <file>", "identity file (default: in your config directory)")
+    .exitOverride()
+    .action((o) => {
+      result = { cmd: "id", identity: o.identity };
+    });
+
+  const envServer = io.env("P2PCHAT_SERVER");
+  program.command("join")
+    .description("join a room as a peer and chat (type /help once in)")
+    .option("--name <name>", `your name in the room (${NAME_RULE})`, name)
+    .option(
+      "--server <host:port>",
+      "rendezvous server (env P2PCHAT_SERVER)",
+      serverAddr,
+      envServer ? undefined : { host: "127.0.0.1", port: DEFAULT_PORT },
+    )
+    .option("--room <room>", "room to join", name, "lobby")
+    .option("--port <port>", "local UDP port (0 = any)", intIn(0, 65535, "--port"), 0)
+    .option("--json", "machine-readable events on stdout, one JSON object per line", false)
+    .option("--identity <file>", "identity file (default: in your config directory)")
+    .option(
+      "--keepalive <seconds>",
+      "keepalive interval to the server and on direct paths",
+      seconds,
+      DEFAULT_AGENT_CONFIG.keepaliveMs,
+    )
+    .option(
+      "--ack-timeout <ms>",
+      "wait this long for a LAN handshake ACK before asking the server to help punch",
+      intIn(50, 10000, "--ack-timeout"),
+      DEFAULT_PATH_CONFIG.ackTimeoutMs,
+    )
+    .option(
+      "--punch-window <ms>",
+      "how long to probe for a direct path before relaying",
+      intIn(200, 60000, "--punch-window"),
+      DEFAULT_PATH_CONFIG.punchWindowMs,
+    )
+    .option(
+      "--retry-direct <seconds>",
+      "while relayed, try for a direct path again this often",
+      seconds,
+      DEFAULT_PATH_CONFIG.retryDirectMs,
+    )
+    .addOption(levelOption().default("warning" as const))
+    .addOption(
+      new Option("--test-drop-direct", "testing: drop all peer-to-peer datagrams").hideHelp(),
+    )
+    .exitOverride()
+    .action((o) => {
+      let server = o.server;
+      if (!server) {
+        try {
+          server = serverAddr(envServer!);
+        } catch (e) {
+          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
+        }
+      }
+      result = {
+        cmd: "join",
+        name: o.name,
+        server,
+        room: o.room,
+        port: o.port,
+        json: o.json,
+        identity: o.identity,
+        logLevel: o.logLevel,
+        keepaliveMs: o.keepalive,
+        ackTimeoutMs: o.ackTimeout,
+        punchWindowMs: o.punchWindow,
+        retryDirectMs: o.retryDirect,
+        testDropDirect: o.testDropDirect === true,
+      };
+    });
+
+  try {
+    program.parse(argv, { from: "user" });
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    if (e instanceof CommanderError) {
+      if (
+        e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
+        e.code === "commander.help"
+      ) return { cmd: "none" };
+      throw new UsageError(e.message.replace(/^error: /, ""));
+    }
+    throw e;
+  }
+  return result;
+}

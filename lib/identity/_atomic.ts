@@ -1,0 +1,68 @@
+/**
+ * Atomic file replacement: write a temp file beside the target, flush it, then move it into
+ * place, so readers see the old file or the new one and never a torn write.
+ * @module
+ */
+import { basename, dirname, join } from "node:path";
+import { toHex } from "../wire/bytes.ts";
+
+/** Options for `writeFileAtomic`. */
+export interface AtomicWriteOptions {
+  /** Permission bits of the new file (ignored on Windows). */
+  mode: number;
+  /** Replace an existing file (true), or leave it alone and return false (false). */
+  overwrite: boolean;
+}
+
+/**
+ * Write `text` to `path` atomically. The parent directory must exist. Returns false, writing
+ * nothing, when `overwrite` is false and `path` already exists (even if it appeared while we
+ * wrote: the final step is a hard link, which refuses to replace anything).
+ */
+export async function writeFileAtomic(
+  path: string,
+  text: string,
+  options: AtomicWriteOptions,
+): Promise<boolean> {
+  const suffix = toHex(crypto.getRandomValues(new Uint8Array(6)));
+  const tmp = join(dirname(path), `.${basename(path)}.${suffix}.tmp`);
+  const file = await Deno.open(tmp, { write: true, createNew: true, mode: options.mode });
+  try {
+    try {
+      const data = new TextEncoder().encode(text);
+      for (let off = 0; off < data.length;) off += await file.write(data.subarray(off));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    // The umask may have cleared bits of `mode`; set exactly what was asked.
+    if (Deno.build.os !== "windows") await Deno.chmod(tmp, options.mode);
+    if (options.overwrite) {
+      await Deno.rename(tmp, path);
+      return true;
+    }
+    try {
+      await Deno.link(tmp, path);
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.AlreadyExists) return false;
+      // A file system without hard links: check, then rename (a small race, but no clobber
+      // of a file that was there before we started).
+      if (await exists(path)) return false;
+      await Deno.rename(tmp, path);
+      return true;
+    }
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

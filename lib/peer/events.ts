@@ -1,0 +1,15 @@
+/** What a peer reports to its user: the `--json` lines, one object each (see README). */
+export type PeerEvent =
+  | { type: "ready"; name: string; room: string; public: string; local: string[] }
+  | { type: "peer"; name: string; state: "joined" | "left" }
+  | {
+    type: "path";
+    peer: string;
+    path: "lan" | "direct" | "relay";
+    addr: string;
+    rtt_ms: number | null;
+  }
+  | { type: "message"; from: string; to: string; text: string; id: string }
+  | { type: "delivered"; to: string; id: string }
+  | { type: "undelivered"; to: string; id: string }
+  | { type: "error"; message: string };

@@ -1,0 +1,219 @@
+/**
+ * One remote peer's path finder, as a clock-driven state machine. It walks
+ * LAN-first handshake -> ACK timeout -> server-relayed handshake with hole punching ->
+ * relay fallback, keeps the chosen path alive, and upgrades when a better one answers.
+ * Packets in: `onHello`, `onAck`, `onConnectFwd`; packets out: the returned actions.
+ */
+import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
+import type { Id, Member } from "../wire/codec.ts";
+
+export type PathKind = "connecting" | "lan" | "direct" | "relay";
+
+export interface PathConfig {
+  ackTimeoutMs: number;
+  punchWindowMs: number;
+  probeIntervalMs: number;
+  keepaliveMs: number;
+  /** While relayed, how often to try a direct path again. */
+  retryDirectMs: number;
+  /** How many ports above the peer's public port to probe too (for sequential symmetric NATs). */
+  predictPorts: number;
+}
+
+export const DEFAULT_PATH_CONFIG: PathConfig = {
+  ackTimeoutMs: 400,
+  punchWindowMs: 5000,
+  probeIntervalMs: 200,
+  keepaliveMs: 15_000,
+  retryDirectMs: 30_000,
+  predictPorts: 4,
+};
+
+export type PathAction =
+  | { type: "hello"; to: Addr; nonce: string }
+  | { type: "ack"; to: Addr; nonce: string }
+  | { type: "connect"; nonce: string }
+  | { type: "path"; kind: PathKind; addr: Addr | null; rttMs: number | null };
+
+type Phase = "lan" | "punch" | "idle" | "up";
+
+type CandKind = "local" | "public" | "predicted" | "reflexive";
+
+const RANK: Record<PathKind, number> = { connecting: 0, relay: 1, direct: 2, lan: 3 };
+/** Outstanding probe nonces we remember; older ones are forgotten (their ACK is then ignored). */
+const MAX_PENDING = 256;
+
+export class PathMachine {
+  kind: PathKind = "connecting";
+  addr: Addr | null = null;
+  rttMs: number | null = null;
+  private phase: Phase = "idle";
+  private phaseEnd = 0;
+  private nextProbe = 0;
+  private lastAck = 0;
+  private nextKeepalive = 0;
+  private cands = new Map<string, { addr: Addr; kind: CandKind }>();
+  private pending = new Map<string, { addr: Addr; sentAt: number }>();
+  private started = false;
+
+  constructor(
+    private remote: Member,
+    private cfg: PathConfig,
+    private nonce: () => string,
+  ) {
+    this.setMember(remote);
+  }
+
+  /** Refreshes the peer's announced addresses (e.g. after it moved). */
+  setMember(m: Member): void {
+    this.remote = m;
+    for (const [k, c] of this.cands) if (c.kind !== "reflexive") this.cands.delete(k);
+    for (const a of m.locals) this.addCand(a, "local");
+    this.addCand(m.public, "public");
+    for (let i = 1; i <= this.cfg.predictPorts; i++) {
+      const port = m.public.port + i;
+      if (port <= 65535) this.addCand({ host: m.public.host, port }, "predicted");
+    }
+  }
+
+  private addCand(addr: Addr, kind: CandKind): void {
+    const k = addrKey(addr);
+    if (!this.cands.has(k)) this.cands.set(k, { addr, kind });
+  }
+
+  /** LAN-first: say hello to the peer's local and public addresses, wait for an ACK. */
+  start(now: number): PathAction[] {
+    this.started = true;
+    this.phase = "lan";
+    this.phaseEnd = now + this.cfg.ackTimeoutMs;
+    const out: PathAction[] = [];
+    for (const c of this.cands.values()) {
+      if (c.kind === "local" || c.kind === "public") this.probe(c.addr, now, out);
+    }
+    return out;
+  }
+
+  tick(now: number): PathAction[] {
+    const out: PathAction[] = [];
+    if (!this.started) return out;
+    switch (this.phase) {
+      case "lan":
+        if (now >= this.phaseEnd) this.beginPunch(now, true, out);
+        break;
+      case "punch":
+        if (now >= this.phaseEnd) {
+          this.phase = "idle";
+          this.phaseEnd = now + this.cfg.retryDirectMs;
+          if (this.kind === "connecting") this.set("relay", null, null, out);
+        } else if (now >= this.nextProbe) {
+          this.nextProbe = now + this.cfg.probeIntervalMs;
+          for (const c of this.cands.values()) this.probe(c.addr, now, out);
+        }
+        break;
+      case "idle":
+        if (now >= this.phaseEnd) this.beginPunch(now, true, out);
+        break;
+      case "up":
+        if (now - this.lastAck > 3 * this.cfg.keepaliveMs) {
+          // Three keepalives unanswered: the path is dead; fall back to relay and start over.
+          this.addr = null;
+          this.rttMs = null;
+          this.set("relay", null, null, out);
+          out.push(...this.start(now));
+        } else if (now >= this.nextKeepalive && this.addr) {
+          this.nextKeepalive = now + this.cfg.keepaliveMs;
+          this.probe(this.addr, now, out);
+        }
+        break;
+    }
+    return out;
+  }
+
+  private beginPunch(now: number, ask: boolean, out: PathAction[]): void {
+    this.phase = "punch";
+    this.phaseEnd = now + this.cfg.punchWindowMs;
+    this.nextProbe = now + this.cfg.probeIntervalMs;
+    if (ask) out.push({ type: "connect", nonce: this.nonce() });
+    for (const c of this.cands.values()) this.probe(c.addr, now, out);
+  }
+
+  private probe(addr: Addr, now: number, out: PathAction[]): void {
+    const nonce = this.nonce();
+    if (this.pending.size >= MAX_PENDING) {
+      const oldest = this.pending.keys().next().value;
+      if (oldest !== undefined) this.pending.delete(oldest);
+    }
+    this.pending.set(nonce, { addr, sentAt: now });
+    out.push({ type: "hello", to: addr, nonce });
+  }
+
+  /** The server forwarded the peer's handshake: it is punching towards us now, so punch back. */
+  onConnectFwd(m: Member, now: number): PathAction[] {
+    this.setMember(m);
+    this.started = true;
+    const out: PathAction[] = [];
+    if (this.phase !== "up") this.beginPunch(now, false, out);
+    return out;
+  }
+
+  /** A hello from the peer (ids already checked by the caller): answer where it came from. */
+  onHello(from: Addr, nonce: string, now: number): PathAction[] {
+    const out: PathAction[] = [{ type: "ack", to: from, nonce }];
+    // Peer-reflexive candidate: the address its packets really arrive from.
+    this.addCand(from, "reflexive");
+    const better = RANK[this.classify(from)] > RANK[this.kind];
+    if (this.phase !== "up" || (better && !(this.addr && sameAddr(this.addr, from)))) {
+      // Triggered check: confirm the reverse direction right away.
+      this.started = true;
+      this.probe(from, now, out);
+    }
+    return out;
+  }
+
+  /** An ACK whose nonce we sent establishes (or refreshes) a path at that address. */
+  onAck(from: Addr, nonce: string, now: number): PathAction[] {
+    const p = this.pending.get(nonce);
+    const out: PathAction[] = [];
+    if (!p || !sameAddr(p.addr, from)) return out;
+    this.pending.delete(nonce);
+    const rtt = now - p.sentAt;
+    const kind = this.classify(from);
+    if (this.addr && sameAddr(this.addr, from)) {
+      this.lastAck = now;
+      this.rttMs = rtt;
+      if (this.phase !== "up") this.goUp(now);
+      return out;
+    }
+    if (this.phase === "up" && RANK[kind] <= RANK[this.kind]) return out;
+    this.addr = from;
+    this.lastAck = now;
+    this.rttMs = rtt;
+    this.goUp(now);
+    this.set(kind, from, rtt, out);
+    return out;
+  }
+
+  private goUp(now: number): void {
+    this.phase = "up";
+    this.nextKeepalive = now + this.cfg.keepaliveMs;
+  }
+
+  private classify(a: Addr): PathKind {
+    const isLocal = this.remote.locals.some((l) => sameAddr(l, a));
+    return isLocal && !sameAddr(this.remote.public, a) ? "lan" : "direct";
+  }
+
+  private set(kind: PathKind, addr: Addr | null, rtt: number | null, out: PathAction[]): void {
+    this.kind = kind;
+    out.push({ type: "path", kind, addr, rttMs: rtt });
+  }
+
+  /** Where to send application data: a direct address, or null for "through the relay". */
+  get sendAddr(): Addr | null {
+    return this.phase === "up" ? this.addr : null;
+  }
+
+  get remoteId(): Id {
+    return this.remote.id;
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Stateless registration cookies: a keyed MAC over the source address and a time bucket.
+ * Only a sender that receives at its source address can echo one, so a spoofed source can
+ * never complete a registration.
+ */
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { type Addr, formatAddr } from "../wire/addr.ts";
+import { COOKIE_LEN } from "../wire/codec.ts";
+
+const enc = new TextEncoder();
+/** A cookie is valid in the bucket it was made in and the next one: 60-120 s. */
+const BUCKET_MS = 60_000;
+
+export class Cookies {
+  constructor(private secret: Uint8Array) {}
+
+  private mac(from: Addr, bucket: number): Uint8Array {
+    return hmac(sha256, this.secret, enc.encode(`${bucket}|${formatAddr(from)}`)).subarray(
+      0,
+      COOKIE_LEN,
+    );
+  }
+
+  make(from: Addr, now: number): Uint8Array {
+    return this.mac(from, Math.floor(now / BUCKET_MS));
+  }
+
+  check(cookie: Uint8Array, from: Addr, now: number): boolean {
+    if (cookie.length !== COOKIE_LEN) return false;
+    const b = Math.floor(now / BUCKET_MS);
+    return equal(cookie, this.mac(from, b)) || equal(cookie, this.mac(from, b - 1));
+  }
+}
+
+/** Constant-time comparison. */
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}

@@ -1,0 +1,63 @@
+/** Small, bounded rate limiters for the server. Pure: time is a parameter. */
+
+/** Counts events per key in fixed one-minute windows; forgets keys whose window is over. */
+export class PerMinute {
+  private windows = new Map<string, { start: number; n: number }>();
+  constructor(private limit: number, private maxKeys = 100_000) {}
+
+  /** Records one event for `key`; false when the key is over its limit this minute. */
+  take(key: string, now: number): boolean {
+    let w = this.windows.get(key);
+    if (!w || now - w.start >= 60_000) {
+      if (!w && this.windows.size >= this.maxKeys) this.prune(now);
+      if (!w && this.windows.size >= this.maxKeys) return false; // table full of live keys
+      w = { start: now, n: 0 };
+      this.windows.set(key, w);
+    }
+    return ++w.n <= this.limit;
+  }
+
+  private prune(now: number): void {
+    for (const [k, w] of this.windows) if (now - w.start >= 60_000) this.windows.delete(k);
+  }
+
+  get size(): number {
+    return this.windows.size;
+  }
+}
+
+/** A token bucket: `rate` units per second, bursts up to `burst`. */
+export class Bucket {
+  private tokens: number;
+  private last: number;
+  constructor(private rate: number, private burst: number, now: number) {
+    this.tokens = burst;
+    this.last = now;
+  }
+
+  take(n: number, now: number): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+    if (this.tokens < n) return false;
+    this.tokens -= n;
+    return true;
+  }
+}
+
+/** Lets a log line through at most once per `everyMs` per key, counting what it held back. */
+export class LogLimiter {
+  private last = new Map<string, { at: number; held: number }>();
+  constructor(private everyMs = 10_000) {}
+
+  /** Returns how many were held back since the last one let through, or -1 to hold this one. */
+  allow(key: string, now: number): number {
+    const l = this.last.get(key);
+    if (l && now - l.at < this.everyMs) {
+      l.held++;
+      return -1;
+    }
+    if (this.last.size > 1000) this.last.clear();
+    this.last.set(key, { at: now, held: 0 });
+    return l?.held ?? 0;
+  }
+}

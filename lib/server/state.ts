@@ -1,0 +1,478 @@
+/**
+ * The rendezvous server as a state machine: `handle(datagram, from, now, out)` and
+ * `tick(now, out)` push actions into `out`; the socket loop in server.ts carries them out.
+ * The caller passes one reused `out` array so the hot path allocates nothing for it.
+ *
+ * Abuse resistance: to a source that has not echoed a cookie, the server never answers with
+ * more bytes than it received (STUN Binding responses excepted, as in coturn); registrations
+ * must prove the key (Ed25519 signature) and the address (cookie); later requests carry a
+ * per-registration token only the registered address ever received.
+ */
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
+import { toHex } from "../wire/bytes.ts";
+import {
+  decode,
+  encode,
+  ErrorCode,
+  type Id,
+  looksLikeP2p,
+  MAX_SEND,
+  type Member,
+  memberSize,
+  type Message,
+  registerSigInput,
+  T,
+} from "../wire/codec.ts";
+import { validName } from "../wire/names.ts";
+import { decodeStun, looksLikeStun } from "../stun/codec.ts";
+import { bindingResponse } from "../stun/binding.ts";
+import { Cookies } from "./cookie.ts";
+import { Bucket, LogLimiter, PerMinute } from "./limits.ts";
+
+export interface ServerConfig {
+  /** Interval peers are told to send keepalives at; a peer silent for 3 of them is dropped. */
+  keepaliveMs: number;
+  maxMembersPerRoom: number;
+  maxRooms: number;
+  maxPeers: number;
+  /** How long a name stays bound to its key after its owner left. */
+  nameTtlMs: number;
+  /** Registration attempts per source IP per minute. */
+  registrationsPerMinute: number;
+  /** Relayed payload bytes per second per peer (bursts of 4 s allowed). */
+  relayBytesPerSec: number;
+}
+
+export const DEFAULT_SERVER_CONFIG: ServerConfig = {
+  keepaliveMs: 15_000,
+  maxMembersPerRoom: 64,
+  maxRooms: 1024,
+  maxPeers: 4096,
+  nameTtlMs: 24 * 3600_000,
+  registrationsPerMinute: 30,
+  relayBytesPerSec: 128 * 1024,
+};
+
+export type ServerAction =
+  | { type: "send"; to: Addr; bytes: Uint8Array }
+  | { type: "log"; level: "debug" | "info" | "warn"; message: string };
+
+interface Rec {
+  id: Id;
+  token: string;
+  name: string;
+  room: string;
+  key: Uint8Array;
+  public: Addr;
+  locals: Addr[];
+  lastSeen: number;
+  relay: Bucket;
+}
+
+interface Binding {
+  key: string;
+  holder: Id | null;
+  releasedAt: number;
+}
+
+/** Counters the operator can read; every dropped datagram lands in exactly one `drop_*`. */
+export class ServerStats {
+  received = 0;
+  stun = 0;
+  registered = 0;
+  relayedPackets = 0;
+  relayedBytes = 0;
+  drops = new Map<string, number>();
+  drop(reason: string): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+  }
+}
+
+/** Splits a member list into pages that each fit one datagram (with room for the header). */
+function pages(members: Member[]): Member[][] {
+  const out: Member[][] = [[]];
+  let size = 0;
+  for (const m of members) {
+    const n = memberSize(m);
+    if (size + n > MAX_SEND - 64 && out[out.length - 1]!.length > 0) {
+      out.push([]);
+      size = 0;
+    }
+    out[out.length - 1]!.push(m);
+    size += n;
+  }
+  return out;
+}
+
+export class ServerState {
+  readonly stats = new ServerStats();
+  private byId = new Map<Id, Rec>();
+  private rooms = new Map<string, Map<string, Rec>>();
+  private bindings = new Map<string, Binding>();
+  private cookies: Cookies;
+  private regLimit: PerMinute;
+  private logs = new LogLimiter();
+
+  constructor(
+    readonly cfg: ServerConfig = DEFAULT_SERVER_CONFIG,
+    private random: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)),
+  ) {
+    this.cookies = new Cookies(random(32));
+    this.regLimit = new PerMinute(cfg.registrationsPerMinute);
+  }
+
+  get peerCount(): number {
+    return this.byId.size;
+  }
+
+  handle(b: Uint8Array, from: Addr, now: number, out: ServerAction[]): void {
+    this.stats.received++;
+    if (looksLikeStun(b)) return this.stun(b, from, out);
+    if (!looksLikeP2p(b)) return this.stats.drop("unknown_protocol");
+    const d = decode(b);
+    if (!d.ok) {
+      this.stats.drop(d.reason);
+      // Tell a newer client why we ignore it, but never answer with more bytes than we got.
+      if (d.reason === "version") {
+        const reply = encode({
+          type: "error",
+          code: ErrorCode.BAD_VERSION,
+          about: b[2]!,
+          text: "",
+        });
+        this.small(from, reply, b.length, out);
+      }
+      return;
+    }
+    const m = d.value;
+    switch (m.type) {
+      case "register":
+        return this.register(m, b.length, from, now, out);
+      case "keepalive":
+        return this.keepalive(m, b.length, from, now, out);
+      case "leave": {
+        const r = this.authed(m.id, m.token, from, now, out);
+        if (r) this.remove(r, now, out, "left");
+        return;
+      }
+      case "connect":
+        return this.connect(m, b.length, from, now, out);
+      case "relay":
+        return this.relay(m, b.length, from, now, out);
+      default:
+        this.stats.drop("unexpected_type");
+    }
+  }
+
+  /** Expires members that stopped sending keepalives, and name bindings past their time. */
+  tick(now: number, out: ServerAction[]): void {
+    const deadline = now - 3 * this.cfg.keepaliveMs - 1000;
+    for (const r of this.byId.values()) {
+      if (r.lastSeen < deadline) this.remove(r, now, out, "timed out");
+    }
+    for (const [k, b] of this.bindings) {
+      if (b.holder === null && now - b.releasedAt > this.cfg.nameTtlMs) this.bindings.delete(k);
+    }
+  }
+
+  private warn(key: string, message: string, now: number, out: ServerAction[]): void {
+    const held = this.logs.allow(key, now);
+    if (held < 0) return;
+    const more = held > 0 ? ` (${held} more like it since the last report)` : "";
+    out.push({ type: "log", level: "warn", message: message + more });
+  }
+
+  /** A reply to a source whose address is not proven: never larger than what it sent. */
+  private small(to: Addr, bytes: Uint8Array, got: number, out: ServerAction[]): void {
+    if (bytes.length <= got) out.push({ type: "send", to, bytes });
+    else this.stats.drop("reply_too_large");
+  }
+
+  private stun(b: Uint8Array, from: Addr, out: ServerAction[]): void {
+    const d = decodeStun(b);
+    if (!d.ok) return this.stats.drop("stun_malformed");
+    const s = d.value;
+    if (s.method !== 0x001 || s.class !== "request") return this.stats.drop("stun_unsupported");
+    this.stats.stun++;
+    // Fixed 32-40 bytes whatever the request: the one allowed exception to `small`.
+    out.push({ type: "send", to: from, bytes: bindingResponse(s, from) });
+  }
+
+  private error(to: Addr, code: ErrorCode, about: number, text: string, out: ServerAction[]) {
+    out.push({ type: "send", to, bytes: encode({ type: "error", code, about, text }) });
+  }
+
+  private register(
+    m: Extract<Message, { type: "register" }>,
+    got: number,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): void {
+    if (!this.regLimit.take(from.host, now)) {
+      this.stats.drop("registration_rate");
+      return this.warn(
+        `rate:${from.host}`,
+        `registration rate limit hit by ${from.host}`,
+        now,
+        out,
+      );
+    }
+    if (m.cookie.length === 0 || !this.cookies.check(m.cookie, from, now)) {
+      // Prove the address first: the cookie reply is smaller than any REGISTER.
+      if (m.cookie.length > 0) this.stats.drop("stale_cookie");
+      return this.small(
+        from,
+        encode({ type: "cookie", cookie: this.cookies.make(from, now) }),
+        got,
+        out,
+      );
+    }
+    // From here on the source address is proven: full-size replies are fine.
+    let sigOk = false;
+    try {
+      sigOk = ed25519.verify(m.sig, registerSigInput(m), m.key);
+    } catch {
+      sigOk = false;
+    }
+    if (!sigOk) {
+      this.stats.drop("bad_signature");
+      return this.error(from, ErrorCode.BAD_SIGNATURE, T.REGISTER, "bad signature", out);
+    }
+    if (!validName(m.name)) {
+      return this.error(from, ErrorCode.BAD_NAME, T.REGISTER, `invalid name "${m.name}"`, out);
+    }
+    if (!validName(m.room)) {
+      return this.error(from, ErrorCode.BAD_ROOM, T.REGISTER, `invalid room "${m.room}"`, out);
+    }
+    const keyHex = toHex(m.key);
+    let rec = this.byId.get(m.id);
+    if (rec && (rec.name !== m.name || rec.room !== m.room || toHex(rec.key) !== keyHex)) {
+      this.remove(rec, now, out, "re-registered");
+      rec = undefined;
+    }
+    const bindKey = `${m.room}\0${m.name}`;
+    const binding = this.bindings.get(bindKey);
+    const live = binding?.holder ? this.byId.get(binding.holder) : undefined;
+    if (
+      binding && binding.key !== keyHex &&
+      (live || now - binding.releasedAt <= this.cfg.nameTtlMs)
+    ) {
+      this.stats.drop("name_taken");
+      return this.error(
+        from,
+        ErrorCode.NAME_TAKEN,
+        T.REGISTER,
+        `name "${m.name}" is taken in room "${m.room}"`,
+        out,
+      );
+    }
+    // The same key under a new session id (restart, roaming): the new session replaces the old.
+    if (live && live.id !== m.id) this.remove(live, now, out, "replaced by a new session");
+    const room = this.rooms.get(m.room);
+    const isNew = !rec;
+    let moved = false;
+    if (!rec) {
+      if (this.byId.size >= this.cfg.maxPeers) {
+        this.warn("full", "server is full (--max-peers)", now, out);
+        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "server is full", out);
+      }
+      if (!room && this.rooms.size >= this.cfg.maxRooms) {
+        this.warn("rooms", "too many rooms (--max-rooms)", now, out);
+        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "too many rooms", out);
+      }
+      if (room && room.size >= this.cfg.maxMembersPerRoom) {
+        return this.error(from, ErrorCode.ROOM_FULL, T.REGISTER, `room "${m.room}" is full`, out);
+      }
+      rec = {
+        id: m.id,
+        token: toHex(this.random(8)),
+        name: m.name,
+        room: m.room,
+        key: m.key,
+        public: from,
+        locals: m.locals,
+        lastSeen: now,
+        relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * 4, now),
+      };
+      this.byId.set(rec.id, rec);
+      let r = this.rooms.get(m.room);
+      if (!r) this.rooms.set(m.room, r = new Map());
+      r.set(rec.name, rec);
+      this.bindings.set(bindKey, { key: keyHex, holder: rec.id, releasedAt: 0 });
+      this.stats.registered++;
+      out.push({
+        type: "log",
+        level: "info",
+        message: `${rec.name} joined ${rec.room} from ${addrKey(from)}`,
+      });
+    } else {
+      moved = !sameAddr(rec.public, from);
+      rec.public = from;
+      rec.locals = m.locals;
+      rec.lastSeen = now;
+    }
+    const others = [...this.rooms.get(m.room)!.values()].filter((r) => r !== rec).map(member);
+    const [first, ...rest] = pages(others);
+    const reply: Message = {
+      type: "register_ok",
+      id: rec.id,
+      token: rec.token,
+      public: from,
+      keepaliveMs: this.cfg.keepaliveMs,
+      total: others.length,
+      members: first!,
+    };
+    out.push({ type: "send", to: from, bytes: encode(reply) });
+    for (const page of rest) {
+      const p: Message = { type: "members", total: others.length, members: page };
+      out.push({ type: "send", to: from, bytes: encode(p) });
+    }
+    // A re-registration from a new address is news too: peers must learn the new public address.
+    if (isNew || moved) this.announce(rec, out);
+  }
+
+  private announce(rec: Rec, out: ServerAction[]): void {
+    const bytes = encode({ type: "peer_joined", member: member(rec) });
+    for (const o of this.rooms.get(rec.room)?.values() ?? []) {
+      if (o !== rec) out.push({ type: "send", to: o.public, bytes });
+    }
+  }
+
+  /**
+   * The member `id`, if `token` is its registration token. A right token from a new address
+   * means the peer's NAT rebound or it roamed: follow it and tell the room.
+   */
+  private authed(
+    id: Id,
+    token: string,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): Rec | undefined {
+    const r = this.byId.get(id);
+    if (!r || r.token !== token) {
+      this.stats.drop("unauthenticated");
+      return undefined;
+    }
+    r.lastSeen = now;
+    if (!sameAddr(r.public, from)) {
+      r.public = from;
+      this.announce(r, out);
+    }
+    return r;
+  }
+
+  private unknown(from: Addr, about: number, got: number, out: ServerAction[]): void {
+    this.small(
+      from,
+      encode({ type: "error", code: ErrorCode.UNKNOWN_PEER, about, text: "" }),
+      got,
+      out,
+    );
+  }
+
+  private keepalive(
+    m: Extract<Message, { type: "keepalive" }>,
+    got: number,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): void {
+    const rec = this.authed(m.id, m.token, from, now, out);
+    if (!rec) return this.unknown(from, T.KEEPALIVE, got, out);
+    out.push({
+      type: "send",
+      to: from,
+      bytes: encode({ type: "keepalive_ack", id: m.id, public: from }),
+    });
+  }
+
+  /**
+   * Sender and target of a peer-to-peer request: the sender must hold its token, the target
+   * must be in the sender's room. Otherwise answers with the error and returns undefined.
+   */
+  private route(
+    fromId: Id,
+    token: string,
+    to: Id,
+    about: number,
+    got: number,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): [Rec, Rec] | undefined {
+    const src = this.authed(fromId, token, from, now, out);
+    if (!src) return void this.unknown(from, about, got, out);
+    const dst = this.byId.get(to);
+    if (!dst || dst.room !== src.room) {
+      return void this.error(from, ErrorCode.NO_SUCH_PEER, about, to, out);
+    }
+    return [src, dst];
+  }
+
+  private connect(
+    m: Extract<Message, { type: "connect" }>,
+    got: number,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): void {
+    const ends = this.route(m.from, m.token, m.to, T.CONNECT, got, from, now, out);
+    if (!ends) return;
+    const [src, dst] = ends;
+    out.push({
+      type: "send",
+      to: dst.public,
+      bytes: encode({ type: "connect_fwd", member: member(src), nonce: m.nonce }),
+    });
+  }
+
+  private relay(
+    m: Extract<Message, { type: "relay" }>,
+    got: number,
+    from: Addr,
+    now: number,
+    out: ServerAction[],
+  ): void {
+    const ends = this.route(m.from, m.token, m.to, T.RELAY, got, from, now, out);
+    if (!ends) return;
+    const [src, dst] = ends;
+    if (!src.relay.take(m.payload.length, now)) {
+      this.stats.drop("relay_rate");
+      return this.warn(
+        `relay:${src.id}`,
+        `relay rate limit hit by ${src.name} in ${src.room}`,
+        now,
+        out,
+      );
+    }
+    this.stats.relayedPackets++;
+    this.stats.relayedBytes += m.payload.length;
+    out.push({
+      type: "send",
+      to: dst.public,
+      bytes: encode({ type: "relayed", from: src.id, payload: m.payload }),
+    });
+  }
+
+  private remove(r: Rec, now: number, out: ServerAction[], why: string): void {
+    this.byId.delete(r.id);
+    const room = this.rooms.get(r.room);
+    if (room?.get(r.name) === r) room.delete(r.name);
+    if (room && room.size === 0) this.rooms.delete(r.room);
+    const b = this.bindings.get(`${r.room}\0${r.name}`);
+    if (b && b.holder === r.id) {
+      b.holder = null;
+      b.releasedAt = now;
+    }
+    out.push({ type: "log", level: "info", message: `${r.name} left ${r.room} (${why})` });
+    const bytes = encode({ type: "peer_left", id: r.id, name: r.name });
+    for (const o of room?.values() ?? []) out.push({ type: "send", to: o.public, bytes });
+  }
+}
+
+function member(r: Rec): Member {
+  return { id: r.id, name: r.name, public: r.public, locals: r.locals, key: r.key };
+}

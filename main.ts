@@ -1,0 +1,132 @@
+/**
+ * p2pchat command-line entry: parse flags, call into lib/ and server.ts, map errors to exit
+ * codes (0 ok, 1 network or runtime failure, 2 a user mistake).
+ */
+import denoJson from "./deno.json" with { type: "json" };
+import { type Invocation, parseArgs, UsageError } from "./lib/cli/program.ts";
+import { setupLogging } from "./lib/cli/log.ts";
+import { writeAll } from "./lib/cli/output.ts";
+import { NAME_RULE, validName } from "./lib/wire/names.ts";
+import { serve } from "./server.ts";
+import { runJoin } from "./lib/cli/join.ts";
+import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
+import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
+import { resolveAddr } from "./lib/net/resolve.ts";
+import { configDir, IDENTITY_FILE, loadOrCreateIdentity } from "./lib/identity/store.ts";
+import { fingerprint, type Identity, sign } from "./lib/identity/identity.ts";
+
+export const VERSION: string = denoJson.version;
+
+async function askName(): Promise<string> {
+  const { input } = await import("@inquirer/prompts");
+  return await input({
+    message: "Your name:",
+    validate: (v) => validName(v) || `use ${NAME_RULE}`,
+  });
+}
+
+async function identity(
+  path: string | undefined,
+): Promise<{ id: Identity; path: string; created: boolean }> {
+  const p = path ?? `${configDir()}/${IDENTITY_FILE}`;
+  const { identity, created } = await loadOrCreateIdentity(p);
+  return { id: identity, path: p, created };
+}
+
+async function run(inv: Invocation): Promise<number> {
+  switch (inv.cmd) {
+    case "none":
+      return 0;
+    case "id": {
+      const { id, path, created } = await identity(inv.identity);
+      writeAll(Deno.stdout, `${fingerprint(id.edPublic)}\n`);
+      writeAll(Deno.stderr, `${created ? "created" : "identity"} ${path}\n`);
+      return 0;
+    }
+    case "serve":
+      return await serve({
+        host: inv.host,
+        port: inv.port,
+        config: {
+          keepaliveMs: inv.keepaliveMs,
+          maxMembersPerRoom: inv.maxRoomMembers,
+          maxRooms: inv.maxRooms,
+          maxPeers: inv.maxPeers,
+          nameTtlMs: inv.nameTtlMs,
+          registrationsPerMinute: inv.registrationsPerMinute,
+          relayBytesPerSec: inv.relayBytesPerSec,
+        },
+        log: setupLogging(inv.logLevel),
+      });
+    case "join": {
+      let name = inv.name;
+      if (name === undefined) {
+        if (!Deno.stdin.isTerminal() || inv.json) {
+          throw new UsageError(`Cannot join: --name is required (${NAME_RULE})`);
+        }
+        name = await askName();
+      }
+      const log = setupLogging(inv.logLevel);
+      const me = await identity(inv.identity);
+      if (me.created) log.info(`created identity ${me.path} (${fingerprint(me.id.edPublic)})`);
+      const server = await resolveAddr(inv.server);
+      return await runJoin({
+        json: inv.json,
+        log,
+        host: {
+          bindHost: "0.0.0.0",
+          port: inv.port,
+          tickMs: 25,
+          dropDirect: inv.testDropDirect,
+          agent: {
+            ...DEFAULT_AGENT_CONFIG,
+            name,
+            room: inv.room,
+            server,
+            identity: { key: me.id.edPublic, sign: (m) => sign(me.id, m) },
+            keepaliveMs: inv.keepaliveMs,
+            path: {
+              ...DEFAULT_PATH_CONFIG,
+              ackTimeoutMs: inv.ackTimeoutMs,
+              punchWindowMs: inv.punchWindowMs,
+              keepaliveMs: inv.keepaliveMs,
+              retryDirectMs: inv.retryDirectMs,
+            },
+          },
+        },
+      });
+    }
+  }
+}
+
+/** Runs the CLI and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const io = {
+    out: (s: string) => writeAll(Deno.stdout, s),
+    err: (s: string) => writeAll(Deno.stderr, s),
+    env: (k: string) => Deno.env.get(k),
+  };
+  try {
+    if (argv.length === 0) {
+      parseArgs(["--help"], { ...io, out: io.err }, VERSION);
+      return 2;
+    }
+    return await run(parseArgs(argv, io, VERSION));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`p2pchat: ${e.message}\n`);
+      return 2;
+    }
+    // Ctrl-C at the name prompt.
+    if (e instanceof Error && e.name === "ExitPromptError") return 130;
+    if (e instanceof Error && e.message.startsWith("Cannot ")) {
+      io.err(`p2pchat: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,90 @@
+/** The command tree, driven in-process: no spawning, no exits. */
+import assert from "node:assert/strict";
+import { parseArgs, UsageError } from "../../lib/cli/program.ts";
+import { parseLine } from "../../lib/cli/input.ts";
+
+function run(argv: string[], env: Record<string, string> = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io = {
+    out: (s: string) => out.push(s),
+    err: (s: string) => err.push(s),
+    env: (k: string) => env[k],
+  };
+  return { inv: parseArgs(argv, io, "9.9.9"), out: out.join(""), err: err.join("") };
+}
+
+function usage(argv: string[], env: Record<string, string> = {}): string {
+  try {
+    run(argv, env);
+  } catch (e) {
+    assert.ok(e instanceof UsageError, `expected a UsageError, got ${e}`);
+    return e.message;
+  }
+  assert.fail(`expected ${argv.join(" ")} to be refused`);
+}
+
+Deno.test("cli: join defaults", () => {
+  const { inv } = run(["join", "--name", "alice"]);
+  assert.equal(inv.cmd, "join");
+  if (inv.cmd !== "join") return;
+  assert.deepEqual(inv.server, { host: "127.0.0.1", port: 8848 });
+  assert.equal(inv.room, "lobby");
+  assert.equal(inv.port, 0);
+  assert.equal(inv.json, false);
+  assert.equal(inv.keepaliveMs, 15000);
+  assert.ok(inv.ackTimeoutMs >= 300 && inv.ackTimeoutMs <= 500);
+});
+
+Deno.test("cli: --server from P2PCHAT_SERVER, flag wins over env", () => {
+  const a = run(["join", "--name", "a"], { P2PCHAT_SERVER: "example.org:9000" }).inv;
+  assert.ok(a.cmd === "join" && a.server.host === "example.org" && a.server.port === 9000);
+  const b = run(["join", "--name", "a", "--server", "10.1.2.3"], { P2PCHAT_SERVER: "x:1" }).inv;
+  assert.ok(b.cmd === "join" && b.server.host === "10.1.2.3" && b.server.port === 8848);
+});
+
+Deno.test("cli: serve defaults", () => {
+  const { inv } = run(["serve"]);
+  assert.ok(inv.cmd === "serve" && inv.port === 8848 && inv.host === "0.0.0.0");
+});
+
+Deno.test("cli: --help and --version print and do nothing else", () => {
+  const h = run(["--help"]);
+  assert.equal(h.inv.cmd, "none");
+  assert.match(h.out, /serve/);
+  assert.match(h.out, /join/);
+  assert.match(run(["join", "--help"]).out, /--server <host:port>/);
+  assert.doesNotMatch(run(["join", "--help"]).out, /test-drop-direct/, "test hooks stay hidden");
+  assert.equal(run(["--version"]).out.trim(), "9.9.9");
+});
+
+const mistakes: [string, string[], RegExp, Record<string, string>?][] = [
+  ["unknown flag", ["join", "--nme", "x"], /unknown option '--nme'/],
+  ["unknown command", ["chat"], /unknown command 'chat'/],
+  ["bad port", ["serve", "--port", "70000"], /--port must be a whole number/],
+  ["bad server", ["join", "--name", "a", "--server", "1.2.3:x"], /not HOST:PORT/],
+  ["bad server port", ["join", "--name", "a", "--server", "host:0"], /not a port/],
+  ["bad name", ["join", "--name", "a b"], /not a valid name/],
+  ["long name", ["join", "--name", "x".repeat(33)], /not a valid name/],
+  ["bad env server", ["join", "--name", "a"], /P2PCHAT_SERVER/, { P2PCHAT_SERVER: "::" }],
+  ["bad keepalive", ["join", "--name", "a", "--keepalive", "0"], /seconds/],
+  ["bad log level", ["serve", "--log-level", "loud"], /log-level/],
+];
+for (const [what, argv, re, env] of mistakes) {
+  Deno.test(`cli: ${what} is a one-line usage error`, () => {
+    const m = usage(argv, env);
+    assert.match(m, re);
+    assert.equal(m.includes("\n    at "), false, "no stack trace");
+  });
+}
+
+Deno.test("chat input: commands parse", () => {
+  assert.deepEqual(parseLine("hi there"), { kind: "say", text: "hi there" });
+  assert.deepEqual(parseLine("/msg bob hi  there"), { kind: "msg", to: "bob", text: "hi  there" });
+  assert.deepEqual(parseLine("/msg bob"), { kind: "error", message: "usage: /msg NAME TEXT" });
+  assert.deepEqual(parseLine("/peers"), { kind: "peers" });
+  assert.deepEqual(parseLine("/quit"), { kind: "quit" });
+  assert.deepEqual(parseLine("//etc"), { kind: "say", text: "/etc" });
+  assert.deepEqual(parseLine("   "), { kind: "none" });
+  assert.equal(parseLine("/nope").kind, "error");
+});

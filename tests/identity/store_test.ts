@@ -1,0 +1,293 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { encodeIdentityFile, fingerprint, newIdentity } from "../../lib/identity/identity.ts";
+import { writeFileAtomic } from "../../lib/identity/_atomic.ts";
+import {
+  configDir,
+  IDENTITY_FILE,
+  KNOWN_PEERS_FILE,
+  KnownPeersFile,
+  loadOrCreateIdentity,
+} from "../../lib/identity/store.ts";
+
+const unix = Deno.build.os !== "windows";
+
+/** Run `fn` with a fresh temp dir that is removed afterwards, even on failure. */
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat_identity_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const modeOf = async (path: string) => (await Deno.stat(path)).mode! & 0o777;
+
+// ---- configDir ----
+
+const dirCases: {
+  name: string;
+  os: typeof Deno.build.os;
+  env: Record<string, string>;
+  want: string | RegExp;
+}[] = [
+  {
+    name: "linux uses XDG_CONFIG_HOME",
+    os: "linux",
+    env: { XDG_CONFIG_HOME: "/xdg", HOME: "/home/ann" },
+    want: "/xdg/p2pchat",
+  },
+  {
+    name: "linux falls back to HOME",
+    os: "linux",
+    env: { HOME: "/home/ann" },
+    want: "/home/ann/.config/p2pchat",
+  },
+  {
+    name: "linux treats an empty XDG_CONFIG_HOME as unset",
+    os: "linux",
+    env: { XDG_CONFIG_HOME: "", HOME: "/home/ann" },
+    want: "/home/ann/.config/p2pchat",
+  },
+  {
+    name: "linux ignores a relative XDG_CONFIG_HOME",
+    os: "linux",
+    env: { XDG_CONFIG_HOME: "cfg", HOME: "/home/ann" },
+    want: "/home/ann/.config/p2pchat",
+  },
+  {
+    name: "linux with XDG only",
+    os: "linux",
+    env: { XDG_CONFIG_HOME: "/xdg/" },
+    want: "/xdg/p2pchat",
+  },
+  {
+    name: "linux with nothing set",
+    os: "linux",
+    env: {},
+    want: /^Cannot find a config directory: set XDG_CONFIG_HOME or HOME$/,
+  },
+  {
+    name: "linux with an empty HOME",
+    os: "linux",
+    env: { HOME: "" },
+    want: /^Cannot find a config directory: set XDG_CONFIG_HOME or HOME$/,
+  },
+  {
+    name: "freebsd is like linux",
+    os: "freebsd",
+    env: { HOME: "/usr/home/ann" },
+    want: "/usr/home/ann/.config/p2pchat",
+  },
+  {
+    name: "macOS uses Application Support",
+    os: "darwin",
+    env: { HOME: "/Users/ann", XDG_CONFIG_HOME: "/xdg" },
+    want: "/Users/ann/Library/Application Support/p2pchat",
+  },
+  {
+    name: "macOS with nothing set",
+    os: "darwin",
+    env: { XDG_CONFIG_HOME: "/xdg" },
+    want: /set HOME/,
+  },
+  {
+    name: "windows uses APPDATA",
+    os: "windows",
+    env: { APPDATA: "C:\\Users\\ann\\AppData\\Roaming", HOME: "/home/ann" },
+    want: "C:\\Users\\ann\\AppData\\Roaming\\p2pchat",
+  },
+  {
+    name: "windows with nothing set",
+    os: "windows",
+    env: { HOME: "C:\\Users\\ann" },
+    want: /set APPDATA/,
+  },
+];
+for (const c of dirCases) {
+  Deno.test(`configDir: ${c.name}`, () => {
+    const env = (name: string) => c.env[name];
+    if (typeof c.want === "string") assert.equal(configDir(env, c.os), c.want);
+    else assert.throws(() => configDir(env, c.os), { message: c.want });
+  });
+}
+
+// ---- identity file ----
+
+Deno.test("store: creates an identity, then reloads the same one", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "cfg", "p2pchat", IDENTITY_FILE);
+    const first = await loadOrCreateIdentity(path);
+    assert.equal(first.created, true);
+    const second = await loadOrCreateIdentity(path);
+    assert.equal(second.created, false);
+    assert.deepEqual(second.identity, first.identity);
+    assert.equal(await Deno.readTextFile(path), encodeIdentityFile(first.identity));
+    assert.deepEqual([...Deno.readDirSync(join(dir, "cfg", "p2pchat"))].map((e) => e.name), [
+      IDENTITY_FILE,
+    ], "no temp files left behind");
+  });
+});
+
+Deno.test({
+  name: "store: the identity file is 0600 and new directories 0700",
+  ignore: !unix,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, "a", "b", IDENTITY_FILE);
+      await loadOrCreateIdentity(path);
+      assert.equal(await modeOf(path), 0o600);
+      assert.equal(await modeOf(join(dir, "a", "b")), 0o700);
+      assert.equal(await modeOf(join(dir, "a")), 0o700);
+    }),
+});
+
+Deno.test({
+  name: "store: an identity file readable by others is refused",
+  ignore: !unix,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, IDENTITY_FILE);
+      await loadOrCreateIdentity(path);
+      for (const mode of [0o644, 0o640, 0o604]) {
+        await Deno.chmod(path, mode);
+        await assert.rejects(
+          loadOrCreateIdentity(path),
+          new Error(`Cannot use identity ${path}: it is readable by others (chmod 600 it)`),
+        );
+      }
+      await Deno.chmod(path, 0o400);
+      assert.equal((await loadOrCreateIdentity(path)).created, false, "read-only for me is fine");
+    }),
+});
+
+Deno.test("store: a corrupt or mismatched identity file is an error, never replaced", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, IDENTITY_FILE);
+    const cases: [string, RegExp][] = [
+      ["{not json", /: not valid JSON$/],
+      [
+        encodeIdentityFile(newIdentity()).replace(
+          /"public":"[0-9a-f]+"/,
+          `"public":"${"ab".repeat(32)}"`,
+        ),
+        /: public does not match ed25519_secret$/,
+      ],
+    ];
+    for (const [text, reason] of cases) {
+      await Deno.writeTextFile(path, text, { mode: 0o600 });
+      await assert.rejects(loadOrCreateIdentity(path), (e: Error) => {
+        assert.ok(e.message.startsWith(`Cannot read identity ${path}: `), e.message);
+        assert.match(e.message, reason);
+        return true;
+      });
+      assert.equal(await Deno.readTextFile(path), text, "left untouched");
+    }
+  });
+});
+
+Deno.test("store: a directory where the identity should be is an error", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, IDENTITY_FILE);
+    await Deno.mkdir(path);
+    await assert.rejects(
+      loadOrCreateIdentity(path),
+      /^Error: Cannot read identity .*: not a regular file$/,
+    );
+  });
+});
+
+Deno.test("store: concurrent first runs agree on one identity", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, IDENTITY_FILE);
+    const results = await Promise.all([1, 2, 3, 4].map(() => loadOrCreateIdentity(path)));
+    assert.equal(results.filter((r) => r.created).length, 1);
+    const fps = new Set(results.map((r) => fingerprint(r.identity.edPublic)));
+    assert.equal(fps.size, 1);
+    const onDisk = await loadOrCreateIdentity(path);
+    assert.ok(fps.has(fingerprint(onDisk.identity.edPublic)));
+  });
+});
+
+Deno.test("atomic write: no-clobber mode leaves an existing file alone", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "f");
+    assert.equal(await writeFileAtomic(path, "one", { mode: 0o600, overwrite: false }), true);
+    assert.equal(await writeFileAtomic(path, "two", { mode: 0o600, overwrite: false }), false);
+    assert.equal(await Deno.readTextFile(path), "one");
+    assert.equal(await writeFileAtomic(path, "three", { mode: 0o600, overwrite: true }), true);
+    assert.equal(await Deno.readTextFile(path), "three");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["f"]);
+  });
+});
+
+// ---- known peers ----
+
+const BOB = "example.org:7777/lobby/bob";
+const FP1 = "3f1c-09ab-77d2-e410";
+const FP2 = "0000-1111-2222-3333";
+
+Deno.test("known peers: a missing file is empty and pins persist across reopen", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "new", KNOWN_PEERS_FILE);
+    const known = await KnownPeersFile.open(path);
+    assert.equal(known.check(BOB, FP1), "new");
+    await known.pin(BOB, FP1);
+    assert.equal(known.check(BOB, FP1), "match");
+    const reopened = await KnownPeersFile.open(path);
+    assert.equal(reopened.check(BOB, FP1), "match");
+    assert.equal(reopened.check(BOB, FP2), "changed");
+    assert.equal(reopened.get(BOB), FP1);
+    await reopened.pin(BOB, FP2);
+    assert.equal((await KnownPeersFile.open(path)).check(BOB, FP2), "match");
+    if (unix) {
+      assert.equal(await modeOf(path), 0o600);
+      assert.equal(await modeOf(join(dir, "new")), 0o700);
+    }
+  });
+});
+
+Deno.test("known peers: pins made without waiting are all saved, in order", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, KNOWN_PEERS_FILE);
+    const known = await KnownPeersFile.open(path);
+    const saves = [known.pin("a", FP1), known.pin("b", FP1), known.pin("a", FP2)];
+    assert.equal(known.check("a", FP2), "match", "visible before the save finishes");
+    await Promise.all(saves);
+    const reopened = await KnownPeersFile.open(path);
+    assert.equal(reopened.check("a", FP2), "match");
+    assert.equal(reopened.check("b", FP1), "match");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), [KNOWN_PEERS_FILE]);
+  });
+});
+
+Deno.test("known peers: two handles on one file keep each other's pins", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, KNOWN_PEERS_FILE);
+    const one = await KnownPeersFile.open(path);
+    const two = await KnownPeersFile.open(path);
+    await one.pin("a", FP1);
+    await two.pin("b", FP2);
+    const reopened = await KnownPeersFile.open(path);
+    assert.equal(reopened.check("a", FP1), "match");
+    assert.equal(reopened.check("b", FP2), "match");
+    assert.equal(two.check("a", FP1), "match", "a save picks up what is on disk");
+  });
+});
+
+Deno.test("known peers: a corrupt file is an error and a bad pin is refused", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, KNOWN_PEERS_FILE);
+    await Deno.writeTextFile(path, `{"version":1,"peers":`);
+    await assert.rejects(
+      KnownPeersFile.open(path),
+      new Error(`Cannot read known peers ${path}: not valid JSON`),
+    );
+    await Deno.remove(path);
+    const known = await KnownPeersFile.open(path);
+    await assert.rejects(known.pin(BOB, "not a fingerprint"), /Cannot pin/);
+    assert.equal(known.check(BOB, FP1), "new");
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  });
+});

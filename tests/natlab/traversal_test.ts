@@ -1,0 +1,282 @@
+/**
+ * NAT traversal behind real kernel NAT: real `p2pchat serve` and `p2pchat join --json`
+ * processes in lab namespaces. Writes the NAT matrix report (docs/NAT_MATRIX.md when
+ * P2PCHAT_WRITE_MATRIX=1; always printed).
+ */
+import assert from "node:assert/strict";
+import { type Lab, type NatType, type SiteSpec, unsupportedReason, up } from "./lab.ts";
+import { count, Harness, isType, type Proc } from "../e2e/harness.ts";
+
+const reason = unsupportedReason();
+if (reason) console.warn(`\n*** NAT traversal tests SKIPPED: ${reason} ***\n`);
+
+function labTest(name: string, fn: () => Promise<void>) {
+  Deno.test({
+    name: reason ? `natlab: ${name} (SKIPPED: ${reason})` : `natlab: ${name}`,
+    ignore: reason !== undefined,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn,
+  });
+}
+
+const PORT = 8848;
+const wrap = (lab: Lab, node: string) => ["ip", "netns", "exec", lab.nsOf(node)];
+
+/** A lab with a server running in it; everything is torn down after `fn`. */
+async function withLab(
+  sites: SiteSpec[],
+  fn: (lab: Lab, h: Harness, server: Proc, addr: string) => Promise<void>,
+  serverArgs: string[] = [],
+) {
+  const lab = await up({ sites });
+  const h = new Harness();
+  try {
+    const server = h.server(PORT, ["--log-level", "info", ...serverArgs], wrap(lab, "server"));
+    await server.waitStderr(/listening on/);
+    await fn(lab, h, server, `${lab.server.addrs[0]}:${PORT}`);
+  } finally {
+    await h.cleanup();
+    await lab.down();
+  }
+}
+
+const lastPath = (p: Proc, peer: string) =>
+  p.events.filter((e) => e.type === "path" && e.peer === peer).at(-1)?.path as string | undefined;
+
+const TYPES: NatType[] = ["open", "full-cone", "restricted", "port-restricted", "symmetric"];
+const RELAY_PAIRS = new Set([
+  "port-restricted|symmetric",
+  "symmetric|port-restricted",
+  "symmetric|symmetric",
+]);
+
+interface Row {
+  a: NatType;
+  b: NatType;
+  path: string;
+  connectS: number;
+  deliverS: number;
+}
+
+async function runPair(
+  lab: Lab,
+  h: Harness,
+  addr: string,
+  a: NatType,
+  b: NatType,
+  i: number,
+): Promise<Row> {
+  const room = `m${i}`;
+  const args = ["--room", room, "--keepalive", "5"];
+  const t0 = Date.now();
+  const pa = h.peer("a", addr, args, wrap(lab, `s${i}a1`));
+  const pb = h.peer("b", addr, args, wrap(lab, `s${i}b1`));
+  const what = `${a}<->${b}`;
+  const pathA = await pa.waitFor(isType("path", { peer: "b" }), 30000, `${what}: a's path`);
+  await pb.waitFor(isType("path", { peer: "a" }), 30000, `${what}: b's path`);
+  const connectS = (Date.now() - t0) / 1000;
+  // A relayed pair may still upgrade; a direct pair must not fall back. Give it a moment.
+  if (pathA.path === "relay") await new Promise((r) => setTimeout(r, 500));
+  await pa.write(`hello from a (${what})`);
+  await pb.write(`hello from b (${what})`);
+  await pb.waitFor(
+    isType("message", { from: "a", text: `hello from a (${what})` }),
+    30000,
+    `${what}: a->b`,
+  );
+  await pa.waitFor(
+    isType("message", { from: "b", text: `hello from b (${what})` }),
+    30000,
+    `${what}: b->a`,
+  );
+  await pa.waitFor(isType("delivered", { to: "b" }), 30000, `${what}: a's delivery report`);
+  const deliverS = (Date.now() - t0) / 1000;
+  const path = lastPath(pa, "b")!;
+  assert.equal(
+    lastPath(pb, "a") === "relay",
+    path === "relay",
+    `${what}: both sides agree on relaying`,
+  );
+  return { a, b, path, connectS, deliverS };
+}
+
+function report(rows: Row[]): string {
+  const cell = (a: NatType, b: NatType) => {
+    const r = rows.find((x) => (x.a === a && x.b === b) || (x.a === b && x.b === a));
+    return r ? `${r.path} ${r.connectS.toFixed(1)} s` : "-";
+  };
+  const lines = [
+    `| A \\ B | ${TYPES.join(" | ")} |`,
+    `| --- | ${TYPES.map(() => "---").join(" | ")} |`,
+    ...TYPES.map((a) => `| **${a}** | ${TYPES.map((b) => cell(a, b)).join(" | ")} |`),
+  ];
+  return lines.join("\n");
+}
+
+labTest("matrix: every pair of NAT types connects, direct where hole punching allows", async () => {
+  const pairs: [NatType, NatType][] = [];
+  for (let i = 0; i < TYPES.length; i++) {
+    for (let j = i; j < TYPES.length; j++) pairs.push([TYPES[i]!, TYPES[j]!]);
+  }
+  const sites: SiteSpec[] = pairs.flatMap(([a, b], i) => [
+    { name: `s${i}a`, nat: a },
+    { name: `s${i}b`, nat: b },
+  ]);
+  const rows: Row[] = [];
+  await withLab(sites, async (lab, h, _server, addr) => {
+    // A few pairs at a time: 2 cores, and each peer is a whole Deno process.
+    for (let k = 0; k < pairs.length; k += 5) {
+      const batch = pairs.slice(k, k + 5).map(([a, b], j) => runPair(lab, h, addr, a, b, k + j));
+      rows.push(...await Promise.all(batch));
+    }
+  });
+  const table = report(rows);
+  const detail = rows.map((r) =>
+    `| ${r.a} | ${r.b} | ${r.path} | ${r.connectS.toFixed(2)} | ${r.deliverS.toFixed(2)} |`
+  ).join("\n");
+  const doc =
+    `# Which NATs does p2pchat get through?\n\nGenerated by \`tests/natlab/traversal_test.ts\` ` +
+    `from a real run behind Linux kernel NAT (nftables), ${
+      new Date().toISOString().slice(0, 10)
+    }.\n` +
+    `Cell: the path the two peers ended up with and seconds from start to the first path event.\n\n` +
+    `${table}\n\n| A | B | path | s to path | s to first delivered message |\n| --- | --- | --- | --- | --- |\n${detail}\n`;
+  console.log("\n" + doc);
+  if (Deno.env.get("P2PCHAT_WRITE_MATRIX") === "1") {
+    await Deno.writeTextFile(new URL("../../docs/NAT_MATRIX.md", import.meta.url), doc);
+  }
+  for (const r of rows) {
+    const want = RELAY_PAIRS.has(`${r.a}|${r.b}`) ? "relay" : "direct";
+    assert.equal(r.path, want, `${r.a} <-> ${r.b}: expected ${want}, got ${r.path}\n${table}`);
+  }
+});
+
+labTest(
+  "same LAN: two peers behind one NAT without hairpinning find each other over `lan`",
+  async () => {
+    await withLab(
+      [{ name: "a", nat: "port-restricted", hosts: 2, hairpin: false }],
+      async (lab, h, _s, addr) => {
+        const p1 = h.peer("one", addr, [], wrap(lab, "a1"));
+        const p2 = h.peer("two", addr, [], wrap(lab, "a2"));
+        const e = await p1.waitFor(isType("path", { peer: "two" }), 20000);
+        assert.equal(e.path, "lan");
+        const local = ((await p2.waitFor(isType("ready"))).local as string[])[0];
+        assert.equal(e.addr, local, "the path is two's LAN address");
+        assert.ok(local?.startsWith(`${lab.hosts.a2!.addr}:`));
+        await p1.write("over the lan");
+        await p2.waitFor(isType("message", { text: "over the lan" }));
+      },
+    );
+  },
+);
+
+labTest(
+  "look-alike LANs: same private subnet and address on two sites is never taken for a path",
+  async () => {
+    const sites: SiteSpec[] = [
+      { name: "c", nat: "full-cone", subnet: "192.168.1.0/24" },
+      { name: "d", nat: "full-cone", subnet: "192.168.1.0/24" },
+      { name: "e", nat: "port-restricted", subnet: "192.168.1.0/24" },
+      { name: "f", nat: "symmetric", subnet: "192.168.1.0/24" },
+    ];
+    await withLab(sites, async (lab, h, _s, addr) => {
+      assert.equal(lab.hosts.c1!.addr, lab.hosts.d1!.addr, "the lab gives both the same address");
+      // Same local port too, so the private candidates are exactly identical.
+      const c = h.peer("c", addr, ["--room", "x", "--port", "40000"], wrap(lab, "c1"));
+      const d = h.peer("d", addr, ["--room", "x", "--port", "40000"], wrap(lab, "d1"));
+      const e = h.peer("e", addr, ["--room", "y", "--port", "40000"], wrap(lab, "e1"));
+      const f = h.peer("f", addr, ["--room", "y", "--port", "40000"], wrap(lab, "f1"));
+      const cd = await c.waitFor(isType("path", { peer: "d" }), 20000);
+      assert.equal(cd.path, "direct");
+      assert.ok((cd.addr as string).startsWith("203.0.113."), `public address, got ${cd.addr}`);
+      const ef = await e.waitFor(isType("path", { peer: "f" }), 20000);
+      assert.equal(ef.path, "relay");
+      await c.write("to d");
+      await d.waitFor(isType("message", { text: "to d" }));
+      await f.write("to e");
+      await e.waitFor(isType("message", { text: "to e" }));
+      for (const p of [c, d, e, f]) {
+        assert.equal(count(p, (x) => x.type === "path" && x.path === "lan"), 0);
+      }
+    });
+  },
+);
+
+labTest(
+  "keepalive: 20 s NAT mapping timeout, 60 s of silence, still direct without re-handshake",
+  async () => {
+    const sites: SiteSpec[] = [
+      { name: "a", nat: "port-restricted", udpTimeoutSec: 20 },
+      { name: "b", nat: "restricted", udpTimeoutSec: 20 },
+    ];
+    await withLab(sites, async (lab, h, server, addr) => {
+      const a = h.peer("a", addr, [], wrap(lab, "a1"));
+      const b = h.peer("b", addr, [], wrap(lab, "b1"));
+      assert.equal((await a.waitFor(isType("path", { peer: "b" }), 20000)).path, "direct");
+      await b.waitFor(isType("path", { peer: "a" }), 20000);
+      await new Promise((r) => setTimeout(r, 60_000));
+      await a.write("after a minute");
+      await b.waitFor(isType("message", { text: "after a minute" }), 10000);
+      await a.waitFor(isType("delivered", { to: "b" }), 10000);
+      assert.equal(count(a, isType("path")), 1, "no path change on a: " + JSON.stringify(a.events));
+      assert.equal(count(b, isType("path")), 1, "no path change on b");
+      await a.write("/peers");
+      const list = (await a.waitFor(isType("peers"))).peers as { path: string }[];
+      assert.equal(list[0]?.path, "direct");
+      assert.equal(
+        server.stderr.some((l) => /left/.test(l)),
+        false,
+        "nobody timed out at the server",
+      );
+    });
+  },
+);
+
+labTest("loss: 20% loss on both public links, every message arrives exactly once", async () => {
+  const sites: SiteSpec[] = [
+    { name: "a", nat: "full-cone", lossPct: 20 },
+    { name: "b", nat: "port-restricted", lossPct: 20 },
+  ];
+  await withLab(sites, async (lab, h, _s, addr) => {
+    const a = h.peer("a", addr, [], wrap(lab, "a1"));
+    const b = h.peer("b", addr, [], wrap(lab, "b1"));
+    await a.waitFor(isType("path", { peer: "b" }), 30000);
+    await b.waitFor(isType("path", { peer: "a" }), 30000);
+    const N = 30;
+    for (let i = 0; i < N; i++) await a.write(`m${i} ${"x".repeat(i * 300)}`);
+    await b.write("y".repeat(16 * 1024));
+    for (let i = 0; i < N; i++) {
+      await b.waitFor(isType("message", { text: `m${i} ${"x".repeat(i * 300)}` }), 60000);
+    }
+    await a.waitFor((e) => e.type === "message" && e.text === "y".repeat(16 * 1024), 60000);
+    await new Promise((r) => setTimeout(r, 2000));
+    const got = b.events.filter((e) => e.type === "message").map((e) =>
+      (e.text as string).split(" ")[0]
+    );
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => `m${i}`), "exactly once, in order");
+    assert.equal(count(a, isType("undelivered")), 0);
+  });
+});
+
+labTest("server gone: two direct peers keep chatting after the server stops", async () => {
+  await withLab(
+    [{ name: "a", nat: "full-cone" }, { name: "b", nat: "restricted" }],
+    async (lab, h, server, addr) => {
+      const a = h.peer("a", addr, [], wrap(lab, "a1"));
+      const b = h.peer("b", addr, [], wrap(lab, "b1"));
+      assert.equal((await a.waitFor(isType("path", { peer: "b" }), 20000)).path, "direct");
+      await b.waitFor(isType("path", { peer: "a" }), 20000);
+      server.kill("SIGKILL");
+      await server.status;
+      for (let i = 0; i < 3; i++) {
+        await a.write(`a${i}`);
+        await b.write(`b${i}`);
+        await b.waitFor(isType("message", { text: `a${i}` }), 10000);
+        await a.waitFor(isType("message", { text: `b${i}` }), 10000);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    },
+  );
+});

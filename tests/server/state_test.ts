@@ -1,0 +1,221 @@
+/** The server state machine, driven with a fake clock: registration proof, names, limits. */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { DEFAULT_SERVER_CONFIG, type ServerAction, ServerState } from "../../lib/server/state.ts";
+import { decode, encode, ErrorCode, type Message, registerSigInput } from "../../lib/wire/codec.ts";
+import { type Identity, newIdentity, sign } from "../../lib/identity/identity.ts";
+import { bindingRequest } from "../../lib/stun/binding.ts";
+import type { Addr } from "../../lib/wire/addr.ts";
+
+const cfg = { ...DEFAULT_SERVER_CONFIG, keepaliveMs: 1000, nameTtlMs: 60_000 };
+const A: Addr = { host: "198.51.100.10", port: 4000 };
+const B: Addr = { host: "203.0.113.20", port: 5000 };
+const C: Addr = { host: "192.0.2.30", port: 6000 };
+
+function server(c = cfg) {
+  const s = new ServerState(c);
+  const feed = (m: Message | Uint8Array, from: Addr, now = 0) => {
+    const out: ServerAction[] = [];
+    s.handle(m instanceof Uint8Array ? m : encode(m), from, now, out);
+    return out.filter((a) => a.type === "send") as Extract<ServerAction, { type: "send" }>[];
+  };
+  return { s, feed };
+}
+
+const msgs = (sends: { bytes: Uint8Array }[]) =>
+  sends.map((x) => decode(x.bytes)).filter((d) => d.ok).map((d) => (d as { value: Message }).value);
+
+function reg(
+  id: string,
+  name: string,
+  who: Identity,
+  cookie: Uint8Array = new Uint8Array(0),
+  room = "lobby",
+) {
+  const m: Extract<Message, { type: "register" }> = {
+    type: "register",
+    id,
+    name,
+    room,
+    locals: [],
+    key: who.edPublic,
+    cookie,
+    sig: new Uint8Array(0),
+  };
+  if (cookie.length) m.sig = sign(who, registerSigInput(m));
+  return m;
+}
+
+/** The full cookie exchange; returns the server's answers to the signed REGISTER. */
+function join(
+  feed: ReturnType<typeof server>["feed"],
+  id: string,
+  name: string,
+  who: Identity,
+  from: Addr,
+  now = 0,
+  room = "lobby",
+) {
+  const first = reg(id, name, who, undefined, room);
+  const c = msgs(feed(first, from, now))[0];
+  assert.equal(c?.type, "cookie");
+  const out = feed(reg(id, name, who, (c as { cookie: Uint8Array }).cookie, room), from, now);
+  return msgs(out.filter((o) => o.to.host === from.host && o.to.port === from.port));
+}
+
+const alice = newIdentity();
+const bob = newIdentity();
+const mallory = newIdentity();
+const ID1 = "1111111111111111", ID2 = "2222222222222222", ID3 = "3333333333333333";
+
+Deno.test("server: a first REGISTER only gets a cookie, smaller than the request", () => {
+  const { s, feed } = server();
+  const req = encode(reg(ID1, "alice", alice));
+  const out = feed(req, A);
+  assert.equal(out.length, 1);
+  assert.ok(out[0]!.bytes.length < req.length);
+  assert.equal(msgs(out)[0]?.type, "cookie");
+  assert.equal(s.peerCount, 0);
+});
+
+Deno.test("server: a cookie made for another address is refused (spoofed source)", () => {
+  const { s, feed } = server();
+  const c = msgs(feed(reg(ID1, "alice", alice), B))[0] as { cookie: Uint8Array };
+  const out = feed(reg(ID1, "alice", alice, c.cookie), A);
+  assert.deepEqual(msgs(out).map((m) => m.type), ["cookie"]);
+  assert.equal(s.peerCount, 0);
+});
+
+Deno.test("server: a signature that does not match the key is refused", () => {
+  const { s, feed } = server();
+  const c = msgs(feed(reg(ID1, "alice", alice), A))[0] as { cookie: Uint8Array };
+  const m = reg(ID1, "alice", alice, c.cookie);
+  m.sig = sign(mallory, registerSigInput(m));
+  const out = msgs(feed(m, A));
+  assert.equal(out[0]?.type === "error" && out[0].code, ErrorCode.BAD_SIGNATURE);
+  assert.equal(s.peerCount, 0);
+});
+
+Deno.test("server: a name belongs to its key while registered and for the TTL after", () => {
+  const { s, feed } = server();
+  const ok = join(feed, ID1, "alice", alice, A);
+  assert.equal(ok[0]?.type, "register_ok");
+  const taken = join(feed, ID2, "alice", mallory, B);
+  assert.ok(taken[0]?.type === "error" && taken[0].code === ErrorCode.NAME_TAKEN);
+  // alice leaves; the name stays hers for the TTL.
+  const token = (ok[0] as { token: string }).token;
+  feed({ type: "leave", id: ID1, token }, A, 1000);
+  assert.equal(s.peerCount, 0);
+  const still = join(feed, ID2, "alice", mallory, B, 30_000);
+  assert.ok(still[0]?.type === "error" && still[0].code === ErrorCode.NAME_TAKEN);
+  // alice herself may come back, from anywhere.
+  const back = join(feed, ID3, "alice", alice, C, 31_000)[0];
+  assert.equal(back?.type, "register_ok");
+  feed({ type: "leave", id: ID3, token: (back as { token: string }).token }, C, 32_000);
+  // After the TTL, anyone.
+  const out: ServerAction[] = [];
+  s.tick(32_000 + cfg.nameTtlMs + 1, out);
+  assert.equal(
+    join(feed, ID2, "alice", mallory, B, 32_000 + cfg.nameTtlMs + 2)[0]?.type,
+    "register_ok",
+  );
+});
+
+Deno.test("server: the same key under a new session replaces the old one and tells the room", () => {
+  const { s, feed } = server();
+  join(feed, ID1, "alice", alice, A);
+  join(feed, ID2, "bob", bob, B);
+  const again = join(feed, ID3, "alice", alice, C, 10);
+  assert.equal(again[0]?.type, "register_ok");
+  assert.equal(s.peerCount, 2);
+});
+
+Deno.test("server: requests with a wrong token get a small error and change nothing", () => {
+  const { s, feed } = server();
+  join(feed, ID1, "alice", alice, A);
+  join(feed, ID2, "bob", bob, B);
+  const forged = encode({ type: "leave", id: ID1, token: "0000000000000000" });
+  const out = feed(forged, C);
+  assert.ok(out.every((o) => o.bytes.length <= forged.length));
+  assert.equal(s.peerCount, 2, "alice was not kicked");
+  const relay = encode({
+    type: "relay",
+    from: ID1,
+    token: "0000000000000000",
+    to: ID2,
+    payload: new Uint8Array(500),
+  });
+  const r = feed(relay, C);
+  assert.ok(r.every((o) => !(o.to.host === B.host)), "nothing relayed to bob");
+});
+
+Deno.test("server: relays only within a room, and only up to the relay rate", () => {
+  const { feed } = server({ ...cfg, relayBytesPerSec: 10_000 });
+  const a = join(feed, ID1, "alice", alice, A)[0] as { token: string };
+  join(feed, ID2, "bob", bob, B);
+  join(feed, ID3, "carol", mallory, C, 0, "other");
+  const payload = new Uint8Array(1000);
+  const to = (id: string) =>
+    feed({ type: "relay", from: ID1, token: a.token, to: id, payload }, A, 1);
+  assert.equal(to(ID3).filter((o) => o.to.host === C.host).length, 0, "not across rooms");
+  let relayed = 0;
+  for (let i = 0; i < 100; i++) relayed += to(ID2).filter((o) => o.to.host === B.host).length;
+  assert.ok(relayed >= 39 && relayed <= 41, `burst of 4 s at 10 kB/s, got ${relayed} kB`);
+});
+
+Deno.test("server: registrations per source IP per minute are limited", () => {
+  const { feed } = server({ ...cfg, registrationsPerMinute: 5 });
+  let answered = 0;
+  for (let i = 0; i < 20; i++) answered += feed(reg(ID1, "alice", alice), A, i).length;
+  assert.equal(answered, 5);
+  assert.equal(feed(reg(ID1, "alice", alice), A, 61_000).length, 1, "a new minute");
+});
+
+Deno.test("server: never amplifies towards an unproven source (STUN Binding excepted)", () => {
+  const { feed } = server();
+  join(feed, ID1, "alice", alice, A);
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 1600 }),
+        fc.uint8Array({ maxLength: 200 }).map((b) => Uint8Array.from([0x50, 1, ...b])),
+        fc.constantFrom(...[1, 6, 8, 0x10, 0x20].map((t) => t)).chain((t) =>
+          fc.uint8Array({ maxLength: 120 }).map((b) => Uint8Array.from([0x50, 1, t, ...b]))
+        ),
+      ),
+      (b) => {
+        const out = feed(b, C);
+        const sent = out.reduce((n, o) => n + o.bytes.length, 0);
+        assert.ok(sent <= b.length, `${sent} bytes answered to ${b.length}`);
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  // The STUN exception: a fixed small answer.
+  const stun = bindingRequest(new Uint8Array(12).fill(9), { fingerprint: false });
+  const out = feed(stun, C);
+  assert.equal(out.length, 1);
+  assert.ok(out[0]!.bytes.length <= 40);
+});
+
+Deno.test("server: a silent peer is dropped after 3 keepalive intervals and the room is told", () => {
+  const { s, feed } = server();
+  join(feed, ID1, "alice", alice, A);
+  const b = join(feed, ID2, "bob", bob, B)[0] as { token: string };
+  let leftAt = -1;
+  for (let t = 0; t <= 6000; t += 250) {
+    feed({ type: "keepalive", id: ID2, token: b.token }, B, t);
+    const out: ServerAction[] = [];
+    s.tick(t, out);
+    const told = msgs(out.filter((o) => o.type === "send") as { bytes: Uint8Array }[]);
+    if (told.some((m) => m.type === "peer_left" && m.name === "alice")) {
+      assert.equal(leftAt, -1, "reported once");
+      leftAt = t;
+    }
+  }
+  assert.ok(
+    leftAt > 3 * cfg.keepaliveMs && leftAt <= 3 * cfg.keepaliveMs + 1250,
+    `left at ${leftAt}`,
+  );
+  assert.equal(s.peerCount, 1, "bob, who kept alive, stays");
+});
