@@ -110,8 +110,9 @@ Deno.test("e2e: the server restarts and peers recover by themselves", async () =
     await again.waitStderr(/alice joined/, 10000);
     await again.waitStderr(/bob joined/, 10000);
     const carol = h.peer("carol", `127.0.0.1:${port}`, FAST);
-    await carol.waitFor(isType("peer", { name: "alice", state: "joined" }));
-    await carol.waitFor(isType("peer", { name: "bob", state: "joined" }));
+    // A room line reaches the members its sender knows when it is typed, so bob must have
+    // learned of carol (and carol of bob) before he writes.
+    await allSee({ ...peers, carol });
     await peers.bob!.write("after restart");
     await carol.waitFor(isType("message", { from: "bob", text: "after restart" }));
     await peers.alice!.waitFor(isType("message", { from: "bob", text: "after restart" }));
