@@ -12,7 +12,13 @@ import { runJoin } from "./lib/cli/join.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
 import { resolveAddr } from "./lib/net/resolve.ts";
-import { configDir, IDENTITY_FILE, loadOrCreateIdentity } from "./lib/identity/store.ts";
+import {
+  configDir,
+  IDENTITY_FILE,
+  KNOWN_PEERS_FILE,
+  KnownPeersFile,
+  loadOrCreateIdentity,
+} from "./lib/identity/store.ts";
 import { fingerprint, type Identity, sign } from "./lib/identity/identity.ts";
 
 export const VERSION: string = denoJson.version;
@@ -70,6 +76,15 @@ async function run(inv: Invocation): Promise<number> {
       const me = await identity(inv.identity);
       if (me.created) log.info(`created identity ${me.path} (${fingerprint(me.id.edPublic)})`);
       const server = await resolveAddr(inv.server);
+      const known = await KnownPeersFile.open(`${configDir()}/${KNOWN_PEERS_FILE}`);
+      // Pins are per server and room: that is where a name is bound to a key.
+      const pinKey = (peer: string) => `${inv.server}/${inv.room}/${peer}`;
+      const trust = {
+        check: (peer: string, fp: string) => known.check(pinKey(peer), fp),
+        pin: (peer: string, fp: string) => {
+          known.pin(pinKey(peer), fp).catch((e) => log.warn(e.message));
+        },
+      };
       return await runJoin({
         json: inv.json,
         log,
@@ -83,7 +98,12 @@ async function run(inv: Invocation): Promise<number> {
             name,
             room: inv.room,
             server,
-            identity: { key: me.id.edPublic, sign: (m) => sign(me.id, m) },
+            identity: {
+              key: me.id.edPublic,
+              sign: (m) => sign(me.id, m),
+              staticKey: { publicKey: me.id.xPublic, privateKey: me.id.xSecret },
+            },
+            trust,
             keepaliveMs: inv.keepaliveMs,
             path: {
               ...DEFAULT_PATH_CONFIG,

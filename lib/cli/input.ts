@@ -3,6 +3,8 @@ export type Command =
   | { kind: "say"; text: string }
   | { kind: "msg"; to: string; text: string }
   | { kind: "peers" }
+  | { kind: "trust"; name: string }
+  | { kind: "stats" }
   | { kind: "help" }
   | { kind: "quit" }
   | { kind: "none" }
@@ -11,7 +13,9 @@ export type Command =
 export const HELP = [
   "TEXT              send TEXT to everyone in the room",
   "/msg NAME TEXT    send TEXT to NAME only",
-  "/peers            list peers with path (lan, direct, relay, connecting), address and RTT",
+  "/peers            list peers: path (lan, direct, relay, connecting), address, RTT, key",
+  "/trust NAME       accept NAME's new key after it changed (check the fingerprint first!)",
+  "/stats            counters of dropped datagrams, by reason",
   "/help             this help",
   "/quit             leave (Ctrl-D and Ctrl-C too)",
   "//TEXT            send TEXT starting with a single '/'",
@@ -32,6 +36,13 @@ export function parseLine(line: string): Command {
     }
     case "peers":
       return { kind: "peers" };
+    case "trust": {
+      const name = rest.trim();
+      if (!/^\S+$/.test(name)) return { kind: "error", message: "usage: /trust NAME" };
+      return { kind: "trust", name };
+    }
+    case "stats":
+      return { kind: "stats" };
     case "help":
       return { kind: "help" };
     case "quit":

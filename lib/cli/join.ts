@@ -82,6 +82,12 @@ export async function runJoin(o: JoinOptions): Promise<number> {
       case "peers":
         out.peers(host.peers());
         break;
+      case "trust":
+        host.trust(c.name);
+        break;
+      case "stats":
+        out.stats(host.stats());
+        break;
       case "help":
         out.help();
         break;

@@ -6,6 +6,7 @@ import { HELP } from "./input.ts";
 export interface Output {
   event(e: PeerEvent): void;
   peers(list: PeerInfo[]): void;
+  stats(drops: Record<string, number>): void;
   help(): void;
   /** Redraws the prompt (terminal only). */
   prompt(): void;
@@ -29,9 +30,20 @@ export class JsonOutput implements Output {
     this.write(
       JSON.stringify({
         type: "peers",
-        peers: list.map((p) => ({ name: p.name, path: p.path, addr: p.addr, rtt_ms: p.rttMs })),
+        peers: list.map((p) => ({
+          name: p.name,
+          path: p.path,
+          addr: p.addr,
+          rtt_ms: p.rttMs,
+          fingerprint: p.fingerprint,
+          trusted: p.trusted,
+          encrypted: p.secure,
+        })),
       }) + "\n",
     );
+  }
+  stats(drops: Record<string, number>): void {
+    this.write(JSON.stringify({ type: "stats", drops }) + "\n");
   }
   help(): void {
     this.write(JSON.stringify({ type: "help", commands: HELP }) + "\n");
@@ -76,7 +88,18 @@ export class ChatOutput implements Output {
         );
         break;
       case "peer":
-        s.print(this.c("dim", `* ${e.name} ${e.state === "joined" ? "joined" : "left"}`));
+        s.print(this.c(
+          "dim",
+          e.state === "joined" ? `* ${e.name} joined (key ${e.fingerprint})` : `* ${e.name} left`,
+        ));
+        break;
+      case "key_changed":
+        s.print(this.c(
+          "red",
+          `!!! ${e.peer}'s key changed to ${e.fingerprint}: this may be someone else using the ` +
+            `name. Nothing is exchanged with ${e.peer} until you check the fingerprint with ` +
+            `them and type /trust ${e.peer}`,
+        ));
         break;
       case "path":
         s.print(this.c(
@@ -104,11 +127,22 @@ export class ChatOutput implements Output {
   peers(list: PeerInfo[]): void {
     if (list.length === 0) return this.screen.print(this.c("dim", "* nobody else is here"));
     for (const p of list) {
-      const rtt = p.rttMs === null ? "" : ` ${Math.round(p.rttMs)} ms`;
+      const rtt = p.rttMs === null ? "-" : `${Math.round(p.rttMs)} ms`;
+      const key = p.trusted ? p.fingerprint : `${p.fingerprint} (CHANGED: /trust ${p.name})`;
       this.screen.print(
-        this.c("dim", `* ${p.name.padEnd(16)} ${p.path.padEnd(10)} ${p.addr ?? "-"}${rtt}`),
+        this.c(
+          p.trusted ? "dim" : "red",
+          `* ${p.name.padEnd(16)} ${p.path.padEnd(10)} ${(p.addr ?? "-").padEnd(21)} ` +
+            `${rtt.padEnd(7)} key ${key}${p.secure ? "" : " (no session yet)"}`,
+        ),
       );
     }
+  }
+
+  stats(drops: Record<string, number>): void {
+    const e = Object.entries(drops).sort();
+    if (e.length === 0) return this.screen.print(this.c("dim", "* nothing dropped"));
+    this.screen.print(this.c("dim", `* dropped: ${e.map(([k, v]) => `${k} ${v}`).join(", ")}`));
   }
 
   help(): void {

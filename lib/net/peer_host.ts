@@ -76,6 +76,14 @@ export class PeerHost {
     this.run(this.agent.msg(name, text, performance.now()));
   }
 
+  trust(name: string): void {
+    this.run(this.agent.trustPeer(name, performance.now()));
+  }
+
+  stats(): Record<string, number> {
+    return this.agent.stats();
+  }
+
   peers(): PeerInfo[] {
     return this.agent.peers();
   }

@@ -4,16 +4,19 @@
  * return actions; lib/net/peer_host.ts carries them out on a real socket.
  */
 import { type Addr, formatAddr, sameAddr } from "../wire/addr.ts";
-import { toHex } from "../wire/bytes.ts";
+import { equalBytes, toHex } from "../wire/bytes.ts";
 import {
   decode,
   encode,
   ErrorCode,
   type Id,
   looksLikeP2p,
+  MAGIC,
   type Member,
   type Message,
   registerSigInput,
+  T,
+  VERSION,
 } from "../wire/codec.ts";
 import { DEFAULT_PATH_CONFIG, type PathAction, type PathConfig, PathMachine } from "./path.ts";
 import {
@@ -26,6 +29,22 @@ import {
   type TxEvent,
 } from "./delivery.ts";
 import type { PeerEvent } from "./events.ts";
+import { type SecureConfig, SecureLayer } from "./secure.ts";
+import type { KeyPair } from "../crypto/keys.ts";
+import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
+import { KnownPeers, type TrustStatus } from "../identity/known_peers.ts";
+
+/** Pins peer keys by name (trust on first use); the CLI backs it with the known-peers file. */
+export interface TrustStore {
+  check(name: string, fingerprint: string): TrustStatus;
+  pin(name: string, fingerprint: string): void;
+}
+
+/** An in-memory TrustStore, for tests and as the default. */
+export function memoryTrust(): TrustStore {
+  const k = new KnownPeers();
+  return { check: (n, fp) => k.check(n, fp), pin: (n, fp) => k.pin(n, fp) };
+}
 
 export interface AgentConfig {
   name: string;
@@ -33,7 +52,14 @@ export interface AgentConfig {
   server: Addr;
   locals: Addr[];
   /** Our identity: the Ed25519 public key the server binds our name to, and its signer. */
-  identity: { key: Uint8Array; sign: (msg: Uint8Array) => Uint8Array };
+  identity: {
+    key: Uint8Array;
+    sign: (msg: Uint8Array) => Uint8Array;
+    /** X25519 static key pair for Noise, derived from the Ed25519 identity. */
+    staticKey: KeyPair;
+  };
+  /** Where peer keys are pinned; defaults to memory only. */
+  trust?: TrustStore;
   /** Keepalive interval towards the server; the server may ask for a shorter one. */
   keepaliveMs: number;
   /** How long the first registration may go unanswered before we give up. */
@@ -41,8 +67,14 @@ export interface AgentConfig {
   registerRetryMs: number;
   path: PathConfig;
   delivery: DeliveryConfig;
+  /** Session lifetimes: rekey and expiry (lib/peer/secure.ts). */
+  secure: Partial<SecureConfig>;
+  /** While relayed and without a session, how often to resend the handshake through the relay. */
+  relayHelloMs: number;
   /** Randomness source (ids, nonces); injectable for tests. */
   random: (n: number) => Uint8Array;
+  /** Wall clock in ms, only for handshake timestamps; injectable for tests. */
+  wall: () => number;
 }
 
 export const DEFAULT_AGENT_CONFIG: Omit<
@@ -54,7 +86,10 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   registerRetryMs: 1000,
   path: DEFAULT_PATH_CONFIG,
   delivery: DEFAULT_DELIVERY_CONFIG,
+  secure: {},
+  relayHelloMs: 1000,
   random: (n) => crypto.getRandomValues(new Uint8Array(n)),
+  wall: () => Date.now(),
 };
 
 export type AgentAction =
@@ -70,6 +105,11 @@ export interface PeerInfo {
   path: PathMachine["kind"];
   addr: string | null;
   rttMs: number | null;
+  fingerprint: string;
+  /** Whether the peer's key is accepted (pinned or first seen); untrusted peers get no traffic. */
+  trusted: boolean;
+  /** Whether an encrypted session is up. */
+  secure: boolean;
 }
 
 interface Remote {
@@ -77,7 +117,15 @@ interface Remote {
   path: PathMachine;
   tx: Sender;
   rx: Receiver;
+  fingerprint: string;
+  /** False while the key differs from the pinned one and the user has not run /trust. */
+  trusted: boolean;
+  nextRelayHello: number;
 }
+
+/** Sealed payloads authenticate the 3-byte header of the datagram that carries them. */
+const SEALED_AD = Uint8Array.of(MAGIC, VERSION, T.SEALED);
+const HELLO_ACK_AD = Uint8Array.of(MAGIC, VERSION, T.HELLO_ACK);
 
 const dec = new TextDecoder();
 const enc = new TextEncoder();
@@ -100,10 +148,26 @@ export class PeerAgent {
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
   private out: AgentAction[] = [];
+  private readonly secure: SecureLayer;
+  private readonly trust: TrustStore;
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
     this.serverKeepaliveMs = cfg.keepaliveMs;
+    this.secure = new SecureLayer(
+      { staticKey: cfg.identity.staticKey, sessionId: this.id },
+      cfg.secure,
+      cfg.random,
+    );
+    this.trust = cfg.trust ?? memoryTrust();
+  }
+
+  /** Drop counters of the agent and of its encryption layer, by reason. */
+  stats(): Record<string, number> {
+    const all: Record<string, number> = {};
+    for (const [k, v] of this.drops) all[k] = v;
+    for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
+    return all;
   }
 
   private nonce = (): string => toHex(this.cfg.random(8));
@@ -184,7 +248,29 @@ export class PeerAgent {
         ? formatAddr(r.path.addr)
         : null,
       rttMs: r.path.rttMs,
+      fingerprint: r.fingerprint,
+      trusted: r.trusted,
+      secure: this.secure.hasSession(r.member.id),
     }));
+  }
+
+  /**
+   * Accepts `name`'s current key after it changed from the pinned one (`/trust NAME`): pins it
+   * and starts connecting.
+   */
+  trustPeer(name: string, now: number): AgentAction[] {
+    const id = this.byName.get(name);
+    const r = id ? this.remotes.get(id) : undefined;
+    if (!r) {
+      this.emit({ type: "error", message: `Cannot trust ${name}: no such peer in the room` });
+    } else if (r.trusted) {
+      this.emit({ type: "error", message: `${name} is already trusted (${r.fingerprint})` });
+    } else {
+      this.trust.pin(r.member.name, r.fingerprint);
+      this.accept(r, now);
+      this.log("warn", `now trusting ${name} with key ${r.fingerprint}`);
+    }
+    return this.take();
   }
 
   /** Sends `text` to everyone in the room. */
@@ -198,7 +284,7 @@ export class PeerAgent {
         });
       } else {
         const no = ++this.msgNo;
-        for (const r of this.remotes.values()) r.tx.send(no, bytes, false, now);
+        for (const r of this.remotes.values()) if (r.trusted) r.tx.send(no, bytes, false, now);
         this.flush(now);
       }
     }
@@ -212,6 +298,11 @@ export class PeerAgent {
     const r = id ? this.remotes.get(id) : undefined;
     if (bytes && !r) {
       this.emit({ type: "error", message: `Cannot send to ${name}: no such peer in the room` });
+    } else if (bytes && r && !r.trusted) {
+      this.emit({
+        type: "error",
+        message: `Cannot send to ${name}: its key changed; check it, then /trust ${name}`,
+      });
     } else if (bytes && r) {
       r.tx.send(++this.msgNo, bytes, true, now);
       this.flush(now);
@@ -255,17 +346,58 @@ export class PeerAgent {
         this.send(this.cfg.server, { type: "keepalive", id: this.id, token: this.token });
       }
     }
-    for (const r of this.remotes.values()) this.pathActions(r, r.path.tick(now));
+    for (const r of this.remotes.values()) {
+      if (r.trusted) this.pathActions(r, r.path.tick(now), now);
+    }
+    this.secureTick(now);
     this.flush(now);
     return this.take();
+  }
+
+  /** Rekeys due sessions; without a direct path, handshakes go through the relay. */
+  private secureTick(now: number): void {
+    for (const id of this.secure.tick(now).rekey) {
+      const r = this.remotes.get(id);
+      if (!r) continue;
+      this.secure.restartHandshake(id);
+      const addr = r.path.sendAddr;
+      if (addr) this.sendHello(r, addr, this.nonce(), now);
+      else this.relayHello(r, now);
+    }
+    for (const r of this.remotes.values()) {
+      if (!r.trusted || r.path.sendAddr || this.secure.hasSession(r.member.id)) continue;
+      if (r.path.kind !== "relay" && r.tx.pending === 0) continue;
+      if (now >= r.nextRelayHello) this.relayHello(r, now);
+    }
+  }
+
+  private relayHello(r: Remote, now: number): void {
+    r.nextRelayHello = now + this.cfg.relayHelloMs;
+    this.toRelay(r, this.hello(r, this.nonce(), now));
+  }
+
+  private hello(r: Remote, nonce: string, now: number): Message {
+    const init = this.secure.handshakeInit(r.member.id, now, this.cfg.wall());
+    return { type: "hello", from: this.id, to: r.member.id, nonce, init };
+  }
+
+  private sendHello(r: Remote, to: Addr, nonce: string, now: number): void {
+    this.send(to, this.hello(r, nonce, now));
+  }
+
+  /** Encrypts `m` for the peer; null without a session (the caller then waits for one). */
+  private seal(r: Remote, ad: Uint8Array, m: Message, now: number): Uint8Array | null {
+    return this.secure.seal(r.member.id, ad, encode(m), now);
   }
 
   /** Sends due fragments and reports finished messages, for every peer. */
   private flush(now: number): void {
     const ev: TxEvent[] = [];
     for (const r of this.remotes.values()) {
+      // Without a session nothing can be sent; the fragments stay due and go once it is up.
+      if (!this.secure.hasSession(r.member.id)) continue;
       for (const f of r.tx.tick(now, ev)) {
-        this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f });
+        this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
       }
       this.txEvents(r, ev);
     }
@@ -282,10 +414,20 @@ export class PeerAgent {
     return `${sender.slice(0, 8)}-${no}`;
   }
 
-  /** Sends to a peer on its direct path if it has one, else wrapped for the relay. */
-  private toPeer(r: Remote, m: Message, via?: Addr | null): void {
+  /**
+   * Seals `m` and sends it to the peer on its direct path if it has one (or `via`), else
+   * wrapped for the relay. Dropped without a session.
+   */
+  private toPeer(r: Remote, m: Message, now: number, via?: Addr | null): void {
+    const body = this.seal(r, SEALED_AD, m, now);
+    if (!body) return this.drop("no_session");
+    const sealed: Message = { type: "sealed", body };
     const addr = via === undefined ? r.path.sendAddr : via;
-    if (addr) return this.send(addr, m);
+    if (addr) this.send(addr, sealed);
+    else this.toRelay(r, sealed);
+  }
+
+  private toRelay(r: Remote, m: Message): void {
     this.send(this.cfg.server, {
       type: "relay",
       from: this.id,
@@ -295,20 +437,36 @@ export class PeerAgent {
     });
   }
 
-  private pathActions(r: Remote, acts: PathAction[]): void {
+  private pathActions(r: Remote, acts: PathAction[], now: number): void {
     for (const a of acts) {
       switch (a.type) {
         case "hello":
-          this.send(a.to, { type: "hello", from: this.id, to: r.member.id, nonce: a.nonce });
+          // In an established session a probe is a sealed PING; otherwise it is a handshake
+          // init, so a peer that lost our session still answers and the path heals.
+          if (r.path.sendAddr && this.secure.hasSession(r.member.id)) {
+            this.toPeer(
+              r,
+              { type: "ping", from: this.id, to: r.member.id, nonce: a.nonce },
+              now,
+              a.to,
+            );
+          } else {
+            this.sendHello(r, a.to, a.nonce, now);
+          }
           break;
         case "ack":
-          this.send(a.to, {
-            type: "hello_ack",
-            from: this.id,
-            to: r.member.id,
-            nonce: a.nonce,
-            observed: a.to,
-          });
+          this.toPeer(
+            r,
+            {
+              type: "pong",
+              from: this.id,
+              to: r.member.id,
+              nonce: a.nonce,
+              observed: a.to,
+            },
+            now,
+            a.to,
+          );
           break;
         case "connect":
           this.send(this.cfg.server, {
@@ -333,25 +491,60 @@ export class PeerAgent {
     }
   }
 
-  private addRemote(m: Member, now: number): Remote {
+  /** A key we accept: hand it to the encryption layer and start finding a path. */
+  private accept(r: Remote, now: number): void {
+    r.trusted = true;
+    this.secure.addPeer(r.member.id, xPublicFromEd(r.member.key)!);
+    this.pathActions(r, r.path.start(now), now);
+  }
+
+  private addRemote(m: Member, now: number): Remote | null {
+    const x = xPublicFromEd(m.key);
+    if (!x) {
+      this.log("warn", `ignoring ${m.name}: the server announced an unusable key`);
+      this.drop("bad_member_key");
+      return null;
+    }
     const old = this.byName.get(m.name);
     if (old && old !== m.id) this.removeRemote(old); // the same user came back with a new session
+    const fp = fingerprint(m.key);
     const r: Remote = {
       member: m,
       path: new PathMachine(m, this.cfg.path, this.nonce),
       tx: new Sender(this.cfg.delivery),
       rx: new Receiver(),
+      fingerprint: fp,
+      trusted: false,
+      nextRelayHello: 0,
     };
     this.remotes.set(m.id, r);
     this.byName.set(m.name, m.id);
-    this.emit({ type: "peer", name: m.name, state: "joined" });
-    this.pathActions(r, r.path.start(now));
+    this.emit({ type: "peer", name: m.name, state: "joined", fingerprint: fp });
+    const status = this.trust.check(m.name, fp);
+    if (status === "changed") {
+      // Someone else holds the name now, or the user made a new identity: refuse until told.
+      this.emit({ type: "key_changed", peer: m.name, fingerprint: fp });
+      this.log(
+        "warn",
+        `WARNING: ${m.name}'s key is now ${fp}, not the one pinned earlier. It may be ` +
+          `someone else. Nothing is sent to or accepted from ${m.name}; if you have checked ` +
+          `the new fingerprint with them, type /trust ${m.name}`,
+      );
+      return r;
+    }
+    if (status === "new") this.trust.pin(m.name, fp);
+    this.accept(r, now);
     return r;
   }
 
-  private learn(m: Member, now: number): Remote {
+  private learn(m: Member, now: number): Remote | null {
     const r = this.remotes.get(m.id);
     if (!r) return this.addRemote(m, now);
+    if (!equalBytes(r.member.key, m.key)) {
+      // A session id is bound to one key at the server; a different one is a forgery or a bug.
+      this.drop("member_key_mismatch");
+      return r;
+    }
     if (!sameAddr(r.member.public, m.public) || r.member.locals.length !== m.locals.length) {
       r.member = m;
       r.path.setMember(m);
@@ -363,6 +556,7 @@ export class PeerAgent {
     const r = this.remotes.get(id);
     if (!r) return;
     this.remotes.delete(id);
+    this.secure.removePeer(id);
     if (this.byName.get(r.member.name) === id) this.byName.delete(r.member.name);
     const ev: TxEvent[] = [];
     r.tx.abandon(ev);
@@ -383,7 +577,7 @@ export class PeerAgent {
     }
     const fromServer = sameAddr(from, this.cfg.server);
     if (fromServer) this.fromServer(d.value, now);
-    else this.fromPeer(d.value, from, now, false);
+    else this.fromPeer(d.value, from, now, null);
     this.flush(now);
     return this.take();
   }
@@ -436,25 +630,21 @@ export class PeerAgent {
       case "connect_fwd": {
         if (this.reg !== "registered" || m.member.id === this.id) return;
         const r = this.learn(m.member, now);
-        this.pathActions(r, r.path.onConnectFwd(m.member, now));
+        if (r?.trusted) this.pathActions(r, r.path.onConnectFwd(m.member, now), now);
         return;
       }
       case "relayed": {
-        const r = this.remotes.get(m.from);
-        if (!r) return this.drop("unknown_peer");
         const inner = decode(m.payload);
         if (!inner.ok) return this.drop(inner.reason);
-        if (inner.value.type !== "data" && inner.value.type !== "data_ack") {
-          return this.drop("relayed_type");
-        }
-        if (inner.value.from !== m.from) return this.drop("relayed_spoof");
-        return this.fromPeer(inner.value, this.cfg.server, now, true);
+        const t = inner.value.type;
+        if (t !== "hello" && t !== "hello_ack" && t !== "sealed") return this.drop("relayed_type");
+        return this.fromPeer(inner.value, this.cfg.server, now, m.from);
       }
       case "error":
         return this.serverError(m, now);
       default:
         // A server address that also speaks peer messages (e.g. a peer on the server host).
-        this.fromPeer(m, this.cfg.server, now, false);
+        this.fromPeer(m, this.cfg.server, now, null);
     }
   }
 
@@ -501,29 +691,130 @@ export class PeerAgent {
     }
   }
 
-  private fromPeer(m: Message, from: Addr, now: number, relayed: boolean): void {
-    if (!("to" in m) || !("from" in m) || typeof m.from !== "string") {
-      return this.drop("unexpected");
-    }
-    if (m.to !== this.id) return this.drop("not_for_us");
-    const r = this.remotes.get(m.from);
-    if (!r) return this.drop("unknown_peer");
+  /**
+   * Peer traffic, direct or (with `relayedFrom`, the sender the server vouches for) relayed.
+   * Only handshakes travel in the clear; everything else must open in a session.
+   */
+  private fromPeer(m: Message, from: Addr, now: number, relayedFrom: Id | null): void {
     switch (m.type) {
       case "hello":
-        return this.pathActions(r, r.path.onHello(from, m.nonce, now));
+        return this.onHello(m, from, now, relayedFrom);
       case "hello_ack":
-        return this.pathActions(r, r.path.onAck(from, m.nonce, now));
+        return this.onHelloAck(m, from, now, relayedFrom);
+      case "sealed":
+        return this.onSealed(m.body, from, now, relayedFrom);
+      case "data":
+      case "data_ack":
+      case "ping":
+      case "pong":
+        return this.drop("plaintext");
+      default:
+        return this.drop("unexpected");
+    }
+  }
+
+  /** The remote a cleartext handshake claims to come from, if it may talk to us. */
+  private claimed(from: Id, to: Id, relayedFrom: Id | null): Remote | null {
+    if (to !== this.id) return this.drop("not_for_us"), null;
+    if (relayedFrom !== null && relayedFrom !== from) return this.drop("relayed_spoof"), null;
+    const r = this.remotes.get(from);
+    if (!r) return this.drop("unknown_peer"), null;
+    if (!r.trusted) return this.drop("untrusted"), null;
+    return r;
+  }
+
+  private onHello(
+    m: Extract<Message, { type: "hello" }>,
+    from: Addr,
+    now: number,
+    relayedFrom: Id | null,
+  ): void {
+    const r = this.claimed(m.from, m.to, relayedFrom);
+    if (!r) return;
+    // Noise authenticates the initiator's static key against the one the server announced.
+    const res = this.secure.onHandshakeInit(m.init, now);
+    if (!res.ok) return;
+    if (res.peerId !== r.member.id) return this.drop("hello_spoof");
+    const ack = (to: Addr | null, nonce: string) => {
+      const pong: Message = { type: "pong", from: this.id, to: r.member.id, nonce, observed: from };
+      const sealed = this.seal(r, HELLO_ACK_AD, pong, now)!;
+      const reply: Message = {
+        type: "hello_ack",
+        from: this.id,
+        to: r.member.id,
+        resp: res.reply,
+        sealed,
+      };
+      if (to) this.send(to, reply);
+      else this.toRelay(r, reply);
+    };
+    if (relayedFrom !== null) return ack(null, m.nonce);
+    for (const a of r.path.onHello(from, m.nonce, now)) {
+      if (a.type === "ack") ack(a.to, a.nonce);
+      else this.pathActions(r, [a], now);
+    }
+  }
+
+  private onHelloAck(
+    m: Extract<Message, { type: "hello_ack" }>,
+    from: Addr,
+    now: number,
+    relayedFrom: Id | null,
+  ): void {
+    const r = this.claimed(m.from, m.to, relayedFrom);
+    if (!r) return;
+    const res = this.secure.onHandshakeResp(m.resp, now);
+    if (!res.ok) return;
+    if (res.peerId !== r.member.id) return this.drop("hello_spoof");
+    // The nonce is sealed, so nobody who merely saw our HELLO can confirm a path for it.
+    const inner = this.openInner(HELLO_ACK_AD, m.sealed, now, r.member.id);
+    if (!inner || inner.type !== "pong") return this.drop("hello_ack_inner");
+    if (relayedFrom === null) this.pathActions(r, r.path.onAck(from, inner.nonce, now), now);
+  }
+
+  /** Opens a sealed body and decodes its plaintext; checks who it is from and for. */
+  private openInner(ad: Uint8Array, body: Uint8Array, now: number, expect: Id | null) {
+    const o = this.secure.open(ad, body, now);
+    if (!o.ok) return null;
+    if (expect !== null && o.peerId !== expect) return this.drop("sealed_spoof"), null;
+    const d = decode(o.plaintext);
+    if (!d.ok) return this.drop(`inner_${d.reason}`), null;
+    const v = d.value;
+    if (!("from" in v) || v.from !== o.peerId || !("to" in v) || v.to !== this.id) {
+      return this.drop("inner_ids"), null;
+    }
+    return v;
+  }
+
+  private onSealed(body: Uint8Array, from: Addr, now: number, relayedFrom: Id | null): void {
+    const m = this.openInner(SEALED_AD, body, now, relayedFrom);
+    if (!m) return;
+    const r = this.remotes.get(m.from as Id);
+    if (!r) return this.drop("unknown_peer");
+    const relayed = relayedFrom !== null;
+    switch (m.type) {
+      case "ping":
+        if (!relayed) this.pathActions(r, r.path.onHello(from, m.nonce, now), now);
+        return;
+      case "pong":
+        if (!relayed) this.pathActions(r, r.path.onAck(from, m.nonce, now), now);
+        return;
       case "data": {
         const ready: Received[] = [];
         if (r.rx.onData(m, ready)) {
           // ACK the way the data came, so a one-way path problem cannot strand it.
-          this.toPeer(r, {
-            type: "data_ack",
-            from: this.id,
-            to: r.member.id,
-            seq: m.seq,
-            frag: m.frag,
-          }, relayed ? null : from);
+          this.toPeer(
+            r,
+            {
+              type: "data_ack",
+              from: this.id,
+              to: r.member.id,
+              seq: m.seq,
+              frag: m.frag,
+            },
+            now,
+            relayed ? null : from,
+          );
         }
         for (const x of ready) {
           this.emit({
@@ -543,7 +834,7 @@ export class PeerAgent {
         return;
       }
       default:
-        this.drop("unexpected");
+        this.drop("inner_type");
     }
   }
 

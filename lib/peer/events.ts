@@ -1,7 +1,10 @@
 /** What a peer reports to its user: the `--json` lines, one object each (see README). */
 export type PeerEvent =
   | { type: "ready"; name: string; room: string; public: string; local: string[] }
-  | { type: "peer"; name: string; state: "joined" | "left" }
+  | { type: "peer"; name: string; state: "joined"; fingerprint: string }
+  | { type: "peer"; name: string; state: "left" }
+  /** The peer's key differs from the one pinned for its name: nothing flows until /trust. */
+  | { type: "key_changed"; peer: string; fingerprint: string }
   | {
     type: "path";
     peer: string;

@@ -26,7 +26,7 @@ import {
   systemRandom,
 } from "../crypto/keys.ts";
 import { MAX_COUNTER, ReplayWindow } from "../crypto/replay.ts";
-import { fromHex, Reader, toHex, Writer } from "../wire/bytes.ts";
+import { concat, equalBytes, fromHex, Reader, toHex, Writer } from "../wire/bytes.ts";
 
 /** Noise prologue both sides mix in: a different protocol version cannot complete a handshake. */
 export const PROLOGUE = "p2pchat/1";
@@ -170,13 +170,6 @@ class Lru<K, V> {
   }
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
-
 function readU64(r: Reader): bigint {
   const hi = r.u32();
   return (BigInt(hi) << 32n) | BigInt(r.u32());
@@ -184,13 +177,6 @@ function readU64(r: Reader): bigint {
 
 function writeU64(w: Writer, v: bigint): Writer {
   return w.u32(Number(v >> 32n)).u32(Number(v & 0xffff_ffffn));
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 const drop = (reason: SecureDropReason): SecureDrop => ({ ok: false, reason });

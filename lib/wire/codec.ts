@@ -31,8 +31,11 @@ export const T = {
   RELAYED: 0x21,
   HELLO: 0x30,
   HELLO_ACK: 0x31,
+  PING: 0x32,
+  PONG: 0x33,
   DATA: 0x40,
   DATA_ACK: 0x41,
+  SEALED: 0x50,
 } as const;
 
 export const ErrorCode = {
@@ -55,6 +58,11 @@ export type Id = string;
 export const KEY_LEN = 32;
 export const SIG_LEN = 64;
 export const COOKIE_LEN = 16;
+/** Noise IK handshake bodies (lib/peer/secure.ts): the init HELLO carries, the reply HELLO_ACK. */
+export const HS_INIT_LEN = 116;
+export const HS_RESP_LEN = 56;
+/** Smallest sealed (transport) body: receiver index 4, counter 8, AEAD tag 16. */
+export const SEALED_MIN = 28;
 
 export interface Member {
   id: Id;
@@ -100,8 +108,15 @@ export type Message =
   | { type: "connect_fwd"; member: Member; nonce: string }
   | { type: "relay"; from: Id; token: string; to: Id; payload: Uint8Array }
   | { type: "relayed"; from: Id; payload: Uint8Array }
-  | { type: "hello"; from: Id; to: Id; nonce: string }
-  | { type: "hello_ack"; from: Id; to: Id; nonce: string; observed: Addr }
+  /** Probe and Noise IK handshake init: the LAN-first handshake and every punch probe. */
+  | { type: "hello"; from: Id; to: Id; nonce: string; init: Uint8Array }
+  /** Noise IK response, then a sealed PONG echoing the HELLO's nonce. */
+  | { type: "hello_ack"; from: Id; to: Id; resp: Uint8Array; sealed: Uint8Array }
+  /** Encrypted peer traffic; the plaintext is one encoded PING, PONG, DATA or DATA_ACK. */
+  | { type: "sealed"; body: Uint8Array }
+  /** Path probe inside an established session (keepalive, RTT, new candidate). */
+  | { type: "ping"; from: Id; to: Id; nonce: string }
+  | { type: "pong"; from: Id; to: Id; nonce: string; observed: Addr }
   | ({ type: "data"; from: Id; to: Id } & DataFields)
   | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number };
 
@@ -243,8 +258,23 @@ export function encode(m: Message): Uint8Array {
       wId(w, m.from);
       wId(w, m.to);
       wNonce(w, m.nonce);
+      w.bytes(m.init);
       break;
     case "hello_ack":
+      wId(w, m.from);
+      wId(w, m.to);
+      w.bytes(m.resp);
+      w.bytes(m.sealed);
+      break;
+    case "sealed":
+      w.bytes(m.body);
+      break;
+    case "ping":
+      wId(w, m.from);
+      wId(w, m.to);
+      wNonce(w, m.nonce);
+      break;
+    case "pong":
       wId(w, m.from);
       wId(w, m.to);
       wNonce(w, m.nonce);
@@ -391,8 +421,16 @@ function body(type: Message["type"], r: Reader): Message {
     case "relayed":
       return { type, from: rId(r), payload: r.rest() };
     case "hello":
+      return { type, from: rId(r), to: rId(r), nonce: rId(r), init: r.bytes(HS_INIT_LEN).slice() };
+    case "hello_ack": {
+      const from = rId(r), to = rId(r), resp = r.bytes(HS_RESP_LEN).slice();
+      return { type, from, to, resp, sealed: rSealed(r) };
+    }
+    case "sealed":
+      return { type, body: rSealed(r) };
+    case "ping":
       return { type, from: rId(r), to: rId(r), nonce: rId(r) };
-    case "hello_ack":
+    case "pong":
       return { type, from: rId(r), to: rId(r), nonce: rId(r), observed: rAddr(r) };
     case "data": {
       const from = rId(r), to = rId(r), seq = r.u32(), floor = r.u32(), msgNo = r.u32();
@@ -415,6 +453,11 @@ function body(type: Message["type"], r: Reader): Message {
     case "data_ack":
       return { type, from: rId(r), to: rId(r), seq: r.u32(), frag: r.u8() };
   }
+}
+
+function rSealed(r: Reader): Uint8Array {
+  if (r.remaining < SEALED_MIN) throw new Short();
+  return r.rest();
 }
 
 function addrSize(a: Addr): number {

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decode, encode, MAX_DATAGRAM, type Message } from "../../lib/wire/codec.ts";
+import {
+  decode,
+  encode,
+  HS_INIT_LEN,
+  HS_RESP_LEN,
+  MAX_DATAGRAM,
+  type Message,
+  SEALED_MIN,
+} from "../../lib/wire/codec.ts";
+import { INIT_LEN, RESP_LEN, TRANSPORT_OVERHEAD } from "../../lib/peer/secure.ts";
 import { fromHex, toHex } from "../../lib/wire/bytes.ts";
 
 const A = "0102030405060708";
@@ -12,6 +21,9 @@ const K = new Uint8Array(32).fill(7);
 const TOK = "1122334455667788";
 const member = { id: B, name: "bob", public: pub, locals: [lan], key: K };
 const none = new Uint8Array(0);
+const INIT = new Uint8Array(HS_INIT_LEN).fill(0x11);
+const RESP = new Uint8Array(HS_RESP_LEN).fill(0x22);
+const SEALED = new Uint8Array(SEALED_MIN + 5).fill(0x33);
 
 const samples: Message[] = [
   {
@@ -55,8 +67,11 @@ const samples: Message[] = [
   { type: "connect_fwd", member, nonce: N },
   { type: "relay", from: A, token: TOK, to: B, payload: new Uint8Array([0x50, 1, 0x41, 9]) },
   { type: "relayed", from: A, payload: new Uint8Array([1, 2, 3]) },
-  { type: "hello", from: A, to: B, nonce: N },
-  { type: "hello_ack", from: A, to: B, nonce: N, observed: pub },
+  { type: "hello", from: A, to: B, nonce: N, init: INIT },
+  { type: "hello_ack", from: A, to: B, resp: RESP, sealed: SEALED },
+  { type: "sealed", body: SEALED },
+  { type: "ping", from: A, to: B, nonce: N },
+  { type: "pong", from: A, to: B, nonce: N, observed: pub },
   {
     type: "data",
     from: A,
@@ -72,6 +87,15 @@ const samples: Message[] = [
   { type: "data_ack", from: B, to: A, seq: 7, frag: 1 },
 ];
 
+/** Types ending in an open-ended payload. */
+const OPEN_ENDED = new Set(["relay", "relayed", "data", "hello_ack", "sealed"]);
+
+Deno.test("codec: handshake and transport sizes match the encryption layer", () => {
+  assert.equal(HS_INIT_LEN, INIT_LEN);
+  assert.equal(HS_RESP_LEN, RESP_LEN);
+  assert.equal(SEALED_MIN, TRANSPORT_OVERHEAD);
+});
+
 for (const m of samples) {
   Deno.test(`codec: ${m.type} round-trips`, () => {
     const b = encode(m);
@@ -85,12 +109,14 @@ for (const m of samples) {
     for (let n = 0; n < b.length; n++) {
       const d = decode(b.subarray(0, n));
       // Messages ending in an open-ended payload stay valid when cut inside the payload.
-      if (d.ok) assert.ok(m.type === "relay" || m.type === "relayed" || m.type === "data");
+      // Sealed bodies have a minimum (index, counter, tag); the samples carry 5 bytes more.
+      const slack = m.type === "sealed" || m.type === "hello_ack" ? 5 : n;
+      if (d.ok) assert.ok(OPEN_ENDED.has(m.type) && n >= b.length - slack, `cut at ${n}`);
     }
   });
 
   Deno.test(`codec: ${m.type} with a trailing byte is rejected`, () => {
-    if (m.type === "relay" || m.type === "relayed" || m.type === "data") return;
+    if (OPEN_ENDED.has(m.type)) return;
     const b = encode(m);
     const longer = new Uint8Array(b.length + 1);
     longer.set(b);
@@ -101,11 +127,18 @@ for (const m of samples) {
 // Golden vectors; docs/PROTOCOL.md shows the same bytes.
 const golden: [string, Message][] = [
   ["500106" + A + TOK, { type: "keepalive", id: A, token: TOK }],
-  ["500130" + A + B + N, { type: "hello", from: A, to: B, nonce: N }],
+  ["500130" + A + B + N + "11".repeat(116), {
+    type: "hello",
+    from: A,
+    to: B,
+    nonce: N,
+    init: INIT,
+  }],
   [
-    "500131" + A + B + N + "04cb007107" + "9c40",
-    { type: "hello_ack", from: A, to: B, nonce: N, observed: pub },
+    "500133" + A + B + N + "04cb007107" + "9c40",
+    { type: "pong", from: A, to: B, nonce: N, observed: pub },
   ],
+  ["500150" + "33".repeat(33), { type: "sealed", body: SEALED }],
   [
     "500101" + A + "05616c696365" + "056c6f626279" + "01" + "04c0a8010a1388" + "07".repeat(32) +
     "00" + "00",
