@@ -7,6 +7,7 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { type Addr, formatAddr } from "../wire/addr.ts";
 import { COOKIE_LEN } from "../wire/codec.ts";
+import { equalBytes } from "../wire/bytes.ts";
 
 const enc = new TextEncoder();
 /** A cookie is valid in the bucket it was made in and the next one: 60-120 s. */
@@ -29,14 +30,6 @@ export class Cookies {
   check(cookie: Uint8Array, from: Addr, now: number): boolean {
     if (cookie.length !== COOKIE_LEN) return false;
     const b = Math.floor(now / BUCKET_MS);
-    return equal(cookie, this.mac(from, b)) || equal(cookie, this.mac(from, b - 1));
+    return equalBytes(cookie, this.mac(from, b)) || equalBytes(cookie, this.mac(from, b - 1));
   }
-}
-
-/** Constant-time comparison. */
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
-  return d === 0;
 }

@@ -42,6 +42,11 @@ export interface ServerConfig {
   registrationsPerMinute: number;
   /** Relayed payload bytes per second per peer (bursts of 4 s allowed). */
   relayBytesPerSec: number;
+  /**
+   * Names remembered after their owners left; past this the oldest released ones are
+   * forgotten early, so registrations cannot grow memory without bound.
+   */
+  maxNameBindings: number;
 }
 
 export const DEFAULT_SERVER_CONFIG: ServerConfig = {
@@ -52,6 +57,7 @@ export const DEFAULT_SERVER_CONFIG: ServerConfig = {
   nameTtlMs: 24 * 3600_000,
   registrationsPerMinute: 30,
   relayBytesPerSec: 128 * 1024,
+  maxNameBindings: 100_000,
 };
 
 export type ServerAction =
@@ -83,6 +89,7 @@ export class ServerStats {
   registered = 0;
   relayedPackets = 0;
   relayedBytes = 0;
+  bindingsEvicted = 0;
   drops = new Map<string, number>();
   drop(reason: string): void {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
@@ -301,6 +308,7 @@ export class ServerState {
       if (!r) this.rooms.set(m.room, r = new Map());
       r.set(rec.name, rec);
       this.bindings.set(bindKey, { key: keyHex, holder: rec.id, releasedAt: 0 });
+      if (this.bindings.size > this.cfg.maxNameBindings) this.forgetOldBindings();
       this.stats.registered++;
       out.push({
         type: "log",
@@ -455,6 +463,17 @@ export class ServerState {
       to: dst.public,
       bytes: encode({ type: "relayed", from: src.id, payload: m.payload }),
     });
+  }
+
+  /** Drops released bindings, oldest first, until under the cap (held ones stay). */
+  private forgetOldBindings(): void {
+    for (const [k, b] of this.bindings) {
+      if (this.bindings.size <= this.cfg.maxNameBindings) return;
+      if (b.holder === null) {
+        this.bindings.delete(k);
+        this.stats.bindingsEvicted++;
+      }
+    }
   }
 
   private remove(r: Rec, now: number, out: ServerAction[], why: string): void {
