@@ -59,6 +59,7 @@ async function run(inv: Invocation): Promise<number> {
           maxRooms: inv.maxRooms,
           maxPeers: inv.maxPeers,
           nameTtlMs: inv.nameTtlMs,
+          maxNameBindings: inv.maxNames,
           registrationsPerMinute: inv.registrationsPerMinute,
           relayBytesPerSec: inv.relayBytesPerSec,
         },

@@ -9,7 +9,8 @@
  * answers one client's keepalives in the order they arrive, and loopback does not reorder).
  */
 import { bindingRequest, parseBindingResponse } from "../lib/stun/binding.ts";
-import { decode, encode, MAGIC, T } from "../lib/wire/codec.ts";
+import { decode, encode, MAGIC, type Message, registerSigInput, T } from "../lib/wire/codec.ts";
+import { newIdentity, sign } from "../lib/identity/identity.ts";
 import { toHex } from "../lib/wire/bytes.ts";
 import type {
   ClientInit,
@@ -94,9 +95,25 @@ async function run(
   const conn = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
   const server: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: init.serverPort };
   const tallies: Record<Kind, Tally> = { stun: new Tally(), keepalive: new Tally() };
-  const keepalive = encode({ type: "keepalive", id: init.id });
+  // The registration token is only known after REGISTER_OK; the bytes are filled in then.
+  let keepalive = encode({ type: "keepalive", id: init.id, token: "0".repeat(16) });
   /** Our id as it appears on the wire, right after MAGIC, VERSION, TYPE. */
-  const idBytes = keepalive.subarray(3, 11);
+  const idBytes = keepalive.slice(3, 11);
+  const me = newIdentity();
+  const register = (cookie: Uint8Array): Uint8Array => {
+    const m: Extract<Message, { type: "register" }> = {
+      type: "register",
+      id: init.id,
+      name: init.name,
+      room: init.room,
+      locals: [],
+      key: me.edPublic,
+      cookie,
+      sig: new Uint8Array(0),
+    };
+    if (cookie.length > 0) m.sig = sign(me, registerSigInput(m));
+    return encode(m);
+  };
   const txids = new TxIds();
   /** STUN: txid key -> send time; Map keeps insertion order, so the oldest come first. */
   const stunOut = new Map<string, { at: number; req: Uint8Array }>();
@@ -183,9 +200,18 @@ async function run(
       }
       return;
     }
+    if (type === T.COOKIE && registered) {
+      // Registration proves our address (echo the cookie) and our key (sign).
+      const d = decode(b);
+      if (d.ok && d.value.type === "cookie") send(register(d.value.cookie));
+      return;
+    }
     if (type === T.REGISTER_OK && registered) {
       const d = decode(b);
-      if (d.ok && d.value.type === "register_ok" && d.value.id === init.id) registered();
+      if (d.ok && d.value.type === "register_ok" && d.value.id === init.id) {
+        keepalive = encode({ type: "keepalive", id: init.id, token: d.value.token });
+        registered();
+      }
       return;
     }
     if (type === T.ERROR && b[4] === T.REGISTER && failed) {
@@ -239,13 +265,7 @@ async function run(
     // Register, retrying: the first datagram may race the server's start.
     await new Promise<void>((resolve, reject) => {
       let tries = 0;
-      const reg = encode({
-        type: "register",
-        id: init.id,
-        name: init.name,
-        room: init.room,
-        locals: [],
-      });
+      const reg = register(new Uint8Array(0));
       const t = setInterval(() => {
         if (++tries > REGISTER_TRIES) {
           done();

@@ -35,6 +35,7 @@ export type Invocation =
     maxRooms: number;
     maxPeers: number;
     nameTtlMs: number;
+    maxNames: number;
     registrationsPerMinute: number;
     relayBytesPerSec: number;
   }
@@ -109,11 +110,17 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .description("run the rendezvous server (UDP; also answers STUN Binding requests)")
     .option("--host <addr>", "address to listen on", "0.0.0.0")
     .option("--port <port>", "UDP port", intIn(0, 65535, "--port"), DEFAULT_PORT)
-    .option(
-      "--keepalive <seconds>",
-      "keepalive interval peers are told to use; silent for 3 of them = gone",
-      seconds,
-      DEFAULT_SERVER_CONFIG.keepaliveMs,
+    .addOption(
+      // Kept in ms; help shows the default in seconds, as the flag takes it.
+      new Option(
+        "--keepalive <seconds>",
+        "keepalive interval peers are told to use; silent for 3 of them = gone",
+      )
+        .argParser(seconds)
+        .default(
+          DEFAULT_SERVER_CONFIG.keepaliveMs,
+          String(DEFAULT_SERVER_CONFIG.keepaliveMs / 1000),
+        ),
     )
     .option(
       "--max-room-members <n>",
@@ -133,11 +140,20 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       intIn(1, 1e7, "--max-peers"),
       DEFAULT_SERVER_CONFIG.maxPeers,
     )
+    .addOption(
+      // Kept in ms; help shows the default in seconds, as the flag takes it.
+      new Option(
+        "--name-ttl <seconds>",
+        "how long a name stays reserved for its key after its owner left",
+      )
+        .argParser((v: string) => secondsIn(v, 0, 365 * 86400))
+        .default(DEFAULT_SERVER_CONFIG.nameTtlMs, String(DEFAULT_SERVER_CONFIG.nameTtlMs / 1000)),
+    )
     .option(
-      "--name-ttl <seconds>",
-      "how long a name stays reserved for its key after its owner left",
-      (v: string) => secondsIn(v, 0, 365 * 86400),
-      DEFAULT_SERVER_CONFIG.nameTtlMs,
+      "--max-names <n>",
+      "reserved names kept after their owners left (oldest forgotten first beyond this)",
+      intIn(1, 1e7, "--max-names"),
+      DEFAULT_SERVER_CONFIG.maxNameBindings,
     )
     .option(
       "--max-registrations <n>",
@@ -164,6 +180,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         maxRooms: o.maxRooms,
         maxPeers: o.maxPeers,
         nameTtlMs: o.nameTtl,
+        maxNames: o.maxNames,
         registrationsPerMinute: o.maxRegistrations,
         relayBytesPerSec: o.relayRate,
       };
@@ -181,21 +198,23 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
   program.command("join")
     .description("join a room as a peer and chat (type /help once in)")
     .option("--name <name>", `your name in the room (${NAME_RULE})`, name)
-    .option(
-      "--server <host:port>",
-      "rendezvous server (env P2PCHAT_SERVER)",
-      serverAddr,
-      envServer ? undefined : { host: "127.0.0.1", port: DEFAULT_PORT },
+    .addOption(
+      new Option("--server <host:port>", "rendezvous server (env P2PCHAT_SERVER)")
+        .argParser(serverAddr)
+        .default(
+          envServer ? undefined : { host: "127.0.0.1", port: DEFAULT_PORT },
+          envServer ? `$P2PCHAT_SERVER = ${envServer}` : `127.0.0.1:${DEFAULT_PORT}`,
+        ),
     )
     .option("--room <room>", "room to join", name, "lobby")
     .option("--port <port>", "local UDP port (0 = any)", intIn(0, 65535, "--port"), 0)
     .option("--json", "machine-readable events on stdout, one JSON object per line", false)
     .option("--identity <file>", "identity file (default: in your config directory)")
-    .option(
-      "--keepalive <seconds>",
-      "keepalive interval to the server and on direct paths",
-      seconds,
-      DEFAULT_AGENT_CONFIG.keepaliveMs,
+    .addOption(
+      // Kept in ms; help shows the default in seconds, as the flag takes it.
+      new Option("--keepalive <seconds>", "keepalive interval to the server and on direct paths")
+        .argParser(seconds)
+        .default(DEFAULT_AGENT_CONFIG.keepaliveMs, String(DEFAULT_AGENT_CONFIG.keepaliveMs / 1000)),
     )
     .option(
       "--ack-timeout <ms>",
@@ -209,11 +228,17 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       intIn(200, 60000, "--punch-window"),
       DEFAULT_PATH_CONFIG.punchWindowMs,
     )
-    .option(
-      "--retry-direct <seconds>",
-      "while relayed, try for a direct path again this often",
-      seconds,
-      DEFAULT_PATH_CONFIG.retryDirectMs,
+    .addOption(
+      // Kept in ms; help shows the default in seconds, as the flag takes it.
+      new Option(
+        "--retry-direct <seconds>",
+        "while relayed, try for a direct path again this often",
+      )
+        .argParser(seconds)
+        .default(
+          DEFAULT_PATH_CONFIG.retryDirectMs,
+          String(DEFAULT_PATH_CONFIG.retryDirectMs / 1000),
+        ),
     )
     .addOption(levelOption().default("warning" as const))
     .addOption(

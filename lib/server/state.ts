@@ -217,15 +217,6 @@ export class ServerState {
     now: number,
     out: ServerAction[],
   ): void {
-    if (!this.regLimit.take(from.host, now)) {
-      this.stats.drop("registration_rate");
-      return this.warn(
-        `rate:${from.host}`,
-        `registration rate limit hit by ${from.host}`,
-        now,
-        out,
-      );
-    }
     if (m.cookie.length === 0 || !this.cookies.check(m.cookie, from, now)) {
       // Prove the address first: the cookie reply is smaller than any REGISTER.
       if (m.cookie.length > 0) this.stats.drop("stale_cookie");
@@ -233,6 +224,17 @@ export class ServerState {
         from,
         encode({ type: "cookie", cookie: this.cookies.make(from, now) }),
         got,
+        out,
+      );
+    }
+    // Counted only once the address is proven, so forged sources cannot use up a real
+    // address's allowance (or fill the table); signature checks are what it protects.
+    if (!this.regLimit.take(from.host, now)) {
+      this.stats.drop("registration_rate");
+      return this.warn(
+        `rate:${from.host}`,
+        `registration rate limit hit by ${from.host}`,
+        now,
         out,
       );
     }

@@ -88,3 +88,25 @@ Deno.test("chat input: commands parse", () => {
   assert.deepEqual(parseLine("   "), { kind: "none" });
   assert.equal(parseLine("/nope").kind, "error");
 });
+
+Deno.test("cli: help shows defaults in the units the flags take", () => {
+  const join = run(["join", "--help"]).out.replace(/\s+/g, " ");
+  assert.match(
+    join,
+    /--server <host:port> rendezvous server \(env P2PCHAT_SERVER\) \(default: 127\.0\.0\.1:8848\)/,
+  );
+  assert.match(join, /--keepalive <seconds> .*?\(default: 15\)/);
+  assert.match(join, /--retry-direct <seconds> .*?\(default: 30\)/);
+  const serve = run(["serve", "--help"]).out.replace(/\s+/g, " ");
+  assert.match(serve, /--keepalive <seconds> .*?\(default: 15\)/);
+  assert.match(serve, /--name-ttl <seconds> .*?\(default: 86400\)/);
+  // ... and the parsed values stay in ms.
+  const inv = run(["serve"]).inv;
+  assert.ok(inv.cmd === "serve" && inv.keepaliveMs === 15_000 && inv.nameTtlMs === 86_400_000);
+});
+
+Deno.test("cli: /trust and /stats parse", () => {
+  assert.deepEqual(parseLine("/trust bob"), { kind: "trust", name: "bob" });
+  assert.equal(parseLine("/trust").kind, "error");
+  assert.deepEqual(parseLine("/stats"), { kind: "stats" });
+});

@@ -424,8 +424,10 @@ function makeLab(plan: Plan, state: LiveLab, detached: boolean): Lab {
           } catch {
             // already exited
           }
-          for (const s of [c.stdout, c.stderr]) {
+          for (const pick of [() => c.stdout, () => c.stderr]) {
             try {
+              // The getter itself throws for a stream that is not piped.
+              const s = pick();
               if (!s.locked) await s.cancel();
             } catch {
               // not piped

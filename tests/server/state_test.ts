@@ -163,12 +163,27 @@ Deno.test("server: relays only within a room, and only up to the relay rate", ()
   assert.ok(relayed >= 39 && relayed <= 41, `burst of 4 s at 10 kB/s, got ${relayed} kB`);
 });
 
-Deno.test("server: registrations per source IP per minute are limited", () => {
+Deno.test("server: address-proven registrations per source IP per minute are limited", () => {
   const { feed } = server({ ...cfg, registrationsPerMinute: 5 });
+  const c = msgs(feed(reg(ID1, "alice", alice), A, 0))[0] as { cookie: Uint8Array };
   let answered = 0;
-  for (let i = 0; i < 20; i++) answered += feed(reg(ID1, "alice", alice), A, i).length;
+  for (let i = 0; i < 20; i++) {
+    answered += feed(reg(ID1, "alice", alice, c.cookie), A, i).length;
+  }
   assert.equal(answered, 5);
-  assert.equal(feed(reg(ID1, "alice", alice), A, 61_000).length, 1, "a new minute");
+  const c2 = msgs(feed(reg(ID1, "alice", alice), A, 61_000))[0] as { cookie: Uint8Array };
+  assert.equal(feed(reg(ID1, "alice", alice, c2.cookie), A, 61_000).length, 1, "a new minute");
+});
+
+Deno.test("server: forged-source registrations cannot use up an address's allowance", () => {
+  const { feed } = server({ ...cfg, registrationsPerMinute: 5 });
+  // A flood of cookieless and wrong-cookie REGISTERs "from" A (anyone can forge that) ...
+  for (let i = 0; i < 50; i++) {
+    assert.equal(msgs(feed(reg(ID2, "mallory", mallory), A, i))[0]?.type, "cookie");
+    feed(reg(ID2, "mallory", mallory, new Uint8Array(16).fill(i)), A, i);
+  }
+  // ... leaves the real peer at A free to register.
+  assert.equal(join(feed, ID1, "alice", alice, A, 100)[0]?.type, "register_ok");
 });
 
 Deno.test("server: never amplifies towards an unproven source (STUN Binding excepted)", () => {

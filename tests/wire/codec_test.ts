@@ -235,3 +235,23 @@ Deno.test("codec: every datagram we build for a full room page fits in 1200 byte
   };
   assert.ok(encode(m).length <= 1200, `${encode(m).length}`);
 });
+
+Deno.test("codec: a full DATA fragment, sealed and wrapped for the relay, fits in 1200 bytes", () => {
+  const data = encode({
+    type: "data",
+    from: A,
+    to: B,
+    seq: 1,
+    floor: 0,
+    msgNo: 1,
+    frag: 0,
+    frags: 16,
+    direct: false,
+    chunk: new Uint8Array(1024),
+  });
+  // Sealing adds the index, counter and tag around the plaintext.
+  const sealed = encode({ type: "sealed", body: new Uint8Array(SEALED_MIN + data.length) });
+  const relay = encode({ type: "relay", from: A, token: TOK, to: B, payload: sealed });
+  assert.equal(relay.length, 1116);
+  assert.ok(relay.length <= 1200);
+});
