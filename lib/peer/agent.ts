@@ -524,8 +524,9 @@ export class PeerAgent {
     if (status === "changed") {
       // Someone else holds the name now, or the user made a new identity: refuse until told.
       this.emit({ type: "key_changed", peer: m.name, fingerprint: fp });
+      // The key_changed event is the loud part (red in the chat, on stdout with --json).
       this.log(
-        "warn",
+        "info",
         `WARNING: ${m.name}'s key is now ${fp}, not the one pinned earlier. It may be ` +
           `someone else. Nothing is sent to or accepted from ${m.name}; if you have checked ` +
           `the new fingerprint with them, type /trust ${m.name}`,
