@@ -1,0 +1,203 @@
+/**
+ * Two PeerAgents and a ServerState on an in-memory network with a fake clock: the encrypted
+ * session as the agents run it (handshake in HELLO/HELLO_ACK, sealed traffic, rekeying, relay),
+ * without sockets.
+ */
+import assert from "node:assert/strict";
+import {
+  type AgentAction,
+  type AgentConfig,
+  DEFAULT_AGENT_CONFIG,
+  PeerAgent,
+} from "../../lib/peer/agent.ts";
+import { DEFAULT_SERVER_CONFIG, type ServerAction, ServerState } from "../../lib/server/state.ts";
+import { newIdentity, sign } from "../../lib/identity/identity.ts";
+import type { PeerEvent } from "../../lib/peer/events.ts";
+import { type Addr, addrKey } from "../../lib/wire/addr.ts";
+import { decode } from "../../lib/wire/codec.ts";
+
+const S: Addr = { host: "192.0.2.1", port: 8848 };
+const HOSTS: Record<string, Addr> = {
+  alice: { host: "198.51.100.1", port: 1000 },
+  bob: { host: "203.0.113.2", port: 2000 },
+};
+
+interface Packet {
+  from: Addr;
+  to: Addr;
+  bytes: Uint8Array;
+}
+
+/** A tiny network: the server, two agents, and a filter that may drop or record datagrams. */
+class Net {
+  now = 0;
+  readonly server = new ServerState({ ...DEFAULT_SERVER_CONFIG, keepaliveMs: 1000 });
+  readonly agents = new Map<string, PeerAgent>();
+  readonly events = new Map<string, PeerEvent[]>();
+  readonly wire: Packet[] = [];
+  private queue: Packet[] = [];
+  /** Return false to drop a datagram (e.g. to force the relay). */
+  filter: (p: Packet) => boolean = () => true;
+
+  add(name: string, cfg: Partial<AgentConfig> = {}): PeerAgent {
+    const id = newIdentity();
+    const a = new PeerAgent({
+      ...DEFAULT_AGENT_CONFIG,
+      name,
+      room: "lobby",
+      server: S,
+      locals: [],
+      identity: {
+        key: id.edPublic,
+        sign: (m) => sign(id, m),
+        staticKey: { publicKey: id.xPublic, privateKey: id.xSecret },
+      },
+      keepaliveMs: 1000,
+      ...cfg,
+    });
+    this.agents.set(name, a);
+    this.events.set(name, []);
+    this.run(name, a.start(this.now));
+    return a;
+  }
+
+  run(name: string, acts: AgentAction[]): void {
+    for (const x of acts) {
+      if (x.type === "send") this.queue.push({ from: HOSTS[name]!, to: x.to, bytes: x.bytes });
+      else if (x.type === "event") this.events.get(name)!.push(x.event);
+    }
+  }
+
+  private serverOut(out: ServerAction[]): void {
+    for (const x of out) if (x.type === "send") this.queue.push({ from: S, ...x });
+  }
+
+  /** Delivers everything in flight (and what that causes) at the current time. */
+  flush(): void {
+    for (let i = 0; i < 10_000 && this.queue.length > 0; i++) {
+      const p = this.queue.shift()!;
+      if (!this.filter(p)) continue;
+      this.wire.push(p);
+      if (addrKey(p.to) === addrKey(S)) {
+        const out: ServerAction[] = [];
+        this.server.handle(p.bytes, p.from, this.now, out);
+        this.serverOut(out);
+        continue;
+      }
+      for (const [name, a] of this.agents) {
+        if (addrKey(HOSTS[name]!) === addrKey(p.to)) {
+          this.run(name, a.handle(p.bytes, p.from, this.now));
+        }
+      }
+    }
+  }
+
+  /** Advances the clock in 25 ms ticks, delivering as it goes. */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now += 25;
+      const out: ServerAction[] = [];
+      this.server.tick(this.now, out);
+      this.serverOut(out);
+      for (const [name, a] of this.agents) this.run(name, a.tick(this.now));
+      this.flush();
+    }
+  }
+
+  say(name: string, text: string): void {
+    this.run(name, this.agents.get(name)!.say(text, this.now));
+    this.flush();
+  }
+
+  texts(name: string): string[] {
+    return this.events.get(name)!.flatMap((e) => e.type === "message" ? [e.text] : []);
+  }
+}
+
+/** The types of the peer datagrams on the wire, relayed ones unwrapped. */
+function peerTypes(net: Net, since = 0): string[] {
+  const out: string[] = [];
+  for (const p of net.wire.slice(since)) {
+    const d = decode(p.bytes);
+    if (!d.ok) continue;
+    const m = d.value;
+    if (m.type === "relay" || m.type === "relayed") {
+      const inner = decode(m.payload);
+      if (inner.ok) out.push(inner.value.type);
+    } else if (addrKey(p.to) !== addrKey(S) && addrKey(p.from) !== addrKey(S)) {
+      out.push(m.type);
+    }
+  }
+  return out;
+}
+
+Deno.test("agent: direct chat is sealed; only the handshake travels in the clear", () => {
+  const net = new Net();
+  net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  const since = net.wire.length;
+  net.say("alice", "hello bob");
+  net.advance(500);
+  assert.deepEqual(net.texts("bob"), ["hello bob"]);
+  const types = new Set(peerTypes(net, since));
+  assert.deepEqual([...types].sort(), ["sealed"]);
+  const all = new Set(peerTypes(net));
+  for (const t of all) assert.ok(["hello", "hello_ack", "sealed"].includes(t), t);
+  for (const p of net.wire) {
+    assert.ok(!new TextDecoder("latin1").decode(p.bytes).includes("hello bob"), "no plaintext");
+  }
+});
+
+Deno.test("agent: sessions are rekeyed and chat goes on across the rekey", () => {
+  const net = new Net();
+  const secure = { rekeyAfterMs: 3000 };
+  net.add("alice", { secure });
+  net.add("bob", { secure });
+  net.advance(1000);
+  net.say("alice", "before");
+  net.advance(500);
+  const hellos = () => peerTypes(net).filter((t) => t === "hello").length;
+  const before = hellos();
+  // Over 10 s, with a rekey due every 3 s, new handshakes run on the established path.
+  for (let i = 0; i < 10; i++) {
+    net.say(i % 2 ? "alice" : "bob", `m${i}`);
+    net.advance(1000);
+  }
+  assert.ok(hellos() - before >= 3, `rekey handshakes: ${hellos() - before}`);
+  assert.deepEqual(net.texts("bob"), ["before", "m1", "m3", "m5", "m7", "m9"]);
+  assert.deepEqual(net.texts("alice"), ["m0", "m2", "m4", "m6", "m8"]);
+  const drops = net.agents.get("bob")!.stats();
+  assert.equal(drops.secure_decrypt_failed ?? 0, 0, JSON.stringify(drops));
+});
+
+Deno.test("agent: with no direct path the handshake and chat go through the relay, sealed", () => {
+  const net = new Net();
+  // Peers cannot reach each other directly: only traffic to or from the server passes.
+  net.filter = (p) => addrKey(p.to) === addrKey(S) || addrKey(p.from) === addrKey(S);
+  net.add("alice");
+  net.add("bob");
+  net.advance(8000); // LAN try, punch window, then relay
+  net.say("alice", "via relay");
+  net.advance(3000);
+  assert.deepEqual(net.texts("bob"), ["via relay"]);
+  const relayed = peerTypes(net).filter((t) => t !== "hello" && t !== "hello_ack");
+  assert.ok(relayed.length > 0 && relayed.every((t) => t === "sealed"), relayed.join(","));
+});
+
+Deno.test("agent: a replayed sealed datagram is dropped and does not repeat a message", () => {
+  const net = new Net();
+  net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  const since = net.wire.length;
+  net.say("alice", "once");
+  net.advance(500);
+  const toBob = net.wire.slice(since).filter((p) => addrKey(p.to) === addrKey(HOSTS.bob!));
+  const bob = net.agents.get("bob")!;
+  for (const p of toBob) net.run("bob", bob.handle(p.bytes, p.from, net.now));
+  net.advance(100);
+  assert.deepEqual(net.texts("bob"), ["once"]);
+  assert.ok((bob.stats().secure_replay ?? 0) >= 1, JSON.stringify(bob.stats()));
+});
