@@ -53,16 +53,22 @@ export interface SecureConfig {
   rekeyAfterMs: number;
   /** Ask for a new handshake once the current session has sealed this many messages. */
   rekeyAfterMessages: number;
+  /** Ask again when a rekey handshake has gone unanswered this long (it may have been lost). */
+  rekeyRetryMs: number;
   /** Drop sessions (and unanswered handshakes) with no traffic for this long. */
   sessionTtlMs: number;
   /** Sessions kept per peer; the oldest is dropped when a new one completes. */
   maxSessionsPerPeer: number;
 }
 
-/** Defaults: rekey after 2 minutes or 2^20 messages, drop after 5 idle minutes, 3 sessions. */
+/**
+ * Defaults: rekey after 2 minutes or 2^20 messages (retried every 5 s until it completes), drop
+ * after 5 idle minutes, 3 sessions.
+ */
 export const DEFAULT_SECURE_CONFIG: Readonly<SecureConfig> = {
   rekeyAfterMs: 120_000,
   rekeyAfterMessages: 2 ** 20,
+  rekeyRetryMs: 5000,
   sessionTtlMs: 300_000,
   maxSessionsPerPeer: 3,
 };
@@ -376,7 +382,8 @@ export class SecureLayer {
   /**
    * Housekeeping: drops sessions and unanswered handshakes idle for `sessionTtlMs`, and lists
    * peers whose current session is due for a rekey (by age or messages sealed). Each peer is
-   * listed once per session; the caller then calls `restartHandshake` and sends a new init.
+   * listed once per session, and again every `rekeyRetryMs` while that rekey goes unanswered;
+   * the caller then calls `restartHandshake` and sends a new init.
    */
   tick(now: number): { rekey: string[] } {
     const ttl = this.#cfg.sessionTtlMs;
@@ -387,7 +394,14 @@ export class SecureLayer {
       peer.sessions = live;
       if (peer.pending && now - peer.pending.createdAt >= ttl) this.restartHandshake(peer.id);
       const cur = live.at(-1);
-      if (!cur || peer.rekeyReported) continue;
+      if (!cur) continue;
+      if (peer.rekeyReported) {
+        // A lost rekey handshake is tried again rather than leaving the old session in use.
+        if (peer.pending && now - peer.pending.createdAt >= this.#cfg.rekeyRetryMs) {
+          rekey.push(peer.id);
+        }
+        continue;
+      }
       if (
         now - cur.createdAt >= this.#cfg.rekeyAfterMs || cur.sent >= this.#cfg.rekeyAfterMessages
       ) {

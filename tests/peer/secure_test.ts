@@ -429,3 +429,17 @@ Deno.test("secure: caller mistakes throw 'Cannot ...'", () => {
     assert.throws(f, (e: Error) => e.message.startsWith("Cannot ") && re.test(e.message), name);
   }
 });
+
+Deno.test("secure: a rekey handshake that goes unanswered is asked for again", () => {
+  const [alice, bob] = pair({ rekeyAfterMs: 1000, rekeyRetryMs: 500 });
+  handshake(alice, bob, 0, WALL);
+  assert.deepEqual(alice.layer.tick(1000).rekey, [B]);
+  alice.layer.restartHandshake(B);
+  alice.layer.handshakeInit(B, 1000, WALL + 1000); // lost on the way
+  assert.deepEqual(alice.layer.tick(1499).rekey, []);
+  assert.deepEqual(alice.layer.tick(1500).rekey, [B], "retry");
+  alice.layer.restartHandshake(B);
+  handshake(alice, bob, 1500, WALL + 1500);
+  assert.deepEqual(alice.layer.tick(2000).rekey, [], "the new session is young");
+  assert.equal(roundTrip(alice, bob, "after the retry", 2000), "after the retry");
+});
