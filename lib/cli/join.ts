@@ -6,6 +6,7 @@ import { PeerHost, type PeerHostOptions } from "../net/peer_host.ts";
 import type { PeerEvent } from "../peer/events.ts";
 import { ChatOutput, JsonOutput, type Output, writeAll } from "./output.ts";
 import { parseLine } from "./input.ts";
+import { setLogWriter, writeStderr } from "./log.ts";
 
 export interface JoinOptions {
   host: PeerHostOptions;
@@ -36,6 +37,15 @@ export async function runJoin(o: JoinOptions): Promise<number> {
       if (interactive) rl.prompt(true);
     },
   };
+  if (interactive) {
+    // Logs still go to stderr, but above the input line like everything else.
+    setLogWriter((line) => {
+      readline.clearLine(process.stdout, 0);
+      readline.cursorTo(process.stdout, 0);
+      writeStderr(line);
+      rl.prompt(true);
+    });
+  }
   const color = stdoutTty && !Deno.env.get("NO_COLOR");
   const out: Output = o.json
     ? new JsonOutput((l) => writeAll(Deno.stdout, l))
@@ -129,6 +139,7 @@ export async function runJoin(o: JoinOptions): Promise<number> {
   }
 
   const exit = await host.done;
+  setLogWriter(writeStderr);
   Deno.removeSignalListener("SIGINT", onSignal);
   Deno.removeSignalListener("SIGTERM", onSignal);
   rl.close();

@@ -13,14 +13,28 @@ export type Level = typeof LOG_LEVELS[number];
 
 const enc = new TextEncoder();
 
+/** Writes all of a line to stderr (writeSync may write only part of a buffer). */
+export function writeStderr(line: string): void {
+  let b = enc.encode(line);
+  while (b.length > 0) b = b.subarray(Deno.stderr.writeSync(b));
+}
+
+let sink: (line: string) => void = writeStderr;
+
+/**
+ * Routes log lines through `write` from now on (the interactive chat uses this to keep them
+ * from garbling the line being typed); `writeStderr` restores the default.
+ */
+export function setLogWriter(write: (line: string) => void): void {
+  sink = write;
+}
+
 /** Configures logging once per process; `write` defaults to synchronous stderr writes. */
-export function setupLogging(
-  level: Level,
-  write: (line: string) => void = (l) => Deno.stderr.writeSync(enc.encode(l)),
-): Logger {
+export function setupLogging(level: Level, write?: (line: string) => void): Logger {
+  if (write) sink = write;
   configureSync({
     reset: true,
-    sinks: { stderr: (r: LogRecord) => write(defaultTextFormatter(r)) },
+    sinks: { stderr: (r: LogRecord) => sink(defaultTextFormatter(r)) },
     loggers: [
       { category: ["p2pchat"], lowestLevel: level as LogLevel, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
