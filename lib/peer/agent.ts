@@ -584,17 +584,21 @@ export class PeerAgent {
   }
 
   private fromServer(m: Message, now: number): void {
+    // After registration, what the server tells us carries our token: anyone else who forges
+    // the server's address (to invent or remove members, say) is dropped here.
+    if ("token" in m && m.type !== "register_ok" && m.token !== this.token) {
+      return this.drop("server_token");
+    }
     switch (m.type) {
       case "cookie":
         if (this.reg !== "registering") return this.drop("unexpected_cookie");
         return this.register(now, m.cookie);
       case "register_ok": {
         if (m.id !== this.id) return this.drop("wrong_id");
+        if (this.reg !== "registering") return this.drop("unexpected_register_ok");
         this.token = m.token;
         const first = !this.everRegistered;
-        if (this.reg !== "registered") {
-          this.log("info", first ? "registered" : "registered again");
-        }
+        this.log("info", first ? "registered" : "registered again");
         this.reg = "registered";
         this.everRegistered = true;
         this.serverKeepaliveMs = m.keepaliveMs || this.cfg.keepaliveMs;

@@ -336,7 +336,7 @@ export class ServerState {
     };
     out.push({ type: "send", to: from, bytes: encode(reply) });
     for (const page of rest) {
-      const p: Message = { type: "members", total: others.length, members: page };
+      const p: Message = { type: "members", token: rec.token, total: others.length, members: page };
       out.push({ type: "send", to: from, bytes: encode(p) });
     }
     // A re-registration from a new address is news too: peers must learn the new public address.
@@ -344,9 +344,14 @@ export class ServerState {
   }
 
   private announce(rec: Rec, out: ServerAction[]): void {
-    const bytes = encode({ type: "peer_joined", member: member(rec) });
+    const m = member(rec);
     for (const o of this.rooms.get(rec.room)?.values() ?? []) {
-      if (o !== rec) out.push({ type: "send", to: o.public, bytes });
+      if (o === rec) continue;
+      out.push({
+        type: "send",
+        to: o.public,
+        bytes: encode({ type: "peer_joined", token: o.token, member: m }),
+      });
     }
   }
 
@@ -395,7 +400,7 @@ export class ServerState {
     out.push({
       type: "send",
       to: from,
-      bytes: encode({ type: "keepalive_ack", id: m.id, public: from }),
+      bytes: encode({ type: "keepalive_ack", id: m.id, token: m.token, public: from }),
     });
   }
 
@@ -435,7 +440,12 @@ export class ServerState {
     out.push({
       type: "send",
       to: dst.public,
-      bytes: encode({ type: "connect_fwd", member: member(src), nonce: m.nonce }),
+      bytes: encode({
+        type: "connect_fwd",
+        token: dst.token,
+        member: member(src),
+        nonce: m.nonce,
+      }),
     });
   }
 
@@ -463,7 +473,7 @@ export class ServerState {
     out.push({
       type: "send",
       to: dst.public,
-      bytes: encode({ type: "relayed", from: src.id, payload: m.payload }),
+      bytes: encode({ type: "relayed", token: dst.token, from: src.id, payload: m.payload }),
     });
   }
 
@@ -489,8 +499,10 @@ export class ServerState {
       b.releasedAt = now;
     }
     out.push({ type: "log", level: "info", message: `${r.name} left ${r.room} (${why})` });
-    const bytes = encode({ type: "peer_left", id: r.id, name: r.name });
-    for (const o of room?.values() ?? []) out.push({ type: "send", to: o.public, bytes });
+    for (const o of room?.values() ?? []) {
+      const bytes = encode({ type: "peer_left", token: o.token, id: r.id, name: r.name });
+      out.push({ type: "send", to: o.public, bytes });
+    }
   }
 }
 

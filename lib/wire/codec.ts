@@ -97,17 +97,21 @@ export type Message =
     total: number;
     members: Member[];
   }
-  | { type: "members"; total: number; members: Member[] }
+  /*
+   * Server -> peer messages after REGISTER_OK carry the recipient's `token`: only the server
+   * knows it, so an off-path sender forging the server's address cannot invent members.
+   */
+  | { type: "members"; token: string; total: number; members: Member[] }
   | { type: "error"; code: number; about: number; text: string }
-  | { type: "peer_joined"; member: Member }
-  | { type: "peer_left"; id: Id; name: string }
+  | { type: "peer_joined"; token: string; member: Member }
+  | { type: "peer_left"; token: string; id: Id; name: string }
   | { type: "keepalive"; id: Id; token: string }
-  | { type: "keepalive_ack"; id: Id; public: Addr }
+  | { type: "keepalive_ack"; id: Id; token: string; public: Addr }
   | { type: "leave"; id: Id; token: string }
   | { type: "connect"; from: Id; token: string; to: Id; nonce: string }
-  | { type: "connect_fwd"; member: Member; nonce: string }
+  | { type: "connect_fwd"; token: string; member: Member; nonce: string }
   | { type: "relay"; from: Id; token: string; to: Id; payload: Uint8Array }
-  | { type: "relayed"; from: Id; payload: Uint8Array }
+  | { type: "relayed"; token: string; from: Id; payload: Uint8Array }
   /** Probe and Noise IK handshake init: the LAN-first handshake and every punch probe. */
   | { type: "hello"; from: Id; to: Id; nonce: string; init: Uint8Array }
   /** Noise IK response, then a sealed PONG echoing the HELLO's nonce. */
@@ -209,6 +213,7 @@ export function encode(m: Message): Uint8Array {
       for (const x of m.members) wMember(w, x);
       break;
     case "members":
+      wId(w, m.token);
       w.u16(m.total).u8(m.members.length);
       for (const x of m.members) wMember(w, x);
       break;
@@ -219,9 +224,11 @@ export function encode(m: Message): Uint8Array {
       break;
     }
     case "peer_joined":
+      wId(w, m.token);
       wMember(w, m.member);
       break;
     case "peer_left":
+      wId(w, m.token);
       wId(w, m.id);
       wStr8(w, m.name);
       break;
@@ -232,6 +239,7 @@ export function encode(m: Message): Uint8Array {
       break;
     case "keepalive_ack":
       wId(w, m.id);
+      wId(w, m.token);
       wAddr(w, m.public);
       break;
     case "connect":
@@ -241,6 +249,7 @@ export function encode(m: Message): Uint8Array {
       wNonce(w, m.nonce);
       break;
     case "connect_fwd":
+      wId(w, m.token);
       wMember(w, m.member);
       wNonce(w, m.nonce);
       break;
@@ -251,6 +260,7 @@ export function encode(m: Message): Uint8Array {
       w.bytes(m.payload);
       break;
     case "relayed":
+      wId(w, m.token);
       wId(w, m.from);
       w.bytes(m.payload);
       break;
@@ -396,30 +406,30 @@ function body(type: Message["type"], r: Reader): Message {
       return { type, id, token, public: pub, keepaliveMs, total, members: rMembers(r) };
     }
     case "members": {
-      const total = r.u16();
-      return { type, total, members: rMembers(r) };
+      const token = rId(r), total = r.u16();
+      return { type, token, total, members: rMembers(r) };
     }
     case "error": {
       const code = r.u8(), about = r.u8();
       return { type, code, about, text: rStr8(r, 255) };
     }
     case "peer_joined":
-      return { type, member: rMember(r) };
+      return { type, token: rId(r), member: rMember(r) };
     case "peer_left":
-      return { type, id: rId(r), name: rStr8(r, MAX_NAME) };
+      return { type, token: rId(r), id: rId(r), name: rStr8(r, MAX_NAME) };
     case "keepalive":
     case "leave":
       return { type, id: rId(r), token: rId(r) };
     case "keepalive_ack":
-      return { type, id: rId(r), public: rAddr(r) };
+      return { type, id: rId(r), token: rId(r), public: rAddr(r) };
     case "connect":
       return { type, from: rId(r), token: rId(r), to: rId(r), nonce: rId(r) };
     case "connect_fwd":
-      return { type, member: rMember(r), nonce: rId(r) };
+      return { type, token: rId(r), member: rMember(r), nonce: rId(r) };
     case "relay":
       return { type, from: rId(r), token: rId(r), to: rId(r), payload: r.rest() };
     case "relayed":
-      return { type, from: rId(r), payload: r.rest() };
+      return { type, token: rId(r), from: rId(r), payload: r.rest() };
     case "hello":
       return { type, from: rId(r), to: rId(r), nonce: rId(r), init: r.bytes(HS_INIT_LEN).slice() };
     case "hello_ack": {

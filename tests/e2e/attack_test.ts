@@ -112,6 +112,15 @@ function registration(proxy: Proxy, name: string) {
   return { id: r.m.id, key: r.m.key, addr: r.client };
 }
 
+/** The token the server gave the peer at `addr`, as seen on the wire by the proxy. */
+function tokenOf(proxy: Proxy, addr: Addr): string {
+  const ok = proxy.decoded("down").find((x) =>
+    x.client.port === addr.port && x.m.type === "register_ok"
+  );
+  assert.ok(ok && ok.m.type === "register_ok");
+  return ok.m.token;
+}
+
 async function stats(p: Proc): Promise<Record<string, number>> {
   const before = p.events.length;
   await p.write("/stats");
@@ -158,11 +167,11 @@ Deno.test({
           assert.ok(sealed.length > 0, `${name} received sealed relayed traffic`);
           for (const x of sealed) await proxy.inject(me, x.bytes);
           // A copy of a seen counter is dropped as a replay before any decryption, so the
-          // tampered copy also moves its counter 2^16 ahead (byte 6 of 8, after header, from,
-          // inner header and index; counters here are far below 2^16): it must then fail
+          // tampered copy also moves its counter 2^16 ahead (byte 6 of 8, after header, token,
+          // from, inner header and index; counters here are far below 2^16): it must then fail
           // authentication.
           const bad = sealed[0]!.bytes.slice();
-          const at = 3 + 8 + 3 + 4 + 5;
+          const at = 3 + 8 + 8 + 3 + 4 + 5;
           assert.equal(bad[at], 0);
           bad[at] = 1;
           await proxy.inject(me, bad);
@@ -242,8 +251,13 @@ Deno.test({
           chunk: enc.encode("forged line"),
         };
         await mallory.send(encode(fake), to);
-        // The same as if relayed: plaintext chat "from bob", injected as the server.
-        await proxy.inject(a.addr, encode({ type: "relayed", from: b.id, payload: encode(fake) }));
+        // The same as if relayed: plaintext chat "from bob", injected as the server by someone
+        // on its path (who has seen alice's token).
+        const token = tokenOf(proxy, a.addr);
+        await proxy.inject(
+          a.addr,
+          encode({ type: "relayed", token, from: b.id, payload: encode(fake) }),
+        );
 
         const checks = {
           "forged handshake refused": (d: Record<string, number>) =>
@@ -315,6 +329,53 @@ Deno.test({
         );
         await other.write("/msg bob trusted now");
         await bob.waitFor(isType("message", { from: "alice", text: "trusted now" }));
+      } finally {
+        await proxy.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "attack: server messages forged by someone off the path cannot add or remove members",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withHarness(async (h) => {
+      const { proxy, peers } = await setup(h, ["alice", "bob"]);
+      const { alice, bob } = peers as { alice: Proc; bob: Proc };
+      try {
+        await alice.waitFor((e) => e.type === "path" && e.peer === "bob");
+        const a = registration(proxy, "alice");
+        const b = registration(proxy, "bob");
+        // Sent from the server's address (as a spoofer would) but without alice's token, which
+        // only the server and alice know.
+        const guess = "00".repeat(8);
+        const fake = newIdentity();
+        const carol = {
+          id: "c".repeat(16),
+          name: "carol",
+          public: { host: "127.0.0.1", port: 9 },
+          locals: [],
+          key: fake.edPublic,
+        };
+        await proxy.inject(a.addr, encode({ type: "peer_joined", token: guess, member: carol }));
+        await proxy.inject(
+          a.addr,
+          encode({ type: "connect_fwd", token: guess, member: carol, nonce: guess }),
+        );
+        await proxy.inject(
+          a.addr,
+          encode({ type: "members", token: guess, total: 1, members: [carol] }),
+        );
+        await proxy.inject(
+          a.addr,
+          encode({ type: "peer_left", token: guess, id: b.id, name: "bob" }),
+        );
+        const s = await waitStats(alice, (d) => (d.server_token ?? 0) >= 4);
+        assert.ok((s.server_token ?? 0) >= 4, JSON.stringify(s));
+        assert.equal(alice.events.some((e) => e.type === "peer" && e.name === "carol"), false);
+        assert.equal(alice.events.some((e) => e.type === "peer" && e.state === "left"), false);
+        await chatStillWorks(alice, bob, "after forged server messages");
       } finally {
         await proxy.close();
       }

@@ -4,6 +4,7 @@
  * without sockets.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   type AgentAction,
   type AgentConfig,
@@ -200,4 +201,43 @@ Deno.test("agent: a replayed sealed datagram is dropped and does not repeat a me
   net.advance(100);
   assert.deepEqual(net.texts("bob"), ["once"]);
   assert.ok((bob.stats().secure_replay ?? 0) >= 1, JSON.stringify(bob.stats()));
+});
+
+Deno.test("agent: random and mutated datagrams never throw, and chat goes on", () => {
+  const net = new Net();
+  net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  net.say("alice", "first");
+  net.advance(500);
+  const seen = net.wire.map((p) => p.bytes);
+  const bob = net.agents.get("bob")!;
+  const from = [S, HOSTS.alice!, { host: "192.0.2.99", port: 9 }];
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 1600 }),
+        // Real datagrams with bytes flipped, cut short or extended.
+        fc.tuple(fc.constantFrom(...seen), fc.nat(), fc.integer({ min: 1, max: 255 })).map(
+          ([b, i, x]) => {
+            const c = b.slice();
+            c[i % c.length]! ^= x;
+            return c;
+          },
+        ),
+        fc.tuple(fc.constantFrom(...seen), fc.nat()).map(([b, n]) => b.slice(0, n % b.length)),
+        fc.tuple(fc.constantFrom(...seen), fc.uint8Array({ maxLength: 40 })).map(([b, t]) =>
+          Uint8Array.from([...b, ...t])
+        ),
+      ),
+      fc.constantFrom(...from),
+      (bytes, src) => {
+        bob.handle(bytes, src, net.now); // actions dropped: only "does not throw" matters here
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  net.say("alice", "second");
+  net.advance(1000);
+  assert.deepEqual(net.texts("bob"), ["first", "second"]);
 });
