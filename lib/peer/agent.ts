@@ -3,7 +3,7 @@
  * peer, and the demultiplexing between them. Sans-IO: `handle` and `tick` take the time and
  * return actions; lib/net/peer_host.ts carries them out on a real socket.
  */
-import { type Addr, formatAddr, sameAddr } from "../wire/addr.ts";
+import { type Addr, addrKey, formatAddr, sameAddr } from "../wire/addr.ts";
 import { equalBytes, toHex } from "../wire/bytes.ts";
 import {
   decode,
@@ -14,6 +14,7 @@ import {
   MAGIC,
   type Member,
   type Message,
+  NO_TOKEN,
   registerSigInput,
   T,
   VERSION,
@@ -121,7 +122,16 @@ interface Remote {
   /** False while the key differs from the pinned one and the user has not run /trust. */
   trusted: boolean;
   nextRelayHello: number;
+  /** Sources that sent the peer's current handshake init (bounded: see onHello). */
+  helloSources: Set<string>;
 }
+
+/**
+ * Distinct sources one handshake init is answered from. Copies legitimately arrive from a few
+ * (LAN, public, relay); a captured init replayed from many spoofed sources must not turn us
+ * into a reflector.
+ */
+export const MAX_HELLO_SOURCES = 8;
 
 /** Sealed payloads authenticate the 3-byte header of the datagram that carries them. */
 const SEALED_AD = Uint8Array.of(MAGIC, VERSION, T.SEALED);
@@ -141,7 +151,9 @@ export class PeerAgent {
   private serverKeepaliveMs: number;
   private publicAddr: Addr | null = null;
   /** Registration token from the server; proves our later requests are ours. */
-  private token = "0000000000000000";
+  private token = NO_TOKEN;
+  /** Registration errors already reported while re-registering (each is logged once). */
+  private reportedRegErrors = new Set<number>();
   private remotes = new Map<Id, Remote>();
   private byName = new Map<string, Id>();
   private msgNo = 0;
@@ -516,6 +528,7 @@ export class PeerAgent {
       fingerprint: fp,
       trusted: false,
       nextRelayHello: 0,
+      helloSources: new Set(),
     };
     this.remotes.set(m.id, r);
     this.byName.set(m.name, m.id);
@@ -541,14 +554,19 @@ export class PeerAgent {
   private learn(m: Member, now: number): Remote | null {
     const r = this.remotes.get(m.id);
     if (!r) return this.addRemote(m, now);
-    if (!equalBytes(r.member.key, m.key)) {
-      // A session id is bound to one key at the server; a different one is a forgery or a bug.
-      this.drop("member_key_mismatch");
+    if (!equalBytes(r.member.key, m.key) || r.member.name !== m.name) {
+      // A session id is bound to one name and key at the server; anything else is a forgery
+      // (a renamed member would dodge the name's pinned key) or a bug.
+      this.drop("member_mismatch");
       return r;
     }
-    if (!sameAddr(r.member.public, m.public) || r.member.locals.length !== m.locals.length) {
-      r.member = m;
-      r.path.setMember(m);
+    const moved = !sameAddr(r.member.public, m.public) ||
+      r.member.locals.length !== m.locals.length ||
+      r.member.locals.some((a, i) => !sameAddr(a, m.locals[i]!));
+    if (moved) {
+      // Only the addresses change; name and key stay the ones checked against the pin.
+      r.member = { ...r.member, public: m.public, locals: m.locals };
+      r.path.setMember(r.member);
     }
     return r;
   }
@@ -586,7 +604,7 @@ export class PeerAgent {
   private fromServer(m: Message, now: number): void {
     // After registration, what the server tells us carries our token: anyone else who forges
     // the server's address (to invent or remove members, say) is dropped here.
-    if ("token" in m && m.type !== "register_ok" && m.token !== this.token) {
+    if ("token" in m && m.type !== "register_ok" && m.type !== "error" && m.token !== this.token) {
       return this.drop("server_token");
     }
     switch (m.type) {
@@ -597,6 +615,7 @@ export class PeerAgent {
         if (m.id !== this.id) return this.drop("wrong_id");
         if (this.reg !== "registering") return this.drop("unexpected_register_ok");
         this.token = m.token;
+        this.reportedRegErrors.clear();
         const first = !this.everRegistered;
         this.log("info", first ? "registered" : "registered again");
         this.reg = "registered";
@@ -654,6 +673,11 @@ export class PeerAgent {
   }
 
   private serverError(m: Extract<Message, { type: "error" }>, now: number): void {
+    // Answers to our KEEPALIVE, CONNECT or RELAY echo its token; anything else is forged.
+    const aboutUs = m.token === this.token && this.token !== NO_TOKEN;
+    if ((m.code === ErrorCode.UNKNOWN_PEER || m.code === ErrorCode.NO_SUCH_PEER) && !aboutUs) {
+      return this.drop("server_token");
+    }
     switch (m.code) {
       case ErrorCode.UNKNOWN_PEER:
         // The server forgot us (restart, or we were timed out): register again at once.
@@ -677,6 +701,15 @@ export class PeerAgent {
       case ErrorCode.BAD_VERSION:
       case ErrorCode.BAD_SIGNATURE:
         if (this.reg !== "registering") return this.drop("stale_error");
+        if (this.everRegistered) {
+          // Errors about REGISTER cannot be authenticated, and room members know our id: while
+          // re-registering, keep trying rather than let a forged error end the session.
+          if (!this.reportedRegErrors.has(m.code)) {
+            this.reportedRegErrors.add(m.code);
+            this.log("warn", `the server refused to register us again: ${m.text || m.code}`);
+          }
+          return;
+        }
         this.reg = "closed";
         this.out.push({
           type: "fatal",
@@ -740,6 +773,12 @@ export class PeerAgent {
     const res = this.secure.onHandshakeInit(m.init, now);
     if (!res.ok) return;
     if (res.peerId !== r.member.id) return this.drop("hello_spoof");
+    if (res.fresh) r.helloSources.clear();
+    const src = relayedFrom === null ? addrKey(from) : "relay";
+    if (!r.helloSources.has(src)) {
+      if (r.helloSources.size >= MAX_HELLO_SOURCES) return this.drop("hello_sources");
+      r.helloSources.add(src);
+    }
     const ack = (to: Addr | null, nonce: string) => {
       const pong: Message = { type: "pong", from: this.id, to: r.member.id, nonce, observed: from };
       const sealed = this.seal(r, HELLO_ACK_AD, pong, now)!;
@@ -774,7 +813,19 @@ export class PeerAgent {
     // The nonce is sealed, so nobody who merely saw our HELLO can confirm a path for it.
     const inner = this.openInner(HELLO_ACK_AD, m.sealed, now, r.member.id);
     if (!inner || inner.type !== "pong") return this.drop("hello_ack_inner");
-    if (relayedFrom === null) this.pathActions(r, r.path.onAck(from, inner.nonce, now), now);
+    if (relayedFrom === null) this.onPong(r, inner, from, now);
+  }
+
+  /**
+   * An answer to one of our probes. A `lan` path needs the peer to have seen us at one of our
+   * own local addresses: otherwise a host that merely holds the peer's private address on our
+   * LAN could forward our probes, win the path (LAN beats direct) and then drop everything.
+   */
+  private onPong(r: Remote, m: Extract<Message, { type: "pong" }>, from: Addr, now: number) {
+    if (r.path.classify(from) === "lan" && !this.cfg.locals.some((l) => sameAddr(l, m.observed))) {
+      return this.drop("lan_not_seen_locally");
+    }
+    this.pathActions(r, r.path.onAck(from, m.nonce, now), now);
   }
 
   /** Opens a sealed body and decodes its plaintext; checks who it is from and for. */
@@ -802,7 +853,7 @@ export class PeerAgent {
         if (!relayed) this.pathActions(r, r.path.onHello(from, m.nonce, now), now);
         return;
       case "pong":
-        if (!relayed) this.pathActions(r, r.path.onAck(from, m.nonce, now), now);
+        if (!relayed) this.onPong(r, m, from, now);
         return;
       case "data": {
         const ready: Received[] = [];

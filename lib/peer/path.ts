@@ -42,6 +42,11 @@ type CandKind = "local" | "public" | "predicted" | "reflexive";
 const RANK: Record<PathKind, number> = { connecting: 0, relay: 1, direct: 2, lan: 3 };
 /** Outstanding probe nonces we remember; older ones are forgotten (their ACK is then ignored). */
 const MAX_PENDING = 256;
+/**
+ * Peer-reflexive candidates kept; beyond this the oldest is forgotten, so hellos replayed from
+ * many (spoofed) sources cannot make us probe without bound.
+ */
+export const MAX_REFLEXIVE = 8;
 
 export class PathMachine {
   kind: PathKind = "connecting";
@@ -55,6 +60,7 @@ export class PathMachine {
   private cands = new Map<string, { addr: Addr; kind: CandKind }>();
   private pending = new Map<string, { addr: Addr; sentAt: number }>();
   private started = false;
+  private lastPunch = -Infinity;
 
   constructor(
     private remote: Member,
@@ -78,7 +84,12 @@ export class PathMachine {
 
   private addCand(addr: Addr, kind: CandKind): void {
     const k = addrKey(addr);
-    if (!this.cands.has(k)) this.cands.set(k, { addr, kind });
+    if (this.cands.has(k)) return;
+    if (kind === "reflexive") {
+      const refl = [...this.cands].filter(([, c]) => c.kind === "reflexive");
+      if (refl.length >= MAX_REFLEXIVE) this.cands.delete(refl[0]![0]);
+    }
+    this.cands.set(k, { addr, kind });
   }
 
   /** LAN-first: say hello to the peer's local and public addresses, wait for an ACK. */
@@ -130,6 +141,7 @@ export class PathMachine {
   }
 
   private beginPunch(now: number, ask: boolean, out: PathAction[]): void {
+    this.lastPunch = now;
     this.phase = "punch";
     this.phaseEnd = now + this.cfg.punchWindowMs;
     this.nextProbe = now + this.cfg.probeIntervalMs;
@@ -152,7 +164,12 @@ export class PathMachine {
     this.setMember(m);
     this.started = true;
     const out: PathAction[] = [];
-    if (this.phase !== "up") this.beginPunch(now, false, out);
+    // A punch already running goes on as it is; and however often the peer (or someone with
+    // its token) asks, we start at most one punch window per two.
+    const cooling = now - this.lastPunch < 2 * this.cfg.punchWindowMs;
+    if (this.phase !== "up" && this.phase !== "punch" && !cooling) {
+      this.beginPunch(now, false, out);
+    }
     return out;
   }
 
@@ -198,7 +215,8 @@ export class PathMachine {
     this.nextKeepalive = now + this.cfg.keepaliveMs;
   }
 
-  private classify(a: Addr): PathKind {
+  /** The kind of path an answer from `a` gives: `lan` for the peer's announced local addresses. */
+  classify(a: Addr): PathKind {
     const isLocal = this.remote.locals.some((l) => sameAddr(l, a));
     return isLocal && !sameAddr(this.remote.public, a) ? "lan" : "direct";
   }

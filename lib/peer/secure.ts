@@ -126,6 +126,12 @@ interface Session {
   readonly createdAt: number;
   lastUsed: number;
   sent: number;
+  /**
+   * Known to exist at the peer too: always for the initiator; for the responder once a packet
+   * opened in it. Like WireGuard, a responder keeps sending on its previous session until then,
+   * so a lost (or attacker-delivered) init cannot switch it to keys the peer never got.
+   */
+  confirmed: boolean;
 }
 
 interface Pending {
@@ -139,7 +145,7 @@ interface Pending {
 interface Peer {
   readonly id: string;
   readonly staticPublic: Uint8Array;
-  /** Completed sessions, oldest first; the last one is used for sending. */
+  /** Completed sessions, oldest first; the newest confirmed one is used for sending. */
   sessions: Session[];
   pending: Pending | null;
   /** Whether `tick` has asked for a rekey of the current session already. */
@@ -186,6 +192,11 @@ function writeU64(w: Writer, v: bigint): Writer {
 }
 
 const drop = (reason: SecureDropReason): SecureDrop => ({ ok: false, reason });
+
+/** The session to send on: the newest confirmed one, else the newest. */
+function sender(peer: Peer): Session | undefined {
+  return peer.sessions.findLast((s) => s.confirmed) ?? peer.sessions.at(-1);
+}
 
 /**
  * The encryption layer for all of one peer's remotes. Each remote is registered with its session
@@ -364,7 +375,8 @@ export class SecureLayer {
    * Throws only when the plaintext is too long for one Noise message (65519 bytes).
    */
   seal(peerId: string, header: Uint8Array, plaintext: Uint8Array, now: number): Uint8Array | null {
-    const s = this.#peers.get(peerId)?.sessions.at(-1);
+    const peer = this.#peers.get(peerId);
+    const s = peer && sender(peer);
     if (!s) return null;
     const prefix = writeU64(new Writer(TRANSPORT_PREFIX).u32(s.remoteIndex), s.send.nonce)
       .finish();
@@ -393,7 +405,7 @@ export class SecureLayer {
       for (const s of peer.sessions) if (!live.includes(s)) this.#sessions.delete(s.index);
       peer.sessions = live;
       if (peer.pending && now - peer.pending.createdAt >= ttl) this.restartHandshake(peer.id);
-      const cur = live.at(-1);
+      const cur = sender(peer);
       if (!cur) continue;
       if (peer.rekeyReported) {
         // A lost rekey handshake is tried again rather than leaving the old session in use.
@@ -450,7 +462,7 @@ export class SecureLayer {
     const index = this.#newIndex();
     const reply = new Writer(RESP_LEN).u32(index).u32(senderIndex).bytes(hs.writeMessage())
       .finish();
-    const session = this.#addSession(peer, index, senderIndex, hs, now);
+    const session = this.#addSession(peer, index, senderIndex, hs, now, false);
     this.#replies.set(ephemeral, { init: body.slice(), reply, session });
     return { ok: true, peerId, reply: reply.slice(), fresh: true };
   }
@@ -471,7 +483,7 @@ export class SecureLayer {
     peer.pending = null;
     // Authenticated, so only the peer itself can send a payload; v1 defines none.
     if (read.value.length !== 0) return drop("malformed");
-    const session = this.#addSession(peer, pending.index, senderIndex, pending.hs, now);
+    const session = this.#addSession(peer, pending.index, senderIndex, pending.hs, now, true);
     this.#answered.set(key, session);
     return { ok: true, peerId: peer.id, fresh: true };
   }
@@ -494,6 +506,7 @@ export class SecureLayer {
     if (!pt.ok) return drop("decrypt_failed");
     s.window.accept(counter);
     s.lastUsed = now;
+    s.confirmed = true;
     return { ok: true, peerId: s.peerId, plaintext: pt.value };
   }
 
@@ -503,6 +516,7 @@ export class SecureLayer {
     remoteIndex: number,
     hs: HandshakeState,
     now: number,
+    confirmed: boolean,
   ): Session {
     const { send, receive } = hs.split();
     const session: Session = {
@@ -515,12 +529,16 @@ export class SecureLayer {
       createdAt: now,
       lastUsed: now,
       sent: 0,
+      confirmed,
     };
     this.#sessions.set(index, session);
     peer.sessions.push(session);
     while (peer.sessions.length > this.#cfg.maxSessionsPerPeer) {
-      const oldest = peer.sessions.shift()!;
-      this.#sessions.delete(oldest.index);
+      // The oldest goes, unless it is the one we send on (then the next oldest).
+      const keep = sender(peer);
+      const victim = peer.sessions.find((x) => x !== keep)!;
+      peer.sessions.splice(peer.sessions.indexOf(victim), 1);
+      this.#sessions.delete(victim.index);
     }
     peer.rekeyReported = false;
     return session;

@@ -21,6 +21,7 @@ import {
   type Member,
   memberSize,
   type Message,
+  NO_TOKEN,
   registerSigInput,
   T,
 } from "../wire/codec.ts";
@@ -146,6 +147,7 @@ export class ServerState {
           type: "error",
           code: ErrorCode.BAD_VERSION,
           about: b[2]!,
+          token: NO_TOKEN,
           text: "",
         });
         this.small(from, reply, b.length, out);
@@ -159,7 +161,7 @@ export class ServerState {
       case "keepalive":
         return this.keepalive(m, b.length, from, now, out);
       case "leave": {
-        const r = this.authed(m.id, m.token, from, now, out);
+        const r = this.authed(m.id, m.token, from, now);
         if (r) this.remove(r, now, out, "left");
         return;
       }
@@ -206,8 +208,15 @@ export class ServerState {
     out.push({ type: "send", to: from, bytes: bindingResponse(s, from) });
   }
 
-  private error(to: Addr, code: ErrorCode, about: number, text: string, out: ServerAction[]) {
-    out.push({ type: "send", to, bytes: encode({ type: "error", code, about, text }) });
+  private error(
+    to: Addr,
+    code: ErrorCode,
+    about: number,
+    text: string,
+    out: ServerAction[],
+    token = NO_TOKEN,
+  ) {
+    out.push({ type: "send", to, bytes: encode({ type: "error", code, about, token, text }) });
   }
 
   private register(
@@ -241,7 +250,8 @@ export class ServerState {
     // From here on the source address is proven: full-size replies are fine.
     let sigOk = false;
     try {
-      sigOk = ed25519.verify(m.sig, registerSigInput(m), m.key);
+      // Strict (RFC 8032) verification: no small-order keys or non-canonical encodings.
+      sigOk = ed25519.verify(m.sig, registerSigInput(m), m.key, { zip215: false });
     } catch {
       sigOk = false;
     }
@@ -359,30 +369,27 @@ export class ServerState {
    * The member `id`, if `token` is its registration token. A right token from a new address
    * means the peer's NAT rebound or it roamed: follow it and tell the room.
    */
-  private authed(
-    id: Id,
-    token: string,
-    from: Addr,
-    now: number,
-    out: ServerAction[],
-  ): Rec | undefined {
+  private authed(id: Id, token: string, from: Addr, now: number): Rec | undefined {
     const r = this.byId.get(id);
     if (!r || r.token !== token) {
       this.stats.drop("unauthenticated");
       return undefined;
     }
-    r.lastSeen = now;
     if (!sameAddr(r.public, from)) {
-      r.public = from;
-      this.announce(r, out);
+      // A new address must be proven (REGISTER with a cookie) before the room is told to send
+      // to it; a token alone would let its holder aim the room's hole punching at anyone.
+      this.stats.drop("unproven_address");
+      return undefined;
     }
+    r.lastSeen = now;
     return r;
   }
 
-  private unknown(from: Addr, about: number, got: number, out: ServerAction[]): void {
+  /** ERROR 4, "register again", echoing the request's token; never larger than the request. */
+  private unknown(from: Addr, about: number, token: string, got: number, out: ServerAction[]) {
     this.small(
       from,
-      encode({ type: "error", code: ErrorCode.UNKNOWN_PEER, about, text: "" }),
+      encode({ type: "error", code: ErrorCode.UNKNOWN_PEER, about, token, text: "" }),
       got,
       out,
     );
@@ -395,8 +402,8 @@ export class ServerState {
     now: number,
     out: ServerAction[],
   ): void {
-    const rec = this.authed(m.id, m.token, from, now, out);
-    if (!rec) return this.unknown(from, T.KEEPALIVE, got, out);
+    const rec = this.authed(m.id, m.token, from, now);
+    if (!rec) return this.unknown(from, T.KEEPALIVE, m.token, got, out);
     out.push({
       type: "send",
       to: from,
@@ -418,11 +425,11 @@ export class ServerState {
     now: number,
     out: ServerAction[],
   ): [Rec, Rec] | undefined {
-    const src = this.authed(fromId, token, from, now, out);
-    if (!src) return void this.unknown(from, about, got, out);
+    const src = this.authed(fromId, token, from, now);
+    if (!src) return void this.unknown(from, about, token, got, out);
     const dst = this.byId.get(to);
     if (!dst || dst.room !== src.room) {
-      return void this.error(from, ErrorCode.NO_SUCH_PEER, about, to, out);
+      return void this.error(from, ErrorCode.NO_SUCH_PEER, about, to, out, token);
     }
     return [src, dst];
   }

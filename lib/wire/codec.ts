@@ -58,6 +58,8 @@ export type Id = string;
 export const KEY_LEN = 32;
 export const SIG_LEN = 64;
 export const COOKIE_LEN = 16;
+/** The token field of messages that have none to carry (errors about REGISTER). */
+export const NO_TOKEN = "0000000000000000";
 /** Noise IK handshake bodies (lib/peer/secure.ts): the init HELLO carries, the reply HELLO_ACK. */
 export const HS_INIT_LEN = 116;
 export const HS_RESP_LEN = 56;
@@ -102,7 +104,11 @@ export type Message =
    * knows it, so an off-path sender forging the server's address cannot invent members.
    */
   | { type: "members"; token: string; total: number; members: Member[] }
-  | { type: "error"; code: number; about: number; text: string }
+  /**
+   * `token`: the token of the request that caused it (so a peer can tell a real answer to its
+   * KEEPALIVE, CONNECT or RELAY from a forgery); zeros for errors about REGISTER.
+   */
+  | { type: "error"; code: number; about: number; token: string; text: string }
   | { type: "peer_joined"; token: string; member: Member }
   | { type: "peer_left"; token: string; id: Id; name: string }
   | { type: "keepalive"; id: Id; token: string }
@@ -219,6 +225,7 @@ export function encode(m: Message): Uint8Array {
       break;
     case "error": {
       w.u8(m.code).u8(m.about);
+      wId(w, m.token);
       const t = enc.encode(m.text).subarray(0, 200);
       w.u8(t.length).bytes(t);
       break;
@@ -410,8 +417,8 @@ function body(type: Message["type"], r: Reader): Message {
       return { type, token, total, members: rMembers(r) };
     }
     case "error": {
-      const code = r.u8(), about = r.u8();
-      return { type, code, about, text: rStr8(r, 255) };
+      const code = r.u8(), about = r.u8(), token = rId(r);
+      return { type, code, about, token, text: rStr8(r, 255) };
     }
     case "peer_joined":
       return { type, token: rId(r), member: rMember(r) };

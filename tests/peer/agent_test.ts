@@ -15,7 +15,8 @@ import { DEFAULT_SERVER_CONFIG, type ServerAction, ServerState } from "../../lib
 import { newIdentity, sign } from "../../lib/identity/identity.ts";
 import type { PeerEvent } from "../../lib/peer/events.ts";
 import { type Addr, addrKey } from "../../lib/wire/addr.ts";
-import { decode } from "../../lib/wire/codec.ts";
+import { decode, encode, ErrorCode, type Message, NO_TOKEN, T } from "../../lib/wire/codec.ts";
+import { MAX_HELLO_SOURCES } from "../../lib/peer/agent.ts";
 
 const S: Addr = { host: "192.0.2.1", port: 8848 };
 const HOSTS: Record<string, Addr> = {
@@ -36,6 +37,7 @@ class Net {
   readonly agents = new Map<string, PeerAgent>();
   readonly events = new Map<string, PeerEvent[]>();
   readonly wire: Packet[] = [];
+  readonly fatals: string[] = [];
   private queue: Packet[] = [];
   /** Return false to drop a datagram (e.g. to force the relay). */
   filter: (p: Packet) => boolean = () => true;
@@ -66,6 +68,7 @@ class Net {
     for (const x of acts) {
       if (x.type === "send") this.queue.push({ from: HOSTS[name]!, to: x.to, bytes: x.bytes });
       else if (x.type === "event") this.events.get(name)!.push(x.event);
+      else if (x.type === "fatal") this.fatals.push(`${name}: ${x.message}`);
     }
   }
 
@@ -240,4 +243,106 @@ Deno.test("agent: random and mutated datagrams never throw, and chat goes on", (
   net.say("alice", "second");
   net.advance(1000);
   assert.deepEqual(net.texts("bob"), ["first", "second"]);
+});
+
+/** The first datagram on the wire that decodes to type `t` (optionally to `to`). */
+function first<K extends Message["type"]>(net: Net, t: K, to?: Addr) {
+  for (const p of net.wire) {
+    if (to && addrKey(p.to) !== addrKey(to)) continue;
+    const d = decode(p.bytes);
+    if (d.ok && d.value.type === t) return { p, m: d.value as Extract<Message, { type: K }> };
+  }
+  throw new Error(`no ${t} on the wire`);
+}
+
+/** Feeds one datagram to `name` as if from `src` and returns what it sent in answer. */
+function inject(net: Net, name: string, m: Message | Uint8Array, src: Addr) {
+  const acts = net.agents.get(name)!.handle(m instanceof Uint8Array ? m : encode(m), src, net.now);
+  net.run(name, acts);
+  return acts.filter((a) => a.type === "send");
+}
+
+Deno.test("agent: forged server errors and renamed members are dropped", () => {
+  const net = new Net();
+  const alice = net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  const bobId = net.agents.get("bob")!.id;
+  const ok = first(net, "register_ok", HOSTS.alice).m;
+  // Without alice's token: "register again" and "no such peer" are forgeries.
+  inject(net, "alice", {
+    type: "error",
+    code: ErrorCode.UNKNOWN_PEER,
+    about: T.KEEPALIVE,
+    token: NO_TOKEN,
+    text: "",
+  }, S);
+  inject(net, "alice", {
+    type: "error",
+    code: ErrorCode.NO_SUCH_PEER,
+    about: T.RELAY,
+    token: "1".repeat(16),
+    text: bobId,
+  }, S);
+  assert.ok(alice.registered);
+  assert.equal(alice.stats().server_token, 2);
+  assert.equal(
+    net.events.get("alice")!.some((e) => e.type === "peer" && e.state === "left"),
+    false,
+  );
+  // With the token (say someone on the path saw it): a member cannot be renamed, which would
+  // dodge the name's pinned key.
+  const bob = first(net, "register_ok", HOSTS.bob).m;
+  assert.ok(bob.id === bobId);
+  const member = first(net, "peer_joined", HOSTS.alice).m.member;
+  inject(net, "alice", {
+    type: "peer_joined",
+    token: ok.token,
+    member: { ...member, name: "carol" },
+  }, S);
+  assert.equal(alice.stats().member_mismatch, 1);
+  assert.deepEqual(alice.peers().map((p) => p.name), ["bob"]);
+  // A real "register again" (echoing the token), then a NAME_TAKEN that nobody can
+  // authenticate: alice keeps trying instead of quitting.
+  inject(net, "alice", {
+    type: "error",
+    code: ErrorCode.UNKNOWN_PEER,
+    about: T.KEEPALIVE,
+    token: ok.token,
+    text: "",
+  }, S);
+  assert.equal(alice.registered, false);
+  inject(net, "alice", {
+    type: "error",
+    code: ErrorCode.NAME_TAKEN,
+    about: T.REGISTER,
+    token: NO_TOKEN,
+    text: "gotcha",
+  }, S);
+  assert.deepEqual(net.fatals, []);
+  net.advance(2000);
+  assert.ok(alice.registered, "registered again");
+  net.say("bob", "still here");
+  net.advance(500);
+  assert.deepEqual(net.texts("alice"), ["still here"]);
+});
+
+Deno.test("agent: a handshake replayed from many spoofed sources is answered a bounded number of times", () => {
+  const net = new Net();
+  net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  const hello = first(net, "hello", HOSTS.alice).p.bytes;
+  let sent = 0;
+  for (let i = 0; i < 200; i++) {
+    sent += inject(net, "alice", hello, { host: "192.0.2.200", port: 1000 + i }).length;
+  }
+  // Each answered source gets a HELLO_ACK and at most one probe.
+  assert.ok(sent <= 2 * MAX_HELLO_SOURCES, `answered ${sent} datagrams`);
+  assert.ok(
+    (net.agents.get("alice")!.stats().hello_sources ?? 0) >= 200 - MAX_HELLO_SOURCES,
+  );
+  net.say("alice", "unharmed");
+  net.advance(500);
+  assert.deepEqual(net.texts("bob"), ["unharmed"]);
 });

@@ -443,3 +443,31 @@ Deno.test("secure: a rekey handshake that goes unanswered is asked for again", (
   assert.deepEqual(alice.layer.tick(2000).rekey, [], "the new session is young");
   assert.equal(roundTrip(alice, bob, "after the retry", 2000), "after the retry");
 });
+
+Deno.test("secure: a responder sends on its new session only once the initiator used it", () => {
+  const [alice, bob] = pair();
+  handshake(alice, bob, 0, WALL);
+  assert.equal(roundTrip(alice, bob, "first", 1), "first");
+  // A rekey init reaches bob, but his answer is lost: alice never gets the new keys.
+  alice.layer.restartHandshake(B);
+  const init = alice.layer.handshakeInit(B, 10, WALL + 10);
+  assert.ok(bob.layer.onHandshakeInit(init, 10).ok);
+  assert.equal(bob.layer.sessionCount(A), 2);
+  // Bob keeps sending on the session alice has ...
+  assert.equal(roundTrip(bob, alice, "still readable", 20), "still readable");
+  // ... and a flood of such inits never pushes that session out.
+  for (let i = 1; i <= 5; i++) {
+    alice.layer.restartHandshake(B);
+    assert.ok(
+      bob.layer.onHandshakeInit(alice.layer.handshakeInit(B, 30 + i, WALL + 30 + i), 30).ok,
+    );
+  }
+  assert.equal(roundTrip(bob, alice, "after five lost answers", 40), "after five lost answers");
+  // Once alice completes a handshake and sends on it, bob switches.
+  alice.layer.restartHandshake(B);
+  handshake(alice, bob, 50, WALL + 50);
+  assert.equal(roundTrip(alice, bob, "on the new session", 60), "on the new session");
+  const body = bob.layer.seal(A, HEADER, text("switched"), 70)!;
+  const o = alice.layer.open(HEADER, body, 70);
+  assert.ok(o.ok && str(o.plaintext) === "switched");
+});

@@ -254,3 +254,21 @@ Deno.test("server: name bindings are capped; the oldest released ones are forgot
   const n3 = join(feed, "b3".padEnd(16, "0"), "n3", alice, C, 30)[0];
   assert.ok(n3?.type === "error" && n3.code === ErrorCode.NAME_TAKEN);
 });
+
+Deno.test("server: a token from another address does not move the member; it gets ERROR 4", () => {
+  const { s, feed } = server();
+  const ok = join(feed, ID1, "alice", alice, A)[0] as { token: string };
+  join(feed, ID2, "bob", bob, B);
+  // Someone holding alice's token, sending from C, asks to be kept alive there.
+  const out = msgs(feed({ type: "keepalive", id: ID1, token: ok.token }, C, 10));
+  assert.equal(out.length, 1);
+  const e = out[0]!;
+  assert.ok(e.type === "error" && e.code === ErrorCode.UNKNOWN_PEER && e.token === ok.token);
+  // Nobody was told to send to C; alice is still at A.
+  const ka = msgs(feed({ type: "keepalive", id: ID1, token: ok.token }, A, 20))[0];
+  assert.ok(ka?.type === "keepalive_ack" && ka.public.host === A.host);
+  // Proving C with a cookie moves her, and the room hears of it.
+  const moved = join(feed, ID1, "alice", alice, C, 30);
+  assert.equal(moved[0]?.type, "register_ok");
+  assert.equal(s.peerCount, 2);
+});

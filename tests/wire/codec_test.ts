@@ -57,7 +57,7 @@ const samples: Message[] = [
     members: [member],
   },
   { type: "members", token: TOK, total: 3, members: [member, member] },
-  { type: "error", code: 1, about: 1, text: 'name "alice" is taken' },
+  { type: "error", code: 1, about: 1, token: TOK, text: 'name "alice" is taken' },
   { type: "peer_joined", token: TOK, member },
   { type: "peer_left", token: TOK, id: B, name: "bob" },
   { type: "keepalive", id: A, token: TOK },
