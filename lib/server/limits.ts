@@ -8,9 +8,14 @@ export class PerMinute {
   /** Records one event for `key`; false when the key is over its limit this minute. */
   take(key: string, now: number): boolean {
     let w = this.windows.get(key);
-    if (!w || now - w.start >= 60_000) {
-      if (!w && this.windows.size >= this.maxKeys) this.prune(now);
-      if (!w && this.windows.size >= this.maxKeys) return false; // table full of live keys
+    if (w && now - w.start >= 60_000) {
+      this.windows.delete(key); // a new window: re-inserted below, so the map stays oldest-first
+      w = undefined;
+    }
+    if (!w) {
+      if (this.windows.size >= this.maxKeys) this.prune(now);
+      // Still full of live keys: forget the oldest rather than refuse every newcomer.
+      if (this.windows.size >= this.maxKeys) this.windows.delete(this.windows.keys().next().value!);
       w = { start: now, n: 0 };
       this.windows.set(key, w);
     }

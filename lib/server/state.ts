@@ -9,7 +9,7 @@
  * per-registration token only the registered address ever received.
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
+import { type Addr, addrKey, ipv6Bytes, sameAddr } from "../wire/addr.ts";
 import { toHex } from "../wire/bytes.ts";
 import {
   decode,
@@ -111,6 +111,15 @@ function pages(members: Member[]): Member[][] {
     size += n;
   }
   return out;
+}
+
+/**
+ * What the per-source limits count by: the IPv4 address, or the IPv6 /64 (one subscriber
+ * usually holds a whole /64, so counting single IPv6 addresses would limit nothing).
+ */
+export function limitKey(host: string): string {
+  const v6 = host.includes(":") ? ipv6Bytes(host) : null;
+  return v6 ? `${toHex(v6.subarray(0, 8))}/64` : host;
 }
 
 export class ServerState {
@@ -238,7 +247,7 @@ export class ServerState {
     }
     // Counted only once the address is proven, so forged sources cannot use up a real
     // address's allowance (or fill the table); signature checks are what it protects.
-    if (!this.regLimit.take(from.host, now)) {
+    if (!this.regLimit.take(limitKey(from.host), now)) {
       this.stats.drop("registration_rate");
       return this.warn(
         `rate:${from.host}`,

@@ -1,7 +1,13 @@
 /** The server state machine, driven with a fake clock: registration proof, names, limits. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { DEFAULT_SERVER_CONFIG, type ServerAction, ServerState } from "../../lib/server/state.ts";
+import {
+  DEFAULT_SERVER_CONFIG,
+  limitKey,
+  type ServerAction,
+  ServerState,
+} from "../../lib/server/state.ts";
+import { PerMinute } from "../../lib/server/limits.ts";
 import { decode, encode, ErrorCode, type Message, registerSigInput } from "../../lib/wire/codec.ts";
 import { type Identity, newIdentity, sign } from "../../lib/identity/identity.ts";
 import { bindingRequest } from "../../lib/stun/binding.ts";
@@ -271,4 +277,18 @@ Deno.test("server: a token from another address does not move the member; it get
   const moved = join(feed, ID1, "alice", alice, C, 30);
   assert.equal(moved[0]?.type, "register_ok");
   assert.equal(s.peerCount, 2);
+});
+
+Deno.test("server: per-source limits count IPv6 by /64, IPv4 by address", () => {
+  assert.equal(limitKey("2001:db8:1:2:aaaa::1"), limitKey("2001:db8:1:2:bbbb::9"));
+  assert.notEqual(limitKey("2001:db8:1:2::1"), limitKey("2001:db8:1:3::1"));
+  assert.equal(limitKey("198.51.100.7"), "198.51.100.7");
+});
+
+Deno.test("server: a limiter full of live keys still admits newcomers", () => {
+  const l = new PerMinute(1, 3);
+  for (const k of ["a", "b", "c"]) assert.ok(l.take(k, 0));
+  assert.ok(l.take("d", 1), "the oldest key is forgotten to make room");
+  assert.equal(l.size, 3);
+  assert.equal(l.take("d", 2), false, "d is counted like anyone else");
 });
