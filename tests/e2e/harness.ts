@@ -7,6 +7,16 @@ import assert from "node:assert/strict";
 export const ROOT = new URL("../../", import.meta.url).pathname;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/** The command line of a deno.json task, with `deno` replaced by this Deno. */
+export function taskCommand(name: string): string[] {
+  const cfg = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const line = cfg.tasks?.[name];
+  if (typeof line !== "string") throw new Error(`Cannot find task "${name}" in deno.json`);
+  const [cmd, ...rest] = line.split(/\s+/);
+  if (cmd !== "deno") throw new Error(`Task "${name}" does not start with deno: ${line}`);
+  return [Deno.execPath(), ...rest];
+}
+
 /** A UDP port that was free a moment ago (the kernel picks it). */
 export function freePort(): number {
   const s = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
@@ -44,10 +54,23 @@ export class Harness {
   }
 
   /** Runs `p2pchat ARGS...`; `wrap` prefixes the command (e.g. `ip netns exec NS`). */
-  spawn(args: string[], opts: { wrap?: string[]; env?: Record<string, string> } = {}): Proc {
+  spawn(
+    args: string[],
+    opts: { wrap?: string[]; env?: Record<string, string>; task?: boolean } = {},
+  ): Proc {
     const deno = Deno.execPath();
-    const argv = [...(opts.wrap ?? []), deno, "run", "-A", MAIN, ...args];
+    // `task`: run ARGS[0]'s task command line from deno.json (as `deno task` would, with only
+    // the permissions it grants) without `deno task` in between, so kill() reaches the peer.
+    const run = opts.task ? [...taskCommand(args[0]!), ...args.slice(1)] : [
+      deno,
+      "run",
+      "-A",
+      MAIN,
+      ...args,
+    ];
+    const argv = [...(opts.wrap ?? []), ...run];
     const child = new Deno.Command(argv[0]!, {
+      cwd: ROOT,
       args: argv.slice(1),
       stdin: "piped",
       stdout: "piped",
