@@ -100,10 +100,12 @@ async function run(
   /** Our id as it appears on the wire, right after MAGIC, VERSION, TYPE. */
   const idBytes = keepalive.slice(3, 11);
   const me = newIdentity();
+  const regNonce = toHex(crypto.getRandomValues(new Uint8Array(8)));
   const register = (cookie: Uint8Array): Uint8Array => {
     const m: Extract<Message, { type: "register" }> = {
       type: "register",
       id: init.id,
+      nonce: regNonce,
       name: init.name,
       room: init.room,
       locals: [],

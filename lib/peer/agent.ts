@@ -152,8 +152,8 @@ export class PeerAgent {
   private publicAddr: Addr | null = null;
   /** Registration token from the server; proves our later requests are ours. */
   private token = NO_TOKEN;
-  /** Registration errors already reported while re-registering (each is logged once). */
-  private reportedRegErrors = new Set<number>();
+  /** Nonce of the current registration attempt; the server's answers must echo it. */
+  private regNonce = NO_TOKEN;
   private remotes = new Map<Id, Remote>();
   private byName = new Map<string, Id>();
   private msgNo = 0;
@@ -203,8 +203,14 @@ export class PeerAgent {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
   }
 
-  start(now: number): AgentAction[] {
+  /** A new registration attempt, with a fresh nonce (resends within it keep the nonce). */
+  private beginRegistration(): void {
     this.reg = "registering";
+    this.regNonce = this.nonce();
+  }
+
+  start(now: number): AgentAction[] {
+    this.beginRegistration();
     this.regStarted = now;
     this.register(now);
     return this.take();
@@ -216,6 +222,7 @@ export class PeerAgent {
     const m: Extract<Message, { type: "register" }> = {
       type: "register",
       id: this.id,
+      nonce: this.regNonce,
       name: this.cfg.name,
       room: this.cfg.room,
       locals: this.cfg.locals,
@@ -351,7 +358,7 @@ export class PeerAgent {
       const ka = Math.min(this.cfg.keepaliveMs, this.serverKeepaliveMs);
       if (now - this.lastServerAck > 3 * ka) {
         this.log("warn", "lost contact with the server; re-registering (direct paths stay up)");
-        this.reg = "registering";
+        this.beginRegistration();
         this.register(now);
       } else if (now >= this.nextKeepalive) {
         this.nextKeepalive = now + ka;
@@ -602,10 +609,13 @@ export class PeerAgent {
   }
 
   private fromServer(m: Message, now: number): void {
-    // After registration, what the server tells us carries our token: anyone else who forges
-    // the server's address (to invent or remove members, say) is dropped here.
+    // What the server tells us carries our token, or echoes our registration's nonce: anyone
+    // else who forges the server's address (to invent or remove members, say) is dropped here.
     if ("token" in m && m.type !== "register_ok" && m.type !== "error" && m.token !== this.token) {
       return this.drop("server_token");
+    }
+    if ((m.type === "cookie" || m.type === "register_ok") && m.nonce !== this.regNonce) {
+      return this.drop("server_nonce");
     }
     switch (m.type) {
       case "cookie":
@@ -615,7 +625,6 @@ export class PeerAgent {
         if (m.id !== this.id) return this.drop("wrong_id");
         if (this.reg !== "registering") return this.drop("unexpected_register_ok");
         this.token = m.token;
-        this.reportedRegErrors.clear();
         const first = !this.everRegistered;
         this.log("info", first ? "registered" : "registered again");
         this.reg = "registered";
@@ -673,17 +682,25 @@ export class PeerAgent {
   }
 
   private serverError(m: Extract<Message, { type: "error" }>, now: number): void {
-    // Answers to our KEEPALIVE, CONNECT or RELAY echo its token; anything else is forged.
+    // Answers to our KEEPALIVE, CONNECT or RELAY echo its token, answers to REGISTER its
+    // nonce; anything else is forged.
     const aboutUs = m.token === this.token && this.token !== NO_TOKEN;
+    const aboutRegister = m.token === this.regNonce && this.reg === "registering";
     if ((m.code === ErrorCode.UNKNOWN_PEER || m.code === ErrorCode.NO_SUCH_PEER) && !aboutUs) {
       return this.drop("server_token");
+    }
+    // A server that cannot parse our REGISTER cannot echo its nonce: the version error is taken
+    // as it is, but only before we ever registered (later it could only be a forgery).
+    const versionHint = m.code === ErrorCode.BAD_VERSION && !this.everRegistered;
+    if (m.about === T.REGISTER && !aboutRegister && !versionHint) {
+      return this.drop("server_nonce");
     }
     switch (m.code) {
       case ErrorCode.UNKNOWN_PEER:
         // The server forgot us (restart, or we were timed out): register again at once.
         if (this.reg === "registered") {
           this.log("warn", "the server does not know us; re-registering");
-          this.reg = "registering";
+          this.beginRegistration();
           this.register(now);
         }
         return;
@@ -701,15 +718,6 @@ export class PeerAgent {
       case ErrorCode.BAD_VERSION:
       case ErrorCode.BAD_SIGNATURE:
         if (this.reg !== "registering") return this.drop("stale_error");
-        if (this.everRegistered) {
-          // Errors about REGISTER cannot be authenticated, and room members know our id: while
-          // re-registering, keep trying rather than let a forged error end the session.
-          if (!this.reportedRegErrors.has(m.code)) {
-            this.reportedRegErrors.add(m.code);
-            this.log("warn", `the server refused to register us again: ${m.text || m.code}`);
-          }
-          return;
-        }
         this.reg = "closed";
         this.out.push({
           type: "fatal",

@@ -240,7 +240,7 @@ export class ServerState {
       if (m.cookie.length > 0) this.stats.drop("stale_cookie");
       return this.small(
         from,
-        encode({ type: "cookie", cookie: this.cookies.make(from, now) }),
+        encode({ type: "cookie", nonce: m.nonce, cookie: this.cookies.make(from, now) }),
         got,
         out,
       );
@@ -266,13 +266,27 @@ export class ServerState {
     }
     if (!sigOk) {
       this.stats.drop("bad_signature");
-      return this.error(from, ErrorCode.BAD_SIGNATURE, T.REGISTER, "bad signature", out);
+      return this.error(from, ErrorCode.BAD_SIGNATURE, T.REGISTER, "bad signature", out, m.nonce);
     }
     if (!validName(m.name)) {
-      return this.error(from, ErrorCode.BAD_NAME, T.REGISTER, `invalid name "${m.name}"`, out);
+      return this.error(
+        from,
+        ErrorCode.BAD_NAME,
+        T.REGISTER,
+        `invalid name "${m.name}"`,
+        out,
+        m.nonce,
+      );
     }
     if (!validName(m.room)) {
-      return this.error(from, ErrorCode.BAD_ROOM, T.REGISTER, `invalid room "${m.room}"`, out);
+      return this.error(
+        from,
+        ErrorCode.BAD_ROOM,
+        T.REGISTER,
+        `invalid room "${m.room}"`,
+        out,
+        m.nonce,
+      );
     }
     const keyHex = toHex(m.key);
     let rec = this.byId.get(m.id);
@@ -294,6 +308,7 @@ export class ServerState {
         T.REGISTER,
         `name "${m.name}" is taken in room "${m.room}"`,
         out,
+        m.nonce,
       );
     }
     // The same key under a new session id (restart, roaming): the new session replaces the old.
@@ -304,14 +319,21 @@ export class ServerState {
     if (!rec) {
       if (this.byId.size >= this.cfg.maxPeers) {
         this.warn("full", "server is full (--max-peers)", now, out);
-        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "server is full", out);
+        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "server is full", out, m.nonce);
       }
       if (!room && this.rooms.size >= this.cfg.maxRooms) {
         this.warn("rooms", "too many rooms (--max-rooms)", now, out);
-        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "too many rooms", out);
+        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "too many rooms", out, m.nonce);
       }
       if (room && room.size >= this.cfg.maxMembersPerRoom) {
-        return this.error(from, ErrorCode.ROOM_FULL, T.REGISTER, `room "${m.room}" is full`, out);
+        return this.error(
+          from,
+          ErrorCode.ROOM_FULL,
+          T.REGISTER,
+          `room "${m.room}" is full`,
+          out,
+          m.nonce,
+        );
       }
       rec = {
         id: m.id,
@@ -347,6 +369,7 @@ export class ServerState {
     const reply: Message = {
       type: "register_ok",
       id: rec.id,
+      nonce: m.nonce,
       token: rec.token,
       public: from,
       keepaliveMs: this.cfg.keepaliveMs,

@@ -79,6 +79,11 @@ export type Message =
   | {
     type: "register";
     id: Id;
+    /**
+     * Fresh per registration attempt; COOKIE, REGISTER_OK and errors about REGISTER echo it, so
+     * nobody who did not see the request can forge the answers.
+     */
+    nonce: string;
     name: string;
     room: string;
     locals: Addr[];
@@ -88,10 +93,12 @@ export type Message =
     /** Empty without a cookie; else Ed25519 over registerSigInput(). */
     sig: Uint8Array;
   }
-  | { type: "cookie"; cookie: Uint8Array }
+  | { type: "cookie"; nonce: string; cookie: Uint8Array }
   | {
     type: "register_ok";
     id: Id;
+    /** The REGISTER's nonce, echoed. */
+    nonce: string;
     /** Secret between this peer and the server; proves later requests come from it. */
     token: string;
     public: Addr;
@@ -105,8 +112,8 @@ export type Message =
    */
   | { type: "members"; token: string; total: number; members: Member[] }
   /**
-   * `token`: the token of the request that caused it (so a peer can tell a real answer to its
-   * KEEPALIVE, CONNECT or RELAY from a forgery); zeros for errors about REGISTER.
+   * `token`: the token of the request that caused it, or the nonce of a REGISTER (so a peer can
+   * tell a real answer from a forgery); zeros when the request carried neither.
    */
   | { type: "error"; code: number; about: number; token: string; text: string }
   | { type: "peer_joined"; token: string; member: Member }
@@ -201,6 +208,7 @@ export function encode(m: Message): Uint8Array {
   switch (m.type) {
     case "register":
       wId(w, m.id);
+      wNonce(w, m.nonce);
       wStr8(w, m.name);
       wStr8(w, m.room);
       wAddrs(w, m.locals);
@@ -209,10 +217,12 @@ export function encode(m: Message): Uint8Array {
       wVar8(w, m.sig);
       break;
     case "cookie":
+      wNonce(w, m.nonce);
       wFixed(w, m.cookie, COOKIE_LEN);
       break;
     case "register_ok":
       wId(w, m.id);
+      wNonce(w, m.nonce);
       wId(w, m.token);
       wAddr(w, m.public);
       w.u32(m.keepaliveMs).u16(m.total).u8(m.members.length);
@@ -400,17 +410,18 @@ export function decode(b: Uint8Array): Decoded {
 function body(type: Message["type"], r: Reader): Message {
   switch (type) {
     case "register": {
-      const id = rId(r), name = rStr8(r, MAX_NAME), room = rStr8(r, MAX_NAME);
+      const id = rId(r), nonce = rId(r), name = rStr8(r, MAX_NAME), room = rStr8(r, MAX_NAME);
       const locals = rAddrs(r), key = r.bytes(KEY_LEN).slice();
       const cookie = rVar8(r, [0, COOKIE_LEN]);
       const sig = rVar8(r, cookie.length ? [SIG_LEN] : [0]);
-      return { type, id, name, room, locals, key, cookie, sig };
+      return { type, id, nonce, name, room, locals, key, cookie, sig };
     }
     case "cookie":
-      return { type, cookie: r.bytes(COOKIE_LEN).slice() };
+      return { type, nonce: rId(r), cookie: r.bytes(COOKIE_LEN).slice() };
     case "register_ok": {
-      const id = rId(r), token = rId(r), pub = rAddr(r), keepaliveMs = r.u32(), total = r.u16();
-      return { type, id, token, public: pub, keepaliveMs, total, members: rMembers(r) };
+      const id = rId(r), nonce = rId(r), token = rId(r), pub = rAddr(r);
+      const keepaliveMs = r.u32(), total = r.u16();
+      return { type, id, nonce, token, public: pub, keepaliveMs, total, members: rMembers(r) };
     }
     case "members": {
       const token = rId(r), total = r.u16();

@@ -30,6 +30,7 @@ function register(name: string, key: Uint8Array, cookie: Uint8Array = new Uint8A
   return {
     type: "register",
     id,
+    nonce: toHex(random(8)),
     name,
     room: ROOM,
     locals: [],

@@ -302,8 +302,8 @@ Deno.test("agent: forged server errors and renamed members are dropped", () => {
   }, S);
   assert.equal(alice.stats().member_mismatch, 1);
   assert.deepEqual(alice.peers().map((p) => p.name), ["bob"]);
-  // A real "register again" (echoing the token), then a NAME_TAKEN that nobody can
-  // authenticate: alice keeps trying instead of quitting.
+  // A real "register again" (echoing the token); then, while alice registers again, a
+  // NAME_TAKEN and a REGISTER_OK from someone who knows her id but not her REGISTER's nonce.
   inject(net, "alice", {
     type: "error",
     code: ErrorCode.UNKNOWN_PEER,
@@ -319,7 +319,10 @@ Deno.test("agent: forged server errors and renamed members are dropped", () => {
     token: NO_TOKEN,
     text: "gotcha",
   }, S);
+  inject(net, "alice", { ...ok, nonce: "9".repeat(16), token: "7".repeat(16), members: [] }, S);
   assert.deepEqual(net.fatals, []);
+  assert.equal(alice.registered, false, "the forged REGISTER_OK was not taken");
+  assert.equal(alice.stats().server_nonce, 2);
   net.advance(2000);
   assert.ok(alice.registered, "registered again");
   net.say("bob", "still here");

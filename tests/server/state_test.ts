@@ -41,6 +41,7 @@ function reg(
   const m: Extract<Message, { type: "register" }> = {
     type: "register",
     id,
+    nonce: "abcdefabcdefabcd",
     name,
     room,
     locals: [],

@@ -29,6 +29,7 @@ const samples: Message[] = [
   {
     type: "register",
     id: A,
+    nonce: N,
     name: "alice",
     room: "lobby",
     locals: [lan, { host: "::1", port: 9 }],
@@ -39,6 +40,7 @@ const samples: Message[] = [
   {
     type: "register",
     id: A,
+    nonce: N,
     name: "alice",
     room: "lobby",
     locals: [],
@@ -46,10 +48,11 @@ const samples: Message[] = [
     cookie: new Uint8Array(16).fill(1),
     sig: new Uint8Array(64).fill(2),
   },
-  { type: "cookie", cookie: new Uint8Array(16).fill(3) },
+  { type: "cookie", nonce: N, cookie: new Uint8Array(16).fill(3) },
   {
     type: "register_ok",
     id: A,
+    nonce: N,
     token: TOK,
     public: pub,
     keepaliveMs: 15000,
@@ -140,11 +143,12 @@ const golden: [string, Message][] = [
   ],
   ["500150" + "33".repeat(33), { type: "sealed", body: SEALED }],
   [
-    "500101" + A + "05616c696365" + "056c6f626279" + "01" + "04c0a8010a1388" + "07".repeat(32) +
-    "00" + "00",
+    "500101" + A + N + "05616c696365" + "056c6f626279" + "01" + "04c0a8010a1388" +
+    "07".repeat(32) + "00" + "00",
     {
       type: "register",
       id: A,
+      nonce: N,
       name: "alice",
       room: "lobby",
       locals: [lan],
@@ -227,6 +231,7 @@ Deno.test("codec: every datagram we build for a full room page fits in 1200 byte
   const m: Message = {
     type: "register_ok",
     id: A,
+    nonce: N,
     token: TOK,
     public: pub,
     keepaliveMs: 1,
