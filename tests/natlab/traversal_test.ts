@@ -289,3 +289,30 @@ labTest("server gone: two direct peers keep chatting after the server stops", as
     },
   );
 });
+
+labTest(
+  "port prediction: a sequential symmetric NAT gets a direct path to a port-restricted one",
+  async () => {
+    // Plain symmetric <-> port-restricted must relay (see the matrix); with sequential port
+    // allocation the probes to the predicted ports (public port + 1..4) get through.
+    const sites: SiteSpec[] = [
+      { name: "a", nat: "symmetric-seq" },
+      { name: "b", nat: "port-restricted" },
+    ];
+    await withLab(sites, async (lab, h, _s, addr) => {
+      const a = h.peer("a", addr, [], wrap(lab, "a1"));
+      const b = h.peer("b", addr, [], wrap(lab, "b1"));
+      const ready = await a.waitFor(isType("ready", { name: "a" }));
+      const path = await b.waitFor(isType("path", { peer: "a" }), 30000);
+      assert.equal(path.path, "direct");
+      const [pubHost, pubPort] = String(ready.public).split(":");
+      const [host, port] = String(path.addr).split(":");
+      assert.equal(host, pubHost);
+      // Not the mapping the server saw: a new one, found by prediction.
+      const d = Number(port) - Number(pubPort);
+      assert.ok(d >= 1 && d <= 4, `path port ${port}, server saw ${pubPort}`);
+      await a.write("predicted");
+      await b.waitFor(isType("message", { from: "a", text: "predicted" }));
+    });
+  },
+);
