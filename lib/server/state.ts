@@ -75,7 +75,13 @@ interface Rec {
   locals: Addr[];
   lastSeen: number;
   relay: Bucket;
+  /** CONNECTs this member may send: each makes the target probe addresses the sender chose. */
+  connects: Bucket;
 }
+
+/** CONNECTs per second per member, and the burst (a newcomer asks for a whole room at once). */
+const CONNECT_RATE = 10;
+const CONNECT_BURST = 128;
 
 interface Binding {
   key: string;
@@ -345,6 +351,7 @@ export class ServerState {
         locals: m.locals,
         lastSeen: now,
         relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * 4, now),
+        connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
       };
       this.byId.set(rec.id, rec);
       let r = this.rooms.get(m.room);
@@ -476,6 +483,15 @@ export class ServerState {
     const ends = this.route(m.from, m.token, m.to, T.CONNECT, got, from, now, out);
     if (!ends) return;
     const [src, dst] = ends;
+    if (!src.connects.take(1, now)) {
+      this.stats.drop("connect_rate");
+      return this.warn(
+        `connect:${src.id}`,
+        `connect rate limit hit by ${src.name} in ${src.room}`,
+        now,
+        out,
+      );
+    }
     out.push({
       type: "send",
       to: dst.public,

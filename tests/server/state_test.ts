@@ -293,3 +293,18 @@ Deno.test("server: a limiter full of live keys still admits newcomers", () => {
   assert.equal(l.size, 3);
   assert.equal(l.take("d", 2), false, "d is counted like anyone else");
 });
+
+Deno.test("server: CONNECTs per member are rate limited", () => {
+  const { s, feed } = server();
+  const a = join(feed, ID1, "alice", alice, A)[0] as { token: string };
+  join(feed, ID2, "bob", bob, B);
+  let forwarded = 0;
+  for (let i = 0; i < 500; i++) {
+    const out = feed({ type: "connect", from: ID1, token: a.token, to: ID2, nonce: ID3 }, A, 10);
+    forwarded += msgs(out).filter((m) => m.type === "connect_fwd").length;
+  }
+  assert.equal(forwarded, 128, "the burst, then nothing");
+  assert.equal(s.stats.drops.get("connect_rate"), 500 - 128);
+  const later = feed({ type: "connect", from: ID1, token: a.token, to: ID2, nonce: ID3 }, A, 1010);
+  assert.equal(msgs(later).filter((m) => m.type === "connect_fwd").length, 1, "refills");
+});
