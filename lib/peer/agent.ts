@@ -30,7 +30,7 @@ import {
   type TxEvent,
 } from "./delivery.ts";
 import type { PeerEvent } from "./events.ts";
-import { type SecureConfig, SecureLayer } from "./secure.ts";
+import { type SecureConfig, type SecureDrop, SecureLayer } from "./secure.ts";
 import type { KeyPair } from "../crypto/keys.ts";
 import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
 import { KnownPeers, type TrustStatus } from "../identity/known_peers.ts";
@@ -769,18 +769,33 @@ export class PeerAgent {
     return r;
   }
 
+  /**
+   * A handshake message's claimed sender, once `step` (the Noise step) proved it: the peer the
+   * handshake authenticates must be the one the cleartext `from` names.
+   */
+  private proven<R extends { ok: true; peerId: string }>(
+    m: { from: Id; to: Id },
+    relayedFrom: Id | null,
+    step: () => R | SecureDrop,
+  ): [Remote, R] | null {
+    const r = this.claimed(m.from, m.to, relayedFrom);
+    if (!r) return null;
+    const res = step();
+    if (!res.ok) return null;
+    if (res.peerId !== r.member.id) return this.drop("hello_spoof"), null;
+    return [r, res];
+  }
+
   private onHello(
     m: Extract<Message, { type: "hello" }>,
     from: Addr,
     now: number,
     relayedFrom: Id | null,
   ): void {
-    const r = this.claimed(m.from, m.to, relayedFrom);
-    if (!r) return;
     // Noise authenticates the initiator's static key against the one the server announced.
-    const res = this.secure.onHandshakeInit(m.init, now);
-    if (!res.ok) return;
-    if (res.peerId !== r.member.id) return this.drop("hello_spoof");
+    const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
+    if (!got) return;
+    const [r, res] = got;
     if (res.fresh) r.helloSources.clear();
     const src = relayedFrom === null ? addrKey(from) : "relay";
     if (!r.helloSources.has(src)) {
@@ -813,11 +828,9 @@ export class PeerAgent {
     now: number,
     relayedFrom: Id | null,
   ): void {
-    const r = this.claimed(m.from, m.to, relayedFrom);
-    if (!r) return;
-    const res = this.secure.onHandshakeResp(m.resp, now);
-    if (!res.ok) return;
-    if (res.peerId !== r.member.id) return this.drop("hello_spoof");
+    const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeResp(m.resp, now));
+    if (!got) return;
+    const r = got[0];
     // The nonce is sealed, so nobody who merely saw our HELLO can confirm a path for it.
     const inner = this.openInner(HELLO_ACK_AD, m.sealed, now, r.member.id);
     if (!inner || inner.type !== "pong") return this.drop("hello_ack_inner");

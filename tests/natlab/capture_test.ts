@@ -6,25 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { type Lab, type SiteSpec, unsupportedReason, up } from "./lab.ts";
+import { labTests, PORT, wrap } from "./_labtest.ts";
 import { onPath } from "./_sh.ts";
 import { Harness, isType, type Proc } from "../e2e/harness.ts";
 
 const reason = unsupportedReason() ??
   (onPath("tshark") ? undefined : "needs tshark on PATH (Debian: apt-get install tshark)");
-if (reason) console.warn(`\n*** packet capture lab test SKIPPED: ${reason} ***\n`);
+const labTest = labTests(reason, "packet capture lab test");
 
-function labTest(name: string, fn: () => Promise<void>) {
-  Deno.test({
-    name: reason ? `natlab: ${name} (SKIPPED: ${reason})` : `natlab: ${name}`,
-    ignore: reason !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn,
-  });
-}
-
-const PORT = 8848;
-const wrap = (lab: Lab, node: string) => ["ip", "netns", "exec", lab.nsOf(node)];
 /** Plain ASCII search in raw bytes: latin1 maps every byte to one character. */
 const holds = (bytes: Uint8Array, text: string) =>
   new TextDecoder("latin1").decode(bytes).includes(text);

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type Lab, type LabSpec, unsupportedReason, up } from "./lab.ts";
+import { labTests, PORT, wrap } from "./_labtest.ts";
 import { must } from "./_sh.ts";
 import { Dgram } from "./_dgram.ts";
 import { Harness, isType, type Proc } from "../e2e/harness.ts";
@@ -15,14 +16,12 @@ import { toHex } from "../../lib/wire/bytes.ts";
 import { newIdentity, sign } from "../../lib/identity/identity.ts";
 
 const reason = unsupportedReason();
-if (reason) console.warn(`\n*** spoofing lab test SKIPPED: ${reason} ***\n`);
+const labTest = labTests(reason, "spoofing lab test");
 
-const PORT = 8848;
 const FORGED_PORT = 40000; // the attacker's socket whose packets leave with the victim's address
 const OWN_PORT = 40001; // the attacker's honest socket
 const ROOM = "lobby";
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n));
-const wrap = (lab: Lab, node: string) => ["ip", "netns", "exec", lab.nsOf(node)];
 type Register = Extract<Message, { type: "register" }>;
 
 function register(name: string, key: Uint8Array, cookie: Uint8Array = new Uint8Array(0)): Register {
@@ -59,16 +58,6 @@ async function counter(lab: Lab, node: string, table: string, name: string) {
   const out = await must("read nft counter", "ip", cmd);
   const items = JSON.parse(out).nftables as { counter?: { packets: number; bytes: number } }[];
   return items.find((i) => i.counter)!.counter!;
-}
-
-function labTest(name: string, fn: () => Promise<void>) {
-  Deno.test({
-    name: reason ? `natlab: ${name} (SKIPPED: ${reason})` : `natlab: ${name}`,
-    ignore: reason !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn,
-  });
 }
 
 /** A lab with a server running in it; everything is torn down after `fn`. */

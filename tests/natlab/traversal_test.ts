@@ -5,23 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { type Lab, type NatType, type SiteSpec, unsupportedReason, up } from "./lab.ts";
+import { labTests, PORT, wrap } from "./_labtest.ts";
 import { count, Harness, isType, type Proc } from "../e2e/harness.ts";
 
 const reason = unsupportedReason();
-if (reason) console.warn(`\n*** NAT traversal tests SKIPPED: ${reason} ***\n`);
-
-function labTest(name: string, fn: () => Promise<void>) {
-  Deno.test({
-    name: reason ? `natlab: ${name} (SKIPPED: ${reason})` : `natlab: ${name}`,
-    ignore: reason !== undefined,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn,
-  });
-}
-
-const PORT = 8848;
-const wrap = (lab: Lab, node: string) => ["ip", "netns", "exec", lab.nsOf(node)];
+const labTest = labTests(reason, "NAT traversal tests");
 
 /** A lab with a server running in it; everything is torn down after `fn`. */
 async function withLab(
