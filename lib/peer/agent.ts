@@ -84,7 +84,7 @@ export const DEFAULT_AGENT_CONFIG: Omit<
 > = {
   keepaliveMs: 15_000,
   registerTimeoutMs: 5000,
-  registerRetryMs: 1000,
+  registerRetryMs: 300,
   path: DEFAULT_PATH_CONFIG,
   delivery: DEFAULT_DELIVERY_CONFIG,
   secure: {},
@@ -154,6 +154,8 @@ export class PeerAgent {
   private token = NO_TOKEN;
   /** Nonce of the current registration attempt; the server's answers must echo it. */
   private regNonce = NO_TOKEN;
+  /** The server's cookie for this attempt: resends skip the first round trip (lossy links). */
+  private regCookie: Uint8Array = new Uint8Array(0);
   private remotes = new Map<Id, Remote>();
   private byName = new Map<string, Id>();
   private msgNo = 0;
@@ -207,6 +209,7 @@ export class PeerAgent {
   private beginRegistration(): void {
     this.reg = "registering";
     this.regNonce = this.nonce();
+    this.regCookie = new Uint8Array(0);
   }
 
   start(now: number): AgentAction[] {
@@ -353,7 +356,7 @@ export class PeerAgent {
         });
         return this.take();
       }
-      if (now >= this.nextRegister) this.register(now);
+      if (now >= this.nextRegister) this.register(now, this.regCookie);
     } else if (this.reg === "registered") {
       const ka = Math.min(this.cfg.keepaliveMs, this.serverKeepaliveMs);
       if (now - this.lastServerAck > 3 * ka) {
@@ -620,6 +623,7 @@ export class PeerAgent {
     switch (m.type) {
       case "cookie":
         if (this.reg !== "registering") return this.drop("unexpected_cookie");
+        this.regCookie = m.cookie;
         return this.register(now, m.cookie);
       case "register_ok": {
         if (m.id !== this.id) return this.drop("wrong_id");

@@ -10,7 +10,7 @@
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { type Addr, addrKey, ipv6Bytes, sameAddr } from "../wire/addr.ts";
-import { toHex } from "../wire/bytes.ts";
+import { equalBytes, toHex } from "../wire/bytes.ts";
 import {
   decode,
   encode,
@@ -75,6 +75,8 @@ interface Rec {
   locals: Addr[];
   lastSeen: number;
   relay: Bucket;
+  /** Nonce of the REGISTER that made or last moved this record (resends are answered as-is). */
+  regNonce: string;
   /** CONNECTs this member may send: each makes the target probe addresses the sender chose. */
   connects: Bucket;
 }
@@ -251,6 +253,15 @@ export class ServerState {
         out,
       );
     }
+    const again = this.byId.get(m.id);
+    if (
+      again && again.regNonce === m.nonce && sameAddr(again.public, from) &&
+      again.name === m.name && again.room === m.room && equalBytes(again.key, m.key)
+    ) {
+      // A resend of a REGISTER we accepted (our answer was lost): answer again, no new work.
+      again.lastSeen = now;
+      return this.welcome(again, m.nonce, from, out);
+    }
     // Counted only once the address is proven, so forged sources cannot use up a real
     // address's allowance (or fill the table); signature checks are what it protects.
     if (!this.regLimit.take(limitKey(from.host), now)) {
@@ -351,6 +362,7 @@ export class ServerState {
         locals: m.locals,
         lastSeen: now,
         relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * 4, now),
+        regNonce: m.nonce,
         connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
       };
       this.byId.set(rec.id, rec);
@@ -370,13 +382,21 @@ export class ServerState {
       rec.public = from;
       rec.locals = m.locals;
       rec.lastSeen = now;
+      rec.regNonce = m.nonce;
     }
-    const others = [...this.rooms.get(m.room)!.values()].filter((r) => r !== rec).map(member);
+    this.welcome(rec, m.nonce, from, out);
+    // A re-registration from a new address is news too: peers must learn the new public address.
+    if (isNew || moved) this.announce(rec, out);
+  }
+
+  /** REGISTER_OK (echoing `nonce`) and the rest of the member list, in pages. */
+  private welcome(rec: Rec, nonce: string, from: Addr, out: ServerAction[]): void {
+    const others = [...this.rooms.get(rec.room)!.values()].filter((r) => r !== rec).map(member);
     const [first, ...rest] = pages(others);
     const reply: Message = {
       type: "register_ok",
       id: rec.id,
-      nonce: m.nonce,
+      nonce,
       token: rec.token,
       public: from,
       keepaliveMs: this.cfg.keepaliveMs,
@@ -388,8 +408,6 @@ export class ServerState {
       const p: Message = { type: "members", token: rec.token, total: others.length, members: page };
       out.push({ type: "send", to: from, bytes: encode(p) });
     }
-    // A re-registration from a new address is news too: peers must learn the new public address.
-    if (isNew || moved) this.announce(rec, out);
   }
 
   private announce(rec: Rec, out: ServerAction[]): void {

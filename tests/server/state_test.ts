@@ -37,11 +37,12 @@ function reg(
   who: Identity,
   cookie: Uint8Array = new Uint8Array(0),
   room = "lobby",
+  nonce = "abcdefabcdefabcd",
 ) {
   const m: Extract<Message, { type: "register" }> = {
     type: "register",
     id,
-    nonce: "abcdefabcdefabcd",
+    nonce,
     name,
     room,
     locals: [],
@@ -173,13 +174,25 @@ Deno.test("server: relays only within a room, and only up to the relay rate", ()
 Deno.test("server: address-proven registrations per source IP per minute are limited", () => {
   const { feed } = server({ ...cfg, registrationsPerMinute: 5 });
   const c = msgs(feed(reg(ID1, "alice", alice), A, 0))[0] as { cookie: Uint8Array };
+  // Each a new attempt (its own nonce), as a client that keeps restarting would send.
+  const attempt = (i: number, cookie: Uint8Array, now: number) =>
+    feed(reg(ID1, "alice", alice, cookie, "lobby", i.toString(16).padStart(16, "0")), A, now);
   let answered = 0;
-  for (let i = 0; i < 20; i++) {
-    answered += feed(reg(ID1, "alice", alice, c.cookie), A, i).length;
-  }
+  for (let i = 0; i < 20; i++) answered += attempt(i, c.cookie, i).length;
   assert.equal(answered, 5);
   const c2 = msgs(feed(reg(ID1, "alice", alice), A, 61_000))[0] as { cookie: Uint8Array };
-  assert.equal(feed(reg(ID1, "alice", alice, c2.cookie), A, 61_000).length, 1, "a new minute");
+  assert.equal(attempt(99, c2.cookie, 61_000).length, 1, "a new minute");
+});
+
+Deno.test("server: a resent REGISTER (its answer was lost) is answered again, not counted", () => {
+  const { s, feed } = server({ ...cfg, registrationsPerMinute: 2 });
+  const c = msgs(feed(reg(ID1, "alice", alice), A, 0))[0] as { cookie: Uint8Array };
+  const signed = reg(ID1, "alice", alice, c.cookie);
+  for (let i = 0; i < 10; i++) {
+    assert.equal(msgs(feed(signed, A, i))[0]?.type, "register_ok", `resend ${i}`);
+  }
+  assert.equal(s.stats.registered, 1);
+  assert.equal(s.stats.drops.get("registration_rate") ?? 0, 0);
 });
 
 Deno.test("server: forged-source registrations cannot use up an address's allowance", () => {
