@@ -343,10 +343,14 @@ async function build(plan: Plan): Promise<void> {
  *   publicHosts: 1,
  * });
  */
-export async function up(spec: LabSpec, opts: { detached?: boolean } = {}): Promise<Lab> {
+export async function up(
+  spec: LabSpec,
+  opts: { detached?: boolean; prefix?: string } = {},
+): Promise<Lab> {
   const reason = unsupportedReason();
   if (reason) throw new Error(`Cannot build NAT lab: ${reason}`);
-  const prefix = newPrefix(opts.detached ?? false);
+  // A caller-chosen prefix lets a test find exactly its own namespaces among parallel labs.
+  const prefix = opts.prefix ?? newPrefix(opts.detached ?? false);
   const plan = planLab(spec, prefix);
   const slow = plan.namespaces.find((p) => (p.router?.delayMs ?? 0) > 0);
   if (slow && !(await netemSupported())) {

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { Probe } from "./_probe_client.ts";
-import { cleanupStale, listLabs, netemSupported, unsupportedReason, up } from "./lab.ts";
+import { cleanupStale, listLabs, netemSupported, newPrefix, unsupportedReason, up } from "./lab.ts";
 import type { Lab } from "./lab.ts";
 import { formatChecks, observe, selftest, startServerProbe } from "./selftest.ts";
 
@@ -137,15 +137,18 @@ labTest("shared subnets, double NAT, hairpin, public hosts, UDP timeout and loss
 });
 
 labTest("up() cleans up after itself when it fails", async () => {
-  const before = new Set((await listLabs()).keys());
+  // Our own prefixes: other lab tests may be building and tearing down labs meanwhile.
+  const mine = [newPrefix(), newPrefix()];
   await assert.rejects(
-    up({ sites: [{ name: "x", nat: "full-cone", behind: "nowhere" }] }),
+    up({ sites: [{ name: "x", nat: "full-cone", behind: "nowhere" }] }, { prefix: mine[0] }),
     /Cannot plan NAT lab: site "x" is behind unknown site "nowhere"/,
   );
   if (!(await netemSupported())) {
     console.warn("natlab: tc netem is not available in this kernel; delayMs is unsupported here");
     await assert.rejects(
-      up({ sites: [{ name: "d", nat: "open" }, { name: "e", nat: "symmetric", delayMs: 20 }] }),
+      up({ sites: [{ name: "d", nat: "open" }, { name: "e", nat: "symmetric", delayMs: 20 }] }, {
+        prefix: mine[1],
+      }),
       /Cannot add 20 ms delay to site "e": this kernel has no tc netem/,
     );
   } else {
@@ -165,6 +168,6 @@ labTest("up() cleans up after itself when it fails", async () => {
       await lab.down();
     }
   }
-  const after = [...(await listLabs()).keys()].filter((p) => !before.has(p));
+  const after = [...(await listLabs()).keys()].filter((p) => mine.includes(p));
   assert.deepEqual(after, [], "a failed up() left namespaces behind");
 });
