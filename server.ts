@@ -3,6 +3,7 @@ import type { Logger } from "@logtape/logtape";
 import { type ServerAction, type ServerConfig, ServerState } from "./lib/server/state.ts";
 import { openUdp } from "./lib/net/udp.ts";
 import { formatAddr } from "./lib/wire/addr.ts";
+import { onStopSignal } from "./lib/cli/signals.ts";
 
 export interface ServeOptions {
   host: string;
@@ -45,12 +46,10 @@ export async function serve(o: ServeOptions): Promise<number> {
   let stop!: () => void;
   const stopped = new Promise<void>((r) => stop = r);
   const onSignal = () => stop();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const offSignals = onStopSignal(onSignal);
   o.stop?.then(() => stop());
   await stopped;
-  Deno.removeSignalListener("SIGINT", onSignal);
-  Deno.removeSignalListener("SIGTERM", onSignal);
+  offSignals();
   clearInterval(timer);
   udp.close();
   const s = state.stats;

@@ -7,6 +7,7 @@ import type { PeerEvent } from "../peer/events.ts";
 import { ChatOutput, JsonOutput, type Output, writeAll } from "./output.ts";
 import { parseLine } from "./input.ts";
 import { setLogWriter, writeStderr } from "./log.ts";
+import { onStopSignal } from "./signals.ts";
 
 export interface JoinOptions {
   host: PeerHostOptions;
@@ -126,8 +127,7 @@ export async function runJoin(o: JoinOptions): Promise<number> {
     void drainThenLeave();
   });
   const onSignal = () => leave();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const offSignals = onStopSignal(onSignal);
 
   async function drainThenLeave(): Promise<void> {
     const limit = performance.now() + o.host.agent.registerTimeoutMs +
@@ -140,8 +140,7 @@ export async function runJoin(o: JoinOptions): Promise<number> {
 
   const exit = await host.done;
   setLogWriter(writeStderr);
-  Deno.removeSignalListener("SIGINT", onSignal);
-  Deno.removeSignalListener("SIGTERM", onSignal);
+  offSignals();
   rl.close();
   if (exit.message) {
     if (o.json) out.event({ type: "error", message: exit.message });
