@@ -3,7 +3,7 @@
  * the permissions they grant (the other tests run with -A), on fresh config directories.
  */
 import assert from "node:assert/strict";
-import { freePort, isType, withHarness } from "./harness.ts";
+import { freePort, isType, taskCommand, withHarness } from "./harness.ts";
 
 Deno.test("tasks: deno task serve and deno task join work with their own permissions", async () => {
   await withHarness(async (h) => {
@@ -23,4 +23,19 @@ Deno.test("tasks: deno task serve and deno task join work with their own permiss
     await alice.waitFor(isType("message", { from: "bob", text: "hi alice" }));
     assert.equal(alice.stderr.some((l) => /Requires .* access/.test(l)), false);
   });
+});
+
+Deno.test("tasks: the compiled binary gets the join task's permissions (and the release build's)", () => {
+  // `deno compile` cannot run here (it downloads its runtime); check its flags instead.
+  const flags = (line: string) => new Set(line.split(/\s+/).filter((w) => w.startsWith("--allow")));
+  const join = flags(taskCommand("join").join(" "));
+  const compile = flags(taskCommand("compile").join(" "));
+  const release = Deno.readTextFileSync(
+    new URL("../../.github/workflows/release.yml", import.meta.url),
+  )
+    .split("\n").find((l) => l.trim().startsWith("- run: deno compile"))!;
+  for (const f of join) {
+    assert.ok(compile.has(f), `deno task compile lacks ${f}`);
+    assert.ok(flags(release).has(f), `the release build lacks ${f}`);
+  }
 });
