@@ -834,11 +834,16 @@ export class PeerAgent {
   ): void {
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeResp(m.resp, now));
     if (!got) return;
-    const r = got[0];
+    const [r, res] = got;
     // The nonce is sealed, so nobody who merely saw our HELLO can confirm a path for it.
     const inner = this.openInner(HELLO_ACK_AD, m.sealed, now, r.member.id);
     if (!inner || inner.type !== "pong") return this.drop("hello_ack_inner");
     if (relayedFrom === null) this.onPong(r, inner, from, now);
+    if (res.fresh) {
+      // A first packet in the new session, so the responder switches to it now rather than
+      // with our next message (it keeps the old one until then).
+      this.toPeer(r, { type: "ping", from: this.id, to: r.member.id, nonce: this.nonce() }, now);
+    }
   }
 
   /**
