@@ -12,6 +12,7 @@ import { runJoin } from "./lib/cli/join.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
 import { resolveAddr } from "./lib/net/resolve.ts";
+import { formatAddr } from "./lib/wire/addr.ts";
 import {
   configDir,
   IDENTITY_FILE,
@@ -79,7 +80,7 @@ async function run(inv: Invocation): Promise<number> {
       const server = await resolveAddr(inv.server);
       const known = await KnownPeersFile.open(`${configDir()}/${KNOWN_PEERS_FILE}`);
       // Pins are per server and room: that is where a name is bound to a key.
-      const pinKey = (peer: string) => `${inv.server}/${inv.room}/${peer}`;
+      const pinKey = (peer: string) => `${formatAddr(inv.server)}/${inv.room}/${peer}`;
       const trust = {
         check: (peer: string, fp: string) => known.check(pinKey(peer), fp),
         pin: (peer: string, fp: string) => {

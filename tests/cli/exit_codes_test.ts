@@ -23,6 +23,12 @@ const cases: { name: string; args: string[]; code: number; err: RegExp }[] = [
   },
   { name: "no command", args: [], code: 2, err: /Usage: p2pchat/ },
   {
+    name: "IPv6 server (not supported yet)",
+    args: ["join", "--name", "a", "--server", "[::1]:8848"],
+    code: 1,
+    err: /IPv4 only/,
+  },
+  {
     name: "unresolvable host",
     args: ["join", "--name", "a", "--server", "no-such-host.invalid:1"],
     code: 1,

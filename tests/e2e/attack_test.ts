@@ -329,6 +329,16 @@ Deno.test({
         );
         await other.write("/msg bob trusted now");
         await bob.waitFor(isType("message", { from: "alice", text: "trusted now" }));
+        // The pin is on disk, per server, room and name: the new key replaced the old one.
+        // (Saving runs in the background: give it a moment.)
+        const file = `${bob.configHome}/p2pchat/known_peers.json`;
+        const pinned = async () =>
+          JSON.parse(await Deno.readTextFile(file)).peers[`${addr}/lobby/alice`];
+        for (let i = 0; i < 50 && await pinned() !== changed.fingerprint; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(await pinned(), changed.fingerprint);
+        assert.equal((await Deno.stat(file)).mode! & 0o077, 0, "known peers are private");
       } finally {
         await proxy.close();
       }

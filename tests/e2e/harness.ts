@@ -26,6 +26,8 @@ export function freePort(): number {
 }
 
 export interface Proc {
+  /** The XDG_CONFIG_HOME it runs with (its identity and known peers are below, in p2pchat/). */
+  configHome: string;
   child: Deno.ChildProcess;
   lines: string[];
   stderr: string[];
@@ -69,13 +71,14 @@ export class Harness {
       ...args,
     ];
     const argv = [...(opts.wrap ?? []), ...run];
+    const config = this.configDir();
     const child = new Deno.Command(argv[0]!, {
       cwd: ROOT,
       args: argv.slice(1),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", XDG_CONFIG_HOME: this.configDir(), ...opts.env },
+      env: { NO_COLOR: "1", XDG_CONFIG_HOME: config, ...opts.env },
     }).spawn();
     const lines: string[] = [];
     const stderr: string[] = [];
@@ -147,6 +150,7 @@ export class Harness {
       }
     };
     const p: Proc = {
+      configHome: config,
       child,
       lines,
       stderr,
