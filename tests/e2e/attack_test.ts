@@ -105,6 +105,36 @@ async function setup(h: Harness, names: string[], extra: string[] = [], serverAr
   return { server, proxy, addr, peers };
 }
 
+/**
+ * An attack test: server behind the proxy, alice and bob joined through it; everything is
+ * stopped afterwards, whatever happens.
+ */
+function attackTest(
+  name: string,
+  opts: { peerArgs?: string[]; serverArgs?: string[] },
+  fn: (r: { h: Harness; proxy: Proxy; addr: string; alice: Proc; bob: Proc }) => Promise<void>,
+) {
+  Deno.test({
+    name: `attack: ${name}`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () =>
+      withHarness(async (h) => {
+        const { proxy, addr, peers } = await setup(
+          h,
+          ["alice", "bob"],
+          opts.peerArgs,
+          opts.serverArgs,
+        );
+        try {
+          await fn({ h, proxy, addr, alice: peers.alice!, bob: peers.bob! });
+        } finally {
+          await proxy.close();
+        }
+      }),
+  });
+}
+
 /** The registration the proxy saw for `name`: session id, key and source address. */
 function registration(proxy: Proxy, name: string) {
   const r = proxy.decoded("up").find((x) => x.m.type === "register" && x.m.name === name);
@@ -137,58 +167,48 @@ async function chatStillWorks(a: Proc, b: Proc, tag: string): Promise<void> {
 
 const texts = (p: Proc) => p.events.filter((e) => e.type === "message").map((e) => e.text);
 
-Deno.test({
-  name: "attack: relayed traffic is ciphertext; replayed and tampered packets are dropped",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () =>
-    withHarness(async (h) => {
-      const { proxy, peers } = await setup(h, ["alice", "bob"], ["--test-drop-direct"]);
-      const { alice, bob } = peers as { alice: Proc; bob: Proc };
-      try {
-        const secret = `secret-${crypto.randomUUID()}`;
-        await bob.waitFor(isType("path", { peer: "alice", path: "relay" }));
-        await alice.write(`/msg bob ${secret}`);
-        await bob.waitFor(isType("message", { from: "alice", text: secret }));
-        await alice.waitFor(isType("delivered", { to: "bob" }));
+attackTest("relayed traffic is ciphertext; replayed and tampered packets are dropped", {
+  peerArgs: ["--test-drop-direct"],
+}, async ({ proxy, alice, bob }) => {
+  const secret = `secret-${crypto.randomUUID()}`;
+  await bob.waitFor(isType("path", { peer: "alice", path: "relay" }));
+  await alice.write(`/msg bob ${secret}`);
+  await bob.waitFor(isType("message", { from: "alice", text: secret }));
+  await alice.waitFor(isType("delivered", { to: "bob" }));
 
-        // The server (and anyone on its path) saw the message only as ciphertext.
-        const all = proxy.seen.map((s) => new TextDecoder("latin1").decode(s.bytes)).join("\n");
-        assert.ok(all.includes("alice"), "the capture holds the registration (names are clear)");
-        assert.ok(!all.includes(secret), "the message text never crossed the server in clear");
+  // The server (and anyone on its path) saw the message only as ciphertext.
+  const all = proxy.seen.map((s) => new TextDecoder("latin1").decode(s.bytes)).join("\n");
+  assert.ok(all.includes("alice"), "the capture holds the registration (names are clear)");
+  assert.ok(!all.includes(secret), "the message text never crossed the server in clear");
 
-        // Replay, as the server, every sealed datagram the relay carried to each peer, and send
-        // a tampered copy of one.
-        for (const [name, p] of [["alice", alice], ["bob", bob]] as const) {
-          const me = registration(proxy, name).addr;
-          const sealed = proxy.decoded("down").filter((x) =>
-            x.client.port === me.port && x.m.type === "relayed" && x.m.payload[2] === 0x50
-          );
-          assert.ok(sealed.length > 0, `${name} received sealed relayed traffic`);
-          for (const x of sealed) await proxy.inject(me, x.bytes);
-          // A copy of a seen counter is dropped as a replay before any decryption, so the
-          // tampered copy also moves its counter 2^16 ahead (byte 6 of 8, after header, token,
-          // from, inner header and index; counters here are far below 2^16): it must then fail
-          // authentication.
-          const bad = sealed[0]!.bytes.slice();
-          const at = 3 + 8 + 8 + 3 + 4 + 5;
-          assert.equal(bad[at], 0);
-          bad[at] = 1;
-          await proxy.inject(me, bad);
-          const s = await waitStats(
-            p,
-            (d) => (d.secure_replay ?? 0) > 0 && (d.secure_decrypt_failed ?? 0) > 0,
-          );
-          assert.ok((s.secure_replay ?? 0) >= 1, `${name} dropped replays: ${JSON.stringify(s)}`);
-          assert.ok((s.secure_decrypt_failed ?? 0) >= 1, `${name} dropped the tampered copy`);
-        }
-        // Bob got the secret once: the replayed copy of its datagram was not a new message.
-        await chatStillWorks(alice, bob, "after replay");
-        assert.deepEqual(texts(bob).filter((t) => t === secret), [secret]);
-      } finally {
-        await proxy.close();
-      }
-    }),
+  // Replay, as the server, every sealed datagram the relay carried to each peer, and send
+  // a tampered copy of one.
+  for (const [name, p] of [["alice", alice], ["bob", bob]] as const) {
+    const me = registration(proxy, name).addr;
+    const sealed = proxy.decoded("down").filter((x) =>
+      x.client.port === me.port && x.m.type === "relayed" && x.m.payload[2] === 0x50
+    );
+    assert.ok(sealed.length > 0, `${name} received sealed relayed traffic`);
+    for (const x of sealed) await proxy.inject(me, x.bytes);
+    // A copy of a seen counter is dropped as a replay before any decryption, so the
+    // tampered copy also moves its counter 2^16 ahead (byte 6 of 8, after header, token,
+    // from, inner header and index; counters here are far below 2^16): it must then fail
+    // authentication.
+    const bad = sealed[0]!.bytes.slice();
+    const at = 3 + 8 + 8 + 3 + 4 + 5;
+    assert.equal(bad[at], 0);
+    bad[at] = 1;
+    await proxy.inject(me, bad);
+    const s = await waitStats(
+      p,
+      (d) => (d.secure_replay ?? 0) > 0 && (d.secure_decrypt_failed ?? 0) > 0,
+    );
+    assert.ok((s.secure_replay ?? 0) >= 1, `${name} dropped replays: ${JSON.stringify(s)}`);
+    assert.ok((s.secure_decrypt_failed ?? 0) >= 1, `${name} dropped the tampered copy`);
+  }
+  // Bob got the secret once: the replayed copy of its datagram was not a new message.
+  await chatStillWorks(alice, bob, "after replay");
+  assert.deepEqual(texts(bob).filter((t) => t === secret), [secret]);
 });
 
 /** Polls /stats until `ok` holds (bounded), then returns the last counters. */
@@ -205,189 +225,163 @@ async function waitStats(
   return d;
 }
 
-Deno.test({
-  name: "attack: a forged handshake claiming to be bob and injected packets are rejected",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () =>
-    withHarness(async (h) => {
-      const { proxy, peers } = await setup(h, ["alice", "bob"]);
-      const { alice, bob } = peers as { alice: Proc; bob: Proc };
-      const mallory = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
-      try {
-        await alice.waitFor((e) => e.type === "path" && e.peer === "bob");
-        await bob.waitFor((e) => e.type === "path" && e.peer === "alice");
-        const a = registration(proxy, "alice");
-        const b = registration(proxy, "bob");
-        const to = { transport: "udp" as const, hostname: "127.0.0.1", port: a.addr.port };
+attackTest(
+  "a forged handshake claiming to be bob and injected packets are rejected",
+  {},
+  async ({ proxy, alice, bob }) => {
+    const mallory = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    try {
+      await alice.waitFor((e) => e.type === "path" && e.peer === "bob");
+      await bob.waitFor((e) => e.type === "path" && e.peer === "alice");
+      const a = registration(proxy, "alice");
+      const b = registration(proxy, "bob");
+      const to = { transport: "udp" as const, hostname: "127.0.0.1", port: a.addr.port };
 
-        // Mallory knows everything public (ids and keys from the room) but not bob's secret:
-        // she runs a real Noise IK handshake with her own key, claiming bob's session id.
-        const m = newIdentity();
-        const forger = new SecureLayer({
-          staticKey: { publicKey: m.xPublic, privateKey: m.xSecret },
-          sessionId: b.id,
-        });
-        forger.addPeer(a.id, xPublicFromEd(a.key)!);
-        const init = forger.handshakeInit(a.id, performance.now(), Date.now());
-        const hello = encode({ type: "hello", from: b.id, to: a.id, nonce: "00".repeat(8), init });
-        for (let i = 0; i < 3; i++) await mallory.send(hello, to);
-        // Injection: sealed datagrams with made-up session indexes and random ciphertext, and
-        // plaintext chat claiming to be from bob.
-        for (let i = 0; i < 3; i++) {
-          const body = crypto.getRandomValues(new Uint8Array(64));
-          await mallory.send(encode({ type: "sealed", body }), to);
-        }
-        const fake: Message = {
-          type: "data",
-          from: b.id,
-          to: a.id,
-          seq: 1,
-          floor: 0,
-          msgNo: 99,
-          frag: 0,
-          frags: 1,
-          direct: true,
-          chunk: enc.encode("forged line"),
-        };
-        await mallory.send(encode(fake), to);
-        // The same as if relayed: plaintext chat "from bob", injected as the server by someone
-        // on its path (who has seen alice's token).
-        const token = tokenOf(proxy, a.addr);
-        await proxy.inject(
-          a.addr,
-          encode({ type: "relayed", token, from: b.id, payload: encode(fake) }),
-        );
-
-        const checks = {
-          "forged handshake refused": (d: Record<string, number>) =>
-            (d.secure_key_mismatch ?? 0) >= 1,
-          "injected ciphertext dropped": (d: Record<string, number>) =>
-            (d.secure_unknown_index ?? 0) + (d.secure_decrypt_failed ?? 0) >= 3,
-          "plaintext refused": (d: Record<string, number>) =>
-            (d.plaintext ?? 0) + (d.relayed_type ?? 0) >= 2,
-        };
-        const s = await waitStats(alice, (d) => Object.values(checks).every((f) => f(d)));
-        for (const [what, f] of Object.entries(checks)) {
-          assert.ok(f(s), `${what}: ${JSON.stringify(s)}`);
-        }
-        assert.ok(!texts(alice).includes("forged line"));
-        await chatStillWorks(alice, bob, "after forgery");
-        assert.ok(!texts(alice).includes("forged line"));
-      } finally {
-        mallory.close();
-        await proxy.close();
+      // Mallory knows everything public (ids and keys from the room) but not bob's secret:
+      // she runs a real Noise IK handshake with her own key, claiming bob's session id.
+      const m = newIdentity();
+      const forger = new SecureLayer({
+        staticKey: { publicKey: m.xPublic, privateKey: m.xSecret },
+        sessionId: b.id,
+      });
+      forger.addPeer(a.id, xPublicFromEd(a.key)!);
+      const init = forger.handshakeInit(a.id, performance.now(), Date.now());
+      const hello = encode({ type: "hello", from: b.id, to: a.id, nonce: "00".repeat(8), init });
+      for (let i = 0; i < 3; i++) await mallory.send(hello, to);
+      // Injection: sealed datagrams with made-up session indexes and random ciphertext, and
+      // plaintext chat claiming to be from bob.
+      for (let i = 0; i < 3; i++) {
+        const body = crypto.getRandomValues(new Uint8Array(64));
+        await mallory.send(encode({ type: "sealed", body }), to);
       }
-    }),
+      const fake: Message = {
+        type: "data",
+        from: b.id,
+        to: a.id,
+        seq: 1,
+        floor: 0,
+        msgNo: 99,
+        frag: 0,
+        frags: 1,
+        direct: true,
+        chunk: enc.encode("forged line"),
+      };
+      await mallory.send(encode(fake), to);
+      // The same as if relayed: plaintext chat "from bob", injected as the server by someone
+      // on its path (who has seen alice's token).
+      const token = tokenOf(proxy, a.addr);
+      await proxy.inject(
+        a.addr,
+        encode({ type: "relayed", token, from: b.id, payload: encode(fake) }),
+      );
+
+      const checks = {
+        "forged handshake refused": (d: Record<string, number>) =>
+          (d.secure_key_mismatch ?? 0) >= 1,
+        "injected ciphertext dropped": (d: Record<string, number>) =>
+          (d.secure_unknown_index ?? 0) + (d.secure_decrypt_failed ?? 0) >= 3,
+        "plaintext refused": (d: Record<string, number>) =>
+          (d.plaintext ?? 0) + (d.relayed_type ?? 0) >= 2,
+      };
+      const s = await waitStats(alice, (d) => Object.values(checks).every((f) => f(d)));
+      for (const [what, f] of Object.entries(checks)) {
+        assert.ok(f(s), `${what}: ${JSON.stringify(s)}`);
+      }
+      assert.ok(!texts(alice).includes("forged line"));
+      await chatStillWorks(alice, bob, "after forgery");
+      assert.ok(!texts(alice).includes("forged line"));
+    } finally {
+      mallory.close();
+    }
+  },
+);
+
+attackTest("registering alice with another key is refused; a changed key needs /trust", {
+  serverArgs: ["--name-ttl", "1"],
+}, async ({ h, addr, alice, bob }) => {
+  const joined = await bob.waitFor(isType("peer", { name: "alice", state: "joined" }));
+  await bob.waitFor((e) => e.type === "path" && e.peer === "alice");
+  // While alice is registered her name is hers: another key gets "name is taken".
+  const imposter = h.peer("alice", addr, FAST);
+  const st = await imposter.status;
+  assert.equal(st.code, 2);
+  assert.match(imposter.stderr.join("\n"), /taken/);
+  await chatStillWorks(alice, bob, "after imposter");
+
+  // Alice leaves; once the binding lapses (1 s here) someone else takes the name. Bob
+  // pinned the first key, so he refuses the new one loudly until told to trust it.
+  await alice.write("/quit");
+  await alice.status;
+  await bob.waitFor(isType("peer", { name: "alice", state: "left" }));
+  await new Promise((r) => setTimeout(r, 2500));
+  const other = h.peer("alice", addr, FAST);
+  await other.waitFor(isType("ready", { name: "alice" }));
+  const changed = await bob.waitFor(isType("key_changed", { peer: "alice" }));
+  assert.notEqual(changed.fingerprint, joined.fingerprint);
+  await bob.write("/msg alice are you there?");
+  await bob.waitFor((e) => e.type === "error" && /trust alice/.test(String(e.message)));
+  await other.write("/msg bob it is me");
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(!texts(bob).includes("it is me"), "nothing accepted from an untrusted key");
+  const before = bob.events.length;
+  await bob.write("/peers");
+  const list = await bob.waitFor((e) => e.type === "peers" && bob.events.indexOf(e) >= before);
+  const entry = (list.peers as Record<string, unknown>[]).find((p) => p.name === "alice")!;
+  assert.equal(entry.trusted, false);
+  assert.equal(entry.fingerprint, changed.fingerprint);
+
+  await bob.write("/trust alice");
+  await bob.waitFor((e) =>
+    e.type === "path" && e.peer === "alice" && bob.events.indexOf(e) > before
+  );
+  await other.write("/msg bob trusted now");
+  await bob.waitFor(isType("message", { from: "alice", text: "trusted now" }));
+  // The pin is on disk, per server, room and name: the new key replaced the old one.
+  // (Saving runs in the background: give it a moment.)
+  const file = `${bob.configHome}/p2pchat/known_peers.json`;
+  const pinned = async () => JSON.parse(await Deno.readTextFile(file)).peers[`${addr}/lobby/alice`];
+  for (let i = 0; i < 50 && await pinned() !== changed.fingerprint; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(await pinned(), changed.fingerprint);
+  assert.equal((await Deno.stat(file)).mode! & 0o077, 0, "known peers are private");
 });
 
-Deno.test({
-  name: "attack: registering alice with another key is refused; a changed key needs /trust",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () =>
-    withHarness(async (h) => {
-      const { proxy, peers, addr } = await setup(h, ["alice", "bob"], [], ["--name-ttl", "1"]);
-      const { alice, bob } = peers as { alice: Proc; bob: Proc };
-      try {
-        const joined = await bob.waitFor(isType("peer", { name: "alice", state: "joined" }));
-        await bob.waitFor((e) => e.type === "path" && e.peer === "alice");
-        // While alice is registered her name is hers: another key gets "name is taken".
-        const imposter = h.peer("alice", addr, FAST);
-        const st = await imposter.status;
-        assert.equal(st.code, 2);
-        assert.match(imposter.stderr.join("\n"), /taken/);
-        await chatStillWorks(alice, bob, "after imposter");
-
-        // Alice leaves; once the binding lapses (1 s here) someone else takes the name. Bob
-        // pinned the first key, so he refuses the new one loudly until told to trust it.
-        await alice.write("/quit");
-        await alice.status;
-        await bob.waitFor(isType("peer", { name: "alice", state: "left" }));
-        await new Promise((r) => setTimeout(r, 2500));
-        const other = h.peer("alice", addr, FAST);
-        await other.waitFor(isType("ready", { name: "alice" }));
-        const changed = await bob.waitFor(isType("key_changed", { peer: "alice" }));
-        assert.notEqual(changed.fingerprint, joined.fingerprint);
-        await bob.write("/msg alice are you there?");
-        await bob.waitFor((e) => e.type === "error" && /trust alice/.test(String(e.message)));
-        await other.write("/msg bob it is me");
-        await new Promise((r) => setTimeout(r, 1500));
-        assert.ok(!texts(bob).includes("it is me"), "nothing accepted from an untrusted key");
-        const before = bob.events.length;
-        await bob.write("/peers");
-        const list = await bob.waitFor((e) =>
-          e.type === "peers" && bob.events.indexOf(e) >= before
-        );
-        const entry = (list.peers as Record<string, unknown>[]).find((p) => p.name === "alice")!;
-        assert.equal(entry.trusted, false);
-        assert.equal(entry.fingerprint, changed.fingerprint);
-
-        await bob.write("/trust alice");
-        await bob.waitFor((e) =>
-          e.type === "path" && e.peer === "alice" && bob.events.indexOf(e) > before
-        );
-        await other.write("/msg bob trusted now");
-        await bob.waitFor(isType("message", { from: "alice", text: "trusted now" }));
-        // The pin is on disk, per server, room and name: the new key replaced the old one.
-        // (Saving runs in the background: give it a moment.)
-        const file = `${bob.configHome}/p2pchat/known_peers.json`;
-        const pinned = async () =>
-          JSON.parse(await Deno.readTextFile(file)).peers[`${addr}/lobby/alice`];
-        for (let i = 0; i < 50 && await pinned() !== changed.fingerprint; i++) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        assert.equal(await pinned(), changed.fingerprint);
-        assert.equal((await Deno.stat(file)).mode! & 0o077, 0, "known peers are private");
-      } finally {
-        await proxy.close();
-      }
-    }),
-});
-
-Deno.test({
-  name: "attack: server messages forged by someone off the path cannot add or remove members",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () =>
-    withHarness(async (h) => {
-      const { proxy, peers } = await setup(h, ["alice", "bob"]);
-      const { alice, bob } = peers as { alice: Proc; bob: Proc };
-      try {
-        await alice.waitFor((e) => e.type === "path" && e.peer === "bob");
-        const a = registration(proxy, "alice");
-        const b = registration(proxy, "bob");
-        // Sent from the server's address (as a spoofer would) but without alice's token, which
-        // only the server and alice know.
-        const guess = "00".repeat(8);
-        const fake = newIdentity();
-        const carol = {
-          id: "c".repeat(16),
-          name: "carol",
-          public: { host: "127.0.0.1", port: 9 },
-          locals: [],
-          key: fake.edPublic,
-        };
-        await proxy.inject(a.addr, encode({ type: "peer_joined", token: guess, member: carol }));
-        await proxy.inject(
-          a.addr,
-          encode({ type: "connect_fwd", token: guess, member: carol, nonce: guess }),
-        );
-        await proxy.inject(
-          a.addr,
-          encode({ type: "members", token: guess, total: 1, members: [carol] }),
-        );
-        await proxy.inject(
-          a.addr,
-          encode({ type: "peer_left", token: guess, id: b.id, name: "bob" }),
-        );
-        const s = await waitStats(alice, (d) => (d.server_token ?? 0) >= 4);
-        assert.ok((s.server_token ?? 0) >= 4, JSON.stringify(s));
-        assert.equal(alice.events.some((e) => e.type === "peer" && e.name === "carol"), false);
-        assert.equal(alice.events.some((e) => e.type === "peer" && e.state === "left"), false);
-        await chatStillWorks(alice, bob, "after forged server messages");
-      } finally {
-        await proxy.close();
-      }
-    }),
-});
+attackTest(
+  "server messages forged by someone off the path cannot add or remove members",
+  {},
+  async ({ proxy, alice, bob }) => {
+    await alice.waitFor((e) => e.type === "path" && e.peer === "bob");
+    const a = registration(proxy, "alice");
+    const b = registration(proxy, "bob");
+    // Sent from the server's address (as a spoofer would) but without alice's token, which
+    // only the server and alice know.
+    const guess = "00".repeat(8);
+    const fake = newIdentity();
+    const carol = {
+      id: "c".repeat(16),
+      name: "carol",
+      public: { host: "127.0.0.1", port: 9 },
+      locals: [],
+      key: fake.edPublic,
+    };
+    await proxy.inject(a.addr, encode({ type: "peer_joined", token: guess, member: carol }));
+    await proxy.inject(
+      a.addr,
+      encode({ type: "connect_fwd", token: guess, member: carol, nonce: guess }),
+    );
+    await proxy.inject(
+      a.addr,
+      encode({ type: "members", token: guess, total: 1, members: [carol] }),
+    );
+    await proxy.inject(
+      a.addr,
+      encode({ type: "peer_left", token: guess, id: b.id, name: "bob" }),
+    );
+    const s = await waitStats(alice, (d) => (d.server_token ?? 0) >= 4);
+    assert.ok((s.server_token ?? 0) >= 4, JSON.stringify(s));
+    assert.equal(alice.events.some((e) => e.type === "peer" && e.name === "carol"), false);
+    assert.equal(alice.events.some((e) => e.type === "peer" && e.state === "left"), false);
+    await chatStillWorks(alice, bob, "after forged server messages");
+  },
+);
