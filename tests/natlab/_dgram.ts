@@ -7,6 +7,7 @@
  */
 import type { Lab } from "./lab.ts";
 import { lines } from "./probe.ts";
+import { agentCommand } from "./_labtest.ts";
 import { fromHex, toHex } from "../../lib/wire/bytes.ts";
 
 const SELF = new URL(import.meta.url).pathname;
@@ -40,17 +41,7 @@ export class Dgram {
 
   /** Starts an agent in `node` bound to addr:port and waits until its socket is open. */
   static async start(lab: Lab, node: string, addr: string, port: number): Promise<Dgram> {
-    const child = lab.spawn(node, [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-config",
-      "--allow-net",
-      "--unstable-net",
-      SELF,
-      addr,
-      String(port),
-    ]);
+    const child = lab.spawn(node, agentCommand(SELF, addr, String(port)));
     const d = new Dgram(child);
     await d.until(() => d.#ready, `socket ${addr}:${port} in ${node}`);
     return d;

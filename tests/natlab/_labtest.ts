@@ -23,3 +23,17 @@ export function labTests(reason: string | undefined, what: string) {
       fn,
     });
 }
+
+/** The command line of a small Deno agent script run inside a namespace (network access only). */
+export function agentCommand(script: string, ...args: string[]): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--no-config",
+    "--allow-net",
+    "--unstable-net",
+    script,
+    ...args,
+  ];
+}

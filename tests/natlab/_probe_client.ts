@@ -1,6 +1,7 @@
 /** Drives a probe.ts agent inside a lab node over its JSON-line stdio. */
 import type { Lab } from "./lab.ts";
 import { lines } from "./probe.ts";
+import { agentCommand } from "./_labtest.ts";
 import type { ProbeCommand, ProbeEvent } from "./probe.ts";
 
 export type RecvEvent = Extract<ProbeEvent, { ev: "recv" }>;
@@ -24,15 +25,7 @@ export class Probe {
 
   /** Starts a probe agent in `node` and waits until it is ready. */
   static async start(lab: Lab, node: string, timeoutMs = 20_000): Promise<Probe> {
-    const child = lab.spawn(node, [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-config",
-      "--allow-net",
-      "--unstable-net",
-      PROBE_PATH,
-    ]);
+    const child = lab.spawn(node, agentCommand(PROBE_PATH));
     const p = new Probe(node, child);
     const ready = await p.waitFor((e) => e.ev === "ready", timeoutMs);
     if (!ready) {
