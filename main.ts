@@ -113,6 +113,7 @@ async function run(inv: Invocation): Promise<number> {
               punchWindowMs: inv.punchWindowMs,
               keepaliveMs: inv.keepaliveMs,
               retryDirectMs: inv.retryDirectMs,
+              predictPorts: inv.predictPorts,
             },
           },
         },

@@ -52,6 +52,7 @@ export type Invocation =
     ackTimeoutMs: number;
     punchWindowMs: number;
     retryDirectMs: number;
+    predictPorts: number;
     testDropDirect: boolean;
   };
 
@@ -240,6 +241,12 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
           String(DEFAULT_PATH_CONFIG.retryDirectMs / 1000),
         ),
     )
+    .option(
+      "--predict-ports <n>",
+      "how many ports above a peer's public port to probe, for NATs that allocate ports in sequence",
+      intIn(0, 64, "--predict-ports"),
+      DEFAULT_PATH_CONFIG.predictPorts,
+    )
     .addOption(levelOption().default("warning" as const))
     .addOption(
       new Option("--test-drop-direct", "testing: drop all peer-to-peer datagrams").hideHelp(),
@@ -267,6 +274,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         ackTimeoutMs: o.ackTimeout,
         punchWindowMs: o.punchWindow,
         retryDirectMs: o.retryDirect,
+        predictPorts: o.predictPorts,
         testDropDirect: o.testDropDirect === true,
       };
     });

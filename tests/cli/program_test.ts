@@ -34,6 +34,9 @@ Deno.test("cli: join defaults", () => {
   assert.equal(inv.json, false);
   assert.equal(inv.keepaliveMs, 15000);
   assert.ok(inv.ackTimeoutMs >= 300 && inv.ackTimeoutMs <= 500);
+  assert.equal(inv.predictPorts, 4);
+  const off = run(["join", "--name", "alice", "--predict-ports", "0"]).inv;
+  assert.ok(off.cmd === "join" && off.predictPorts === 0);
 });
 
 Deno.test("cli: --server from P2PCHAT_SERVER, flag wins over env", () => {
@@ -69,6 +72,7 @@ const mistakes: [string, string[], RegExp, Record<string, string>?][] = [
   ["bad env server", ["join", "--name", "a"], /P2PCHAT_SERVER/, { P2PCHAT_SERVER: "::" }],
   ["bad keepalive", ["join", "--name", "a", "--keepalive", "0"], /seconds/],
   ["bad log level", ["serve", "--log-level", "loud"], /log-level/],
+  ["bad predict-ports", ["join", "--name", "a", "--predict-ports", "65"], /from 0 to 64/],
 ];
 for (const [what, argv, re, env] of mistakes) {
   Deno.test(`cli: ${what} is a one-line usage error`, () => {

@@ -278,29 +278,50 @@ labTest("server gone: two direct peers keep chatting after the server stops", as
   );
 });
 
+/**
+ * Port prediction, on and off. Plain symmetric <-> port-restricted must relay (see the matrix);
+ * with sequential port allocation the probes to the predicted ports (public port + 1..N) get
+ * through. With `--predict-ports 0` the same pair must relay: the negative control that shows
+ * the direct path really comes from prediction.
+ */
+const PREDICTION = [
+  { predict: 4, want: "direct" },
+  { predict: 0, want: "relay" },
+] as const;
+
 labTest(
-  "port prediction: a sequential symmetric NAT gets a direct path to a port-restricted one",
+  "port prediction: a sequential symmetric NAT gets a direct path to a port-restricted one, " +
+    "and relays with --predict-ports 0",
   async () => {
-    // Plain symmetric <-> port-restricted must relay (see the matrix); with sequential port
-    // allocation the probes to the predicted ports (public port + 1..4) get through.
-    const sites: SiteSpec[] = [
-      { name: "a", nat: "symmetric-seq" },
-      { name: "b", nat: "port-restricted" },
-    ];
+    const sites: SiteSpec[] = PREDICTION.flatMap((_, i) => [
+      { name: `p${i}a`, nat: "symmetric-seq" },
+      { name: `p${i}b`, nat: "port-restricted" },
+    ]);
     await withLab(sites, async (lab, h, _s, addr) => {
-      const a = h.peer("a", addr, [], wrap(lab, "a1"));
-      const b = h.peer("b", addr, [], wrap(lab, "b1"));
-      const ready = await a.waitFor(isType("ready", { name: "a" }));
-      const path = await b.waitFor(isType("path", { peer: "a" }), 30000);
-      assert.equal(path.path, "direct");
-      const [pubHost, pubPort] = String(ready.public).split(":");
-      const [host, port] = String(path.addr).split(":");
-      assert.equal(host, pubHost);
-      // Not the mapping the server saw: a new one, found by prediction.
-      const d = Number(port) - Number(pubPort);
-      assert.ok(d >= 1 && d <= 4, `path port ${port}, server saw ${pubPort}`);
-      await a.write("predicted");
-      await b.waitFor(isType("message", { from: "a", text: "predicted" }));
+      await Promise.all(PREDICTION.map(async ({ predict, want }, i) => {
+        const what = `--predict-ports ${predict}`;
+        const args = ["--room", `p${i}`, "--predict-ports", String(predict)];
+        const a = h.peer("a", addr, args, wrap(lab, `p${i}a1`));
+        const b = h.peer("b", addr, args, wrap(lab, `p${i}b1`));
+        const ready = await a.waitFor(isType("ready", { name: "a" }), 15000, `${what}: a ready`);
+        const path = await b.waitFor(isType("path", { peer: "a" }), 30000, `${what}: b's path`);
+        await a.write(`predicted ${predict}`);
+        await b.waitFor(isType("message", { from: "a", text: `predicted ${predict}` }));
+        await a.waitFor(isType("delivered", { to: "b" }), 15000, `${what}: delivery report`);
+        const direct = (p: Proc) => count(p, isType("path", { path: "direct" }));
+        if (want === "relay") {
+          assert.equal(path.path, "relay", `${what}: b's first path`);
+          assert.equal(direct(a) + direct(b), 0, `${what}: no direct path without prediction`);
+          return;
+        }
+        assert.equal(path.path, "direct", `${what}: b's path`);
+        const [pubHost, pubPort] = String(ready.public).split(":");
+        const [host, port] = String(path.addr).split(":");
+        assert.equal(host, pubHost);
+        // Not the mapping the server saw: a new one, found by prediction.
+        const d = Number(port) - Number(pubPort);
+        assert.ok(d >= 1 && d <= predict, `${what}: path port ${port}, server saw ${pubPort}`);
+      }));
     });
   },
 );
