@@ -130,11 +130,8 @@ export async function runJoin(o: JoinOptions): Promise<number> {
   const offSignals = onStopSignal(onSignal);
 
   async function drainThenLeave(): Promise<void> {
-    const limit = performance.now() + o.host.agent.registerTimeoutMs +
-      o.host.agent.delivery.giveUpMs + 2000;
-    while (!leaving && performance.now() < limit && (!ready || host.pending > 0)) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const limit = o.host.agent.registerTimeoutMs + o.host.agent.delivery.giveUpMs + 2000;
+    await host.drain(limit);
     leave();
   }
 

@@ -19,6 +19,18 @@ export const KNOWN_PEERS_FILE_VERSION = 1;
 /** How a fingerprint compares with what is pinned for its key. */
 export type TrustStatus = "new" | "match" | "changed";
 
+/** Pins peer keys by name (trust on first use); the CLI backs it with the known-peers file. */
+export interface TrustStore {
+  check(name: string, fingerprint: string): TrustStatus;
+  pin(name: string, fingerprint: string): void;
+}
+
+/** An in-memory TrustStore, for tests and as the default. */
+export function memoryTrust(): TrustStore {
+  const k = new KnownPeers();
+  return { check: (n, fp) => k.check(n, fp), pin: (n, fp) => k.pin(n, fp) };
+}
+
 /** A table from caller-chosen keys to pinned identity fingerprints. */
 export class KnownPeers {
   readonly #pins = new Map<string, string>();

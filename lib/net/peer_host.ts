@@ -1,18 +1,20 @@
 /**
- * Runs a PeerAgent on a real UDP socket: feeds it datagrams and clock ticks, carries out its
- * actions. Everything the user sees arrives through `onEvent`/`onLog`.
+ * Runs a PeerAgent on a real UDP socket: feeds it datagrams, user commands and its own
+ * deadlines, carries out its actions. Nothing polls: after every call into the agent the one
+ * timer is re-armed for the agent's next deadline, so an idle peer sleeps until its next
+ * keepalive. Everything the user sees arrives through `onEvent`/`onLog`.
  */
 import { type Addr, sameAddr } from "../wire/addr.ts";
 import { type AgentAction, type AgentConfig, PeerAgent, type PeerInfo } from "../peer/agent.ts";
 import type { PeerEvent } from "../peer/events.ts";
 import { openUdp, type Udp } from "./udp.ts";
 import { localAddrs } from "./interfaces.ts";
+import { Alarm } from "./alarm.ts";
 
 export interface PeerHostOptions {
   agent: Omit<AgentConfig, "locals">;
   bindHost: string;
   port: number;
-  tickMs: number;
   /** Test hook: drop every datagram that is not to or from the server, forcing the relay. */
   dropDirect: boolean;
 }
@@ -25,7 +27,9 @@ export interface Exit {
 export class PeerHost {
   private agent!: PeerAgent;
   private udp!: Udp;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private readonly alarm = new Alarm(() => this.call((out, now) => this.agent.tick(now, out)));
+  private stopped = false;
+  private drained: (() => void) | null = null;
   private resolveDone!: (e: Exit) => void;
   /** Settles when the peer stops: after `leave()` or a fatal error. */
   readonly done: Promise<Exit> = new Promise((r) => this.resolveDone = r);
@@ -41,43 +45,22 @@ export class PeerHost {
     const server = this.opts.agent.server;
     this.udp = openUdp(this.opts.bindHost, this.opts.port, (bytes, from) => {
       if (this.opts.dropDirect && !sameAddr(from, server)) return;
-      this.run(this.agent.handle(bytes, from, performance.now()));
+      this.call((out, now) => this.agent.handle(bytes, from, now, out));
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
-    this.run(this.agent.start(performance.now()));
-    this.timer = setInterval(() => this.run(this.agent.tick(performance.now())), this.opts.tickMs);
-  }
-
-  private run(actions: AgentAction[]): void {
-    for (const a of actions) {
-      switch (a.type) {
-        case "send":
-          if (this.opts.dropDirect && !sameAddr(a.to, this.opts.agent.server)) break;
-          this.udp.send(a.bytes, a.to);
-          break;
-        case "event":
-          this.onEvent(a.event);
-          break;
-        case "log":
-          this.onLog(a.level, a.message);
-          break;
-        case "fatal":
-          this.stop({ code: a.code, message: a.message });
-          break;
-      }
-    }
+    this.call((out, now) => this.agent.start(now, out));
   }
 
   say(text: string): void {
-    this.run(this.agent.say(text, performance.now()));
+    this.call((out, now) => this.agent.say(text, now, out));
   }
 
   msg(name: string, text: string): void {
-    this.run(this.agent.msg(name, text, performance.now()));
+    this.call((out, now) => this.agent.msg(name, text, now, out));
   }
 
   trust(name: string): void {
-    this.run(this.agent.trustPeer(name, performance.now()));
+    this.call((out, now) => this.agent.trustPeer(name, now, out));
   }
 
   stats(): Record<string, number> {
@@ -100,16 +83,83 @@ export class PeerHost {
     return this.agent.public;
   }
 
+  get registered(): boolean {
+    return this.agent.registered;
+  }
+
+  /** Times the deadline timer woke the agent. */
+  get wakeups(): number {
+    return this.alarm.fired;
+  }
+
+  /**
+   * Resolves once registered with nothing left to acknowledge, or after `limitMs`, or when the
+   * peer stops. Checked after each call into the agent, not on a timer.
+   */
+  drain(limitMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, limitMs);
+      function finish() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.drained = finish;
+      this.checkDrained();
+      this.done.then(finish);
+    });
+  }
+
   /** Tells the server we leave, then closes the socket. */
   async leave(): Promise<void> {
-    this.run(this.agent.leave());
+    this.call((out) => this.agent.leave(out));
     // Let the leave datagrams reach the wire before the socket closes.
     await new Promise((r) => setTimeout(r, 50));
     this.stop({ code: 0 });
   }
 
+  /** One call into the agent: carry out its actions, then sleep until its next deadline. */
+  private call(fn: (out: AgentAction[], now: number) => void): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    // A fresh array per call: an event handler may call back in (queued lines sent on `ready`).
+    const out: AgentAction[] = [];
+    fn(out, now);
+    this.run(out);
+    if (!this.stopped) this.alarm.set(this.agent.nextDeadline(now), now);
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (this.drained && this.agent.registered && this.agent.pending === 0) {
+      const d = this.drained;
+      this.drained = null;
+      d();
+    }
+  }
+
+  private run(out: AgentAction[]): void {
+    for (const a of out) {
+      switch (a.type) {
+        case "send":
+          if (this.opts.dropDirect && !sameAddr(a.to, this.opts.agent.server)) break;
+          this.udp.send(a.bytes, a.to);
+          break;
+        case "event":
+          this.onEvent(a.event);
+          break;
+        case "log":
+          this.onLog(a.level, a.message);
+          break;
+        case "fatal":
+          this.stop({ code: a.code, message: a.message });
+          break;
+      }
+    }
+  }
+
   private stop(e: Exit): void {
-    clearInterval(this.timer);
+    this.stopped = true;
+    this.alarm.clear();
     this.udp?.close();
     this.resolveDone(e);
   }

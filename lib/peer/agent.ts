@@ -1,10 +1,12 @@
 /**
- * The peer: registration with the server, one PathMachine and one Sender/Receiver per remote
- * peer, and the demultiplexing between them. Sans-IO: `handle` and `tick` take the time and
- * return actions; lib/net/peer_host.ts carries them out on a real socket.
+ * The peer: demultiplexes datagrams between the registration with the server and one
+ * PathMachine, Sender/Receiver and Noise session per remote peer, glues handshakes to paths,
+ * and offers the chat API. Sans-IO: every entry point takes the time and appends actions to the
+ * caller's array; `nextDeadline` says when `tick` next has work, so the host can sleep until
+ * then. lib/net/peer_host.ts carries the actions out on a real socket.
  */
 import { type Addr, addrKey, formatAddr, sameAddr } from "../wire/addr.ts";
-import { equalBytes, toHex } from "../wire/bytes.ts";
+import { toHex } from "../wire/bytes.ts";
 import {
   decode,
   encode,
@@ -14,8 +16,6 @@ import {
   MAGIC,
   type Member,
   type Message,
-  NO_TOKEN,
-  registerSigInput,
   T,
   VERSION,
 } from "../wire/codec.ts";
@@ -32,20 +32,12 @@ import {
 import type { PeerEvent } from "./events.ts";
 import { type SecureConfig, type SecureDrop, SecureLayer } from "./secure.ts";
 import type { KeyPair } from "../crypto/keys.ts";
-import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
-import { KnownPeers, type TrustStatus } from "../identity/known_peers.ts";
+import { memoryTrust, type TrustStore } from "../identity/known_peers.ts";
+import { type AgentAction, earliest } from "./actions.ts";
+import { Registration } from "./registration.ts";
+import { type Remote, Roster } from "./roster.ts";
 
-/** Pins peer keys by name (trust on first use); the CLI backs it with the known-peers file. */
-export interface TrustStore {
-  check(name: string, fingerprint: string): TrustStatus;
-  pin(name: string, fingerprint: string): void;
-}
-
-/** An in-memory TrustStore, for tests and as the default. */
-export function memoryTrust(): TrustStore {
-  const k = new KnownPeers();
-  return { check: (n, fp) => k.check(n, fp), pin: (n, fp) => k.pin(n, fp) };
-}
+export type { AgentAction } from "./actions.ts";
 
 export interface AgentConfig {
   name: string;
@@ -93,13 +85,6 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   wall: () => Date.now(),
 };
 
-export type AgentAction =
-  | { type: "send"; to: Addr; bytes: Uint8Array }
-  | { type: "event"; event: PeerEvent }
-  | { type: "log"; level: "debug" | "info" | "warn"; message: string }
-  /** Unrecoverable: print `message` and exit with `code` (2: the user must change something). */
-  | { type: "fatal"; message: string; code: number };
-
 export interface PeerInfo {
   name: string;
   id: Id;
@@ -111,19 +96,6 @@ export interface PeerInfo {
   trusted: boolean;
   /** Whether an encrypted session is up. */
   secure: boolean;
-}
-
-interface Remote {
-  member: Member;
-  path: PathMachine;
-  tx: Sender;
-  rx: Receiver;
-  fingerprint: string;
-  /** False while the key differs from the pinned one and the user has not run /trust. */
-  trusted: boolean;
-  nextRelayHello: number;
-  /** Sources that sent the peer's current handshake init (bounded: see onHello). */
-  helloSources: Set<string>;
 }
 
 /**
@@ -142,125 +114,149 @@ const enc = new TextEncoder();
 
 export class PeerAgent {
   readonly id: Id;
-  private reg: "idle" | "registering" | "registered" | "closed" = "idle";
-  private everRegistered = false;
-  private regStarted = 0;
-  private nextRegister = 0;
-  private lastServerAck = 0;
-  private nextKeepalive = 0;
-  private serverKeepaliveMs: number;
-  private publicAddr: Addr | null = null;
-  /** Registration token from the server; proves our later requests are ours. */
-  private token = NO_TOKEN;
-  /** Nonce of the current registration attempt; the server's answers must echo it. */
-  private regNonce = NO_TOKEN;
-  /** The server's cookie for this attempt: resends skip the first round trip (lossy links). */
-  private regCookie: Uint8Array = new Uint8Array(0);
-  private remotes = new Map<Id, Remote>();
-  private byName = new Map<string, Id>();
-  private msgNo = 0;
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
+  private msgNo = 0;
+  /** The caller's action array for the call in progress. */
   private out: AgentAction[] = [];
+  private readonly reg: Registration;
+  private readonly roster: Roster;
   private readonly secure: SecureLayer;
-  private readonly trust: TrustStore;
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
-    this.serverKeepaliveMs = cfg.keepaliveMs;
+    this.reg = new Registration({ ...cfg, id: this.id }, this.nonce);
+    this.roster = new Roster(cfg.trust ?? memoryTrust(), (m) => ({
+      path: new PathMachine(m, cfg.path, this.nonce),
+      tx: new Sender(cfg.delivery),
+      rx: new Receiver(),
+    }));
     this.secure = new SecureLayer(
       { staticKey: cfg.identity.staticKey, sessionId: this.id },
       cfg.secure,
       cfg.random,
     );
-    this.trust = cfg.trust ?? memoryTrust();
   }
 
-  /** Drop counters of the agent and of its encryption layer, by reason. */
-  stats(): Record<string, number> {
-    const all: Record<string, number> = {};
-    for (const [k, v] of this.drops) all[k] = v;
-    for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
-    return all;
+  // --- The host's entry points ---------------------------------------------------------------
+
+  start(now: number, out: AgentAction[]): void {
+    this.with(out, () => this.reg.start(now, out));
   }
 
-  private nonce = (): string => toHex(this.cfg.random(8));
-
-  private take(): AgentAction[] {
-    const o = this.out;
-    this.out = [];
-    return o;
+  /** A datagram from the socket. */
+  handle(b: Uint8Array, from: Addr, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      if (this.reg.closed) return;
+      if (!looksLikeP2p(b)) return this.drop("unknown_protocol");
+      const d = decode(b);
+      if (!d.ok) return this.drop(d.reason);
+      if (sameAddr(from, this.cfg.server)) this.fromServer(d.value, now);
+      else this.fromPeer(d.value, from, now, null);
+      this.flush(now);
+    });
   }
 
-  private send(to: Addr, m: Message): void {
-    this.out.push({ type: "send", to, bytes: encode(m) });
-  }
-  private emit(event: PeerEvent): void {
-    this.out.push({ type: "event", event });
-  }
-  private log(level: "debug" | "info" | "warn", message: string): void {
-    this.out.push({ type: "log", level, message });
-  }
-  private drop(reason: string): void {
-    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
-  }
-
-  /** A new registration attempt, with a fresh nonce (resends within it keep the nonce). */
-  private beginRegistration(): void {
-    this.reg = "registering";
-    this.regNonce = this.nonce();
-    this.regCookie = new Uint8Array(0);
-  }
-
-  start(now: number): AgentAction[] {
-    this.beginRegistration();
-    this.regStarted = now;
-    this.register(now);
-    return this.take();
-  }
-
-  /** Sends REGISTER; without a cookie first, the server then asks us to prove our address. */
-  private register(now: number, cookie: Uint8Array = new Uint8Array(0)): void {
-    this.nextRegister = now + this.cfg.registerRetryMs;
-    const m: Extract<Message, { type: "register" }> = {
-      type: "register",
-      id: this.id,
-      nonce: this.regNonce,
-      name: this.cfg.name,
-      room: this.cfg.room,
-      locals: this.cfg.locals,
-      key: this.cfg.identity.key,
-      cookie,
-      sig: new Uint8Array(0),
-    };
-    if (cookie.length > 0) m.sig = this.cfg.identity.sign(registerSigInput(m));
-    this.send(this.cfg.server, m);
-  }
-
-  /** Leaves: tells the server (twice, in case one is lost) and stops. */
-  leave(): AgentAction[] {
-    if (this.reg !== "closed") {
-      for (let i = 0; i < 2; i++) {
-        this.send(this.cfg.server, { type: "leave", id: this.id, token: this.token });
+  /** Does whatever is due at `now`; call it at (or after) `nextDeadline`. */
+  tick(now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      if (this.reg.closed) return;
+      this.reg.tick(now, out);
+      if (this.reg.closed) return;
+      for (const r of this.roster.all()) {
+        if (r.trusted) this.pathActions(r, r.path.tick(now), now);
       }
-      this.reg = "closed";
+      this.secureTick(now);
+      this.flush(now);
+    });
+  }
+
+  /**
+   * The earliest time `tick` has work, or null for "only when a datagram or the user arrives".
+   * An idle peer with direct paths wakes only for its keepalives (and rekeys).
+   */
+  nextDeadline(now: number): number | null {
+    if (this.reg.closed) return null;
+    let at = earliest(this.reg.nextDeadline(), this.secure.nextDeadline(now));
+    for (const r of this.roster.all()) {
+      if (!r.trusted) continue;
+      at = earliest(at, r.path.nextDeadline());
+      const session = this.secure.hasSession(r.member.id);
+      // Without a session fragments wait for one (`flush` skips them), so they set no deadline.
+      if (session) at = earliest(at, r.tx.nextDeadline());
+      else if (this.wantsRelayHello(r)) at = earliest(at, r.nextRelayHello);
     }
-    return this.take();
+    return at;
   }
 
-  /** Messages not yet acknowledged or given up on, over all peers. */
-  get pending(): number {
-    let n = 0;
-    for (const r of this.remotes.values()) n += r.tx.pending;
-    return n;
+  /** Leaves: tells the server and stops. */
+  leave(out: AgentAction[]): void {
+    this.with(out, () => this.reg.leave(out));
   }
 
-  get registered(): boolean {
-    return this.reg === "registered";
+  // --- The chat API ----------------------------------------------------------------------------
+
+  /** Sends `text` to everyone in the room. */
+  say(text: string, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      const bytes = this.checkSize(text);
+      if (!bytes) return;
+      if (this.roster.size === 0) {
+        return this.emit({
+          type: "error",
+          message: `Cannot send: nobody else is in room "${this.cfg.room}"`,
+        });
+      }
+      const no = ++this.msgNo;
+      for (const r of this.roster.all()) if (r.trusted) r.tx.send(no, bytes, false, now);
+      this.flush(now);
+    });
+  }
+
+  /** Sends `text` to one peer. */
+  msg(name: string, text: string, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      const bytes = this.checkSize(text);
+      if (!bytes) return;
+      const r = this.roster.named(name);
+      if (!r) {
+        return this.emit({
+          type: "error",
+          message: `Cannot send to ${name}: no such peer in the room`,
+        });
+      }
+      if (!r.trusted) {
+        return this.emit({
+          type: "error",
+          message: `Cannot send to ${name}: its key changed; check it, then /trust ${name}`,
+        });
+      }
+      r.tx.send(++this.msgNo, bytes, true, now);
+      this.flush(now);
+    });
+  }
+
+  /**
+   * Accepts `name`'s current key after it changed from the pinned one (`/trust NAME`): pins it
+   * and starts connecting.
+   */
+  trustPeer(name: string, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      const r = this.roster.named(name);
+      if (!r) {
+        this.emit({ type: "error", message: `Cannot trust ${name}: no such peer in the room` });
+      } else if (r.trusted) {
+        this.emit({ type: "error", message: `${name} is already trusted (${r.fingerprint})` });
+      } else {
+        this.roster.pin(r);
+        this.connect(r, now);
+        this.log("warn", `now trusting ${name} with key ${r.fingerprint}`);
+      }
+    });
   }
 
   peers(): PeerInfo[] {
-    return [...this.remotes.values()].map((r) => ({
+    return [...this.roster.all()].map((r) => ({
       name: r.member.name,
       id: r.member.id,
       path: r.path.kind,
@@ -276,60 +272,56 @@ export class PeerAgent {
     }));
   }
 
-  /**
-   * Accepts `name`'s current key after it changed from the pinned one (`/trust NAME`): pins it
-   * and starts connecting.
-   */
-  trustPeer(name: string, now: number): AgentAction[] {
-    const id = this.byName.get(name);
-    const r = id ? this.remotes.get(id) : undefined;
-    if (!r) {
-      this.emit({ type: "error", message: `Cannot trust ${name}: no such peer in the room` });
-    } else if (r.trusted) {
-      this.emit({ type: "error", message: `${name} is already trusted (${r.fingerprint})` });
-    } else {
-      this.trust.pin(r.member.name, r.fingerprint);
-      this.accept(r, now);
-      this.log("warn", `now trusting ${name} with key ${r.fingerprint}`);
-    }
-    return this.take();
+  /** Drop counters of the agent and of its encryption layer, by reason. */
+  stats(): Record<string, number> {
+    const all: Record<string, number> = {};
+    for (const [k, v] of this.drops) all[k] = v;
+    for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
+    return all;
   }
 
-  /** Sends `text` to everyone in the room. */
-  say(text: string, now: number): AgentAction[] {
-    const bytes = this.checkSize(text);
-    if (bytes) {
-      if (this.remotes.size === 0) {
-        this.emit({
-          type: "error",
-          message: `Cannot send: nobody else is in room "${this.cfg.room}"`,
-        });
-      } else {
-        const no = ++this.msgNo;
-        for (const r of this.remotes.values()) if (r.trusted) r.tx.send(no, bytes, false, now);
-        this.flush(now);
-      }
-    }
-    return this.take();
+  /** Messages not yet acknowledged or given up on, over all peers. */
+  get pending(): number {
+    let n = 0;
+    for (const r of this.roster.all()) n += r.tx.pending;
+    return n;
   }
 
-  /** Sends `text` to one peer. */
-  msg(name: string, text: string, now: number): AgentAction[] {
-    const bytes = this.checkSize(text);
-    const id = this.byName.get(name);
-    const r = id ? this.remotes.get(id) : undefined;
-    if (bytes && !r) {
-      this.emit({ type: "error", message: `Cannot send to ${name}: no such peer in the room` });
-    } else if (bytes && r && !r.trusted) {
-      this.emit({
-        type: "error",
-        message: `Cannot send to ${name}: its key changed; check it, then /trust ${name}`,
-      });
-    } else if (bytes && r) {
-      r.tx.send(++this.msgNo, bytes, true, now);
-      this.flush(now);
+  get registered(): boolean {
+    return this.reg.registered;
+  }
+
+  get public(): Addr | null {
+    return this.reg.public;
+  }
+
+  // --- Plumbing --------------------------------------------------------------------------------
+
+  private with(out: AgentAction[], fn: () => void): void {
+    this.out = out;
+    try {
+      fn();
+    } finally {
+      this.out = [];
     }
-    return this.take();
+  }
+
+  private nonce = (): string => toHex(this.cfg.random(8));
+
+  private send(to: Addr, m: Message): void {
+    this.out.push({ type: "send", to, bytes: encode(m) });
+  }
+  private emit(event: PeerEvent): void {
+    this.out.push({ type: "event", event });
+  }
+  private log(level: "debug" | "info" | "warn", message: string): void {
+    this.out.push({ type: "log", level, message });
+  }
+  private drop(reason: string): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+  }
+  private verdict(reason: string | null): void {
+    if (reason !== null) this.drop(reason);
   }
 
   private checkSize(text: string): Uint8Array | null {
@@ -342,302 +334,79 @@ export class PeerAgent {
     return null;
   }
 
-  tick(now: number): AgentAction[] {
-    if (this.reg === "closed") return this.take();
-    if (this.reg === "registering") {
-      if (!this.everRegistered && now - this.regStarted >= this.cfg.registerTimeoutMs) {
-        this.reg = "closed";
-        this.out.push({
-          type: "fatal",
-          code: 1,
-          message: `Cannot reach server ${formatAddr(this.cfg.server)}: no answer within ${
-            Math.round(this.cfg.registerTimeoutMs / 1000)
-          } s`,
-        });
-        return this.take();
-      }
-      if (now >= this.nextRegister) this.register(now, this.regCookie);
-    } else if (this.reg === "registered") {
-      const ka = Math.min(this.cfg.keepaliveMs, this.serverKeepaliveMs);
-      if (now - this.lastServerAck > 3 * ka) {
-        this.log("warn", "lost contact with the server; re-registering (direct paths stay up)");
-        this.beginRegistration();
-        this.register(now);
-      } else if (now >= this.nextKeepalive) {
-        this.nextKeepalive = now + ka;
-        this.send(this.cfg.server, { type: "keepalive", id: this.id, token: this.token });
-      }
-    }
-    for (const r of this.remotes.values()) {
-      if (r.trusted) this.pathActions(r, r.path.tick(now), now);
-    }
-    this.secureTick(now);
-    this.flush(now);
-    return this.take();
-  }
-
-  /** Rekeys due sessions; without a direct path, handshakes go through the relay. */
-  private secureTick(now: number): void {
-    for (const id of this.secure.tick(now).rekey) {
-      const r = this.remotes.get(id);
-      if (!r) continue;
-      this.secure.restartHandshake(id);
-      const addr = r.path.sendAddr;
-      if (addr) this.sendHello(r, addr, this.nonce(), now);
-      else this.relayHello(r, now);
-    }
-    for (const r of this.remotes.values()) {
-      if (!r.trusted || r.path.sendAddr || this.secure.hasSession(r.member.id)) continue;
-      if (r.path.kind !== "relay" && r.tx.pending === 0) continue;
-      if (now >= r.nextRelayHello) this.relayHello(r, now);
-    }
-  }
-
-  private relayHello(r: Remote, now: number): void {
-    r.nextRelayHello = now + this.cfg.relayHelloMs;
-    this.toRelay(r, this.hello(r, this.nonce(), now));
-  }
-
-  private hello(r: Remote, nonce: string, now: number): Message {
-    const init = this.secure.handshakeInit(r.member.id, now, this.cfg.wall());
-    return { type: "hello", from: this.id, to: r.member.id, nonce, init };
-  }
-
-  private sendHello(r: Remote, to: Addr, nonce: string, now: number): void {
-    this.send(to, this.hello(r, nonce, now));
-  }
-
-  /** Encrypts `m` for the peer; null without a session (the caller then waits for one). */
-  private seal(r: Remote, ad: Uint8Array, m: Message, now: number): Uint8Array | null {
-    return this.secure.seal(r.member.id, ad, encode(m), now);
-  }
-
-  /** Sends due fragments and reports finished messages, for every peer. */
-  private flush(now: number): void {
-    const ev: TxEvent[] = [];
-    for (const r of this.remotes.values()) {
-      // Without a session nothing can be sent; the fragments stay due and go once it is up.
-      if (!this.secure.hasSession(r.member.id)) continue;
-      for (const f of r.tx.tick(now, ev)) {
-        this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
-      }
-      this.txEvents(r, ev);
-    }
-  }
-
-  private txEvents(r: Remote, ev: TxEvent[]): void {
-    for (const e of ev) {
-      this.emit({ type: e.type, to: r.member.name, id: this.msgId(this.id, e.msgNo) });
-    }
-    ev.length = 0;
-  }
-
   private msgId(sender: Id, no: number): string {
     return `${sender.slice(0, 8)}-${no}`;
   }
 
-  /**
-   * Seals `m` and sends it to the peer on its direct path if it has one (or `via`), else
-   * wrapped for the relay. Dropped without a session.
-   */
-  private toPeer(r: Remote, m: Message, now: number, via?: Addr | null): void {
-    const body = this.seal(r, SEALED_AD, m, now);
-    if (!body) return this.drop("no_session");
-    const sealed: Message = { type: "sealed", body };
-    const addr = via === undefined ? r.path.sendAddr : via;
-    if (addr) this.send(addr, sealed);
-    else this.toRelay(r, sealed);
-  }
+  // --- The roster ------------------------------------------------------------------------------
 
-  private toRelay(r: Remote, m: Message): void {
-    this.send(this.cfg.server, {
-      type: "relay",
-      from: this.id,
-      token: this.token,
-      to: r.member.id,
-      payload: encode(m),
-    });
-  }
-
-  private pathActions(r: Remote, acts: PathAction[], now: number): void {
-    for (const a of acts) {
-      switch (a.type) {
-        case "hello":
-          // In an established session a probe is a sealed PING; otherwise it is a handshake
-          // init, so a peer that lost our session still answers and the path heals.
-          if (r.path.sendAddr && this.secure.hasSession(r.member.id)) {
-            this.toPeer(
-              r,
-              { type: "ping", from: this.id, to: r.member.id, nonce: a.nonce },
-              now,
-              a.to,
-            );
-          } else {
-            this.sendHello(r, a.to, a.nonce, now);
-          }
-          break;
-        case "ack":
-          this.toPeer(
-            r,
-            {
-              type: "pong",
-              from: this.id,
-              to: r.member.id,
-              nonce: a.nonce,
-              observed: a.to,
-            },
-            now,
-            a.to,
+  private learn(m: Member, now: number): Remote | null {
+    const l = this.roster.learn(m);
+    switch (l.kind) {
+      case "bad_key":
+        this.log("warn", `ignoring ${m.name}: the server announced an unusable key`);
+        this.drop("bad_member_key");
+        return null;
+      case "mismatch":
+        this.drop("member_mismatch");
+        return this.roster.get(m.id) ?? null;
+      case "known":
+        if (l.moved) l.remote.path.setMember(l.remote.member);
+        return l.remote;
+      case "new": {
+        if (l.replaced) this.forget(l.replaced);
+        const r = l.remote;
+        this.emit({ type: "peer", name: m.name, state: "joined", fingerprint: r.fingerprint });
+        if (l.status === "changed") {
+          // Someone else holds the name now, or the user made a new identity: refuse until told.
+          this.emit({ type: "key_changed", peer: m.name, fingerprint: r.fingerprint });
+          // The key_changed event is the loud part (red in the chat, on stdout with --json).
+          this.log(
+            "info",
+            `WARNING: ${m.name}'s key is now ${r.fingerprint}, not the one pinned earlier. It ` +
+              `may be someone else. Nothing is sent to or accepted from ${m.name}; if you have ` +
+              `checked the new fingerprint with them, type /trust ${m.name}`,
           );
-          break;
-        case "connect":
-          this.send(this.cfg.server, {
-            type: "connect",
-            from: this.id,
-            token: this.token,
-            to: r.member.id,
-            nonce: a.nonce,
-          });
-          break;
-        case "path":
-          if (a.kind === "connecting") break;
-          this.emit({
-            type: "path",
-            peer: r.member.name,
-            path: a.kind,
-            addr: formatAddr(a.addr ?? this.cfg.server),
-            rtt_ms: a.rttMs,
-          });
-          break;
+        } else {
+          this.connect(r, now);
+        }
+        return r;
       }
     }
   }
 
   /** A key we accept: hand it to the encryption layer and start finding a path. */
-  private accept(r: Remote, now: number): void {
-    r.trusted = true;
-    this.secure.addPeer(r.member.id, xPublicFromEd(r.member.key)!);
+  private connect(r: Remote, now: number): void {
+    this.secure.addPeer(r.member.id, r.xPublic);
     this.pathActions(r, r.path.start(now), now);
   }
 
-  private addRemote(m: Member, now: number): Remote | null {
-    const x = xPublicFromEd(m.key);
-    if (!x) {
-      this.log("warn", `ignoring ${m.name}: the server announced an unusable key`);
-      this.drop("bad_member_key");
-      return null;
-    }
-    const old = this.byName.get(m.name);
-    if (old && old !== m.id) this.removeRemote(old); // the same user came back with a new session
-    const fp = fingerprint(m.key);
-    const r: Remote = {
-      member: m,
-      path: new PathMachine(m, this.cfg.path, this.nonce),
-      tx: new Sender(this.cfg.delivery),
-      rx: new Receiver(),
-      fingerprint: fp,
-      trusted: false,
-      nextRelayHello: 0,
-      helloSources: new Set(),
-    };
-    this.remotes.set(m.id, r);
-    this.byName.set(m.name, m.id);
-    this.emit({ type: "peer", name: m.name, state: "joined", fingerprint: fp });
-    const status = this.trust.check(m.name, fp);
-    if (status === "changed") {
-      // Someone else holds the name now, or the user made a new identity: refuse until told.
-      this.emit({ type: "key_changed", peer: m.name, fingerprint: fp });
-      // The key_changed event is the loud part (red in the chat, on stdout with --json).
-      this.log(
-        "info",
-        `WARNING: ${m.name}'s key is now ${fp}, not the one pinned earlier. It may be ` +
-          `someone else. Nothing is sent to or accepted from ${m.name}; if you have checked ` +
-          `the new fingerprint with them, type /trust ${m.name}`,
-      );
-      return r;
-    }
-    if (status === "new") this.trust.pin(m.name, fp);
-    this.accept(r, now);
-    return r;
-  }
-
-  private learn(m: Member, now: number): Remote | null {
-    const r = this.remotes.get(m.id);
-    if (!r) return this.addRemote(m, now);
-    if (!equalBytes(r.member.key, m.key) || r.member.name !== m.name) {
-      // A session id is bound to one name and key at the server; anything else is a forgery
-      // (a renamed member would dodge the name's pinned key) or a bug.
-      this.drop("member_mismatch");
-      return r;
-    }
-    const moved = !sameAddr(r.member.public, m.public) ||
-      r.member.locals.length !== m.locals.length ||
-      r.member.locals.some((a, i) => !sameAddr(a, m.locals[i]!));
-    if (moved) {
-      // Only the addresses change; name and key stay the ones checked against the pin.
-      r.member = { ...r.member, public: m.public, locals: m.locals };
-      r.path.setMember(r.member);
-    }
-    return r;
-  }
-
   private removeRemote(id: Id): void {
-    const r = this.remotes.get(id);
-    if (!r) return;
-    this.remotes.delete(id);
-    this.secure.removePeer(id);
-    if (this.byName.get(r.member.name) === id) this.byName.delete(r.member.name);
+    const r = this.roster.remove(id);
+    if (r) this.forget(r);
+  }
+
+  /** A remote just taken off the roster: end its session, report its messages and its leaving. */
+  private forget(r: Remote): void {
+    this.secure.removePeer(r.member.id);
     const ev: TxEvent[] = [];
     r.tx.abandon(ev);
     this.txEvents(r, ev);
     this.emit({ type: "peer", name: r.member.name, state: "left" });
   }
 
-  handle(b: Uint8Array, from: Addr, now: number): AgentAction[] {
-    if (this.reg === "closed") return this.take();
-    if (!looksLikeP2p(b)) {
-      this.drop("unknown_protocol");
-      return this.take();
-    }
-    const d = decode(b);
-    if (!d.ok) {
-      this.drop(d.reason);
-      return this.take();
-    }
-    const fromServer = sameAddr(from, this.cfg.server);
-    if (fromServer) this.fromServer(d.value, now);
-    else this.fromPeer(d.value, from, now, null);
-    this.flush(now);
-    return this.take();
-  }
+  // --- From the server -------------------------------------------------------------------------
 
   private fromServer(m: Message, now: number): void {
-    // What the server tells us carries our token, or echoes our registration's nonce: anyone
-    // else who forges the server's address (to invent or remove members, say) is dropped here.
-    if ("token" in m && m.type !== "register_ok" && m.type !== "error" && m.token !== this.token) {
-      return this.drop("server_token");
-    }
-    if ((m.type === "cookie" || m.type === "register_ok") && m.nonce !== this.regNonce) {
-      return this.drop("server_nonce");
-    }
+    const forged = this.reg.authentic(m);
+    if (forged) return this.drop(forged);
     switch (m.type) {
       case "cookie":
-        if (this.reg !== "registering") return this.drop("unexpected_cookie");
-        this.regCookie = m.cookie;
-        return this.register(now, m.cookie);
+        return this.verdict(this.reg.onCookie(m.cookie, now, this.out));
       case "register_ok": {
-        if (m.id !== this.id) return this.drop("wrong_id");
-        if (this.reg !== "registering") return this.drop("unexpected_register_ok");
-        this.token = m.token;
-        const first = !this.everRegistered;
-        this.log("info", first ? "registered" : "registered again");
-        this.reg = "registered";
-        this.everRegistered = true;
-        this.serverKeepaliveMs = m.keepaliveMs || this.cfg.keepaliveMs;
-        this.lastServerAck = now;
-        this.nextKeepalive = now + Math.min(this.cfg.keepaliveMs, this.serverKeepaliveMs);
-        this.publicAddr = m.public;
-        if (first) {
+        const got = this.reg.onRegisterOk(m, now, this.out);
+        if (got !== "first" && got !== "again") return this.drop(got);
+        if (got === "first") {
           this.emit({
             type: "ready",
             name: this.cfg.name,
@@ -650,22 +419,19 @@ export class PeerAgent {
         return;
       }
       case "members":
-        if (this.reg !== "registered") return this.drop("unexpected");
+        if (!this.reg.registered) return this.drop("unexpected");
         for (const mem of m.members) if (mem.id !== this.id) this.learn(mem, now);
         return;
       case "keepalive_ack":
-        if (m.id !== this.id) return this.drop("wrong_id");
-        this.lastServerAck = now;
-        this.publicAddr = m.public;
-        return;
+        return this.verdict(this.reg.onKeepaliveAck(m, now));
       case "peer_joined":
-        if (this.reg !== "registered" || m.member.id === this.id) return;
+        if (!this.reg.registered || m.member.id === this.id) return;
         this.learn(m.member, now);
         return;
       case "peer_left":
         return this.removeRemote(m.id);
       case "connect_fwd": {
-        if (this.reg !== "registered" || m.member.id === this.id) return;
+        if (!this.reg.registered || m.member.id === this.id) return;
         const r = this.learn(m.member, now);
         if (r?.trusted) this.pathActions(r, r.path.onConnectFwd(m.member, now), now);
         return;
@@ -677,69 +443,24 @@ export class PeerAgent {
         if (t !== "hello" && t !== "hello_ack" && t !== "sealed") return this.drop("relayed_type");
         return this.fromPeer(inner.value, this.cfg.server, now, m.from);
       }
-      case "error":
-        return this.serverError(m, now);
+      case "error": {
+        const forgedError = this.reg.authenticError(m);
+        if (forgedError) return this.drop(forgedError);
+        if (m.code !== ErrorCode.NO_SUCH_PEER) {
+          return this.verdict(this.reg.onError(m, now, this.out));
+        }
+        const r = this.roster.get(m.text);
+        // Only forget a peer the server no longer knows if we cannot reach it ourselves.
+        if (r && r.path.sendAddr === null) this.removeRemote(m.text);
+        return;
+      }
       default:
         // A server address that also speaks peer messages (e.g. a peer on the server host).
         this.fromPeer(m, this.cfg.server, now, null);
     }
   }
 
-  private serverError(m: Extract<Message, { type: "error" }>, now: number): void {
-    // Answers to our KEEPALIVE, CONNECT or RELAY echo its token, answers to REGISTER its
-    // nonce; anything else is forged.
-    const aboutUs = m.token === this.token && this.token !== NO_TOKEN;
-    const aboutRegister = m.token === this.regNonce && this.reg === "registering";
-    if ((m.code === ErrorCode.UNKNOWN_PEER || m.code === ErrorCode.NO_SUCH_PEER) && !aboutUs) {
-      return this.drop("server_token");
-    }
-    // A server that cannot parse our REGISTER cannot echo its nonce: the version error is taken
-    // as it is, but only before we ever registered (later it could only be a forgery).
-    const versionHint = m.code === ErrorCode.BAD_VERSION && !this.everRegistered;
-    if (m.about === T.REGISTER && !aboutRegister && !versionHint) {
-      return this.drop("server_nonce");
-    }
-    switch (m.code) {
-      case ErrorCode.UNKNOWN_PEER:
-        // The server forgot us (restart, or we were timed out): register again at once.
-        if (this.reg === "registered") {
-          this.log("warn", "the server does not know us; re-registering");
-          this.beginRegistration();
-          this.register(now);
-        }
-        return;
-      case ErrorCode.NO_SUCH_PEER: {
-        const r = this.remotes.get(m.text);
-        // Only forget a peer the server no longer knows if we cannot reach it ourselves.
-        if (r && r.path.sendAddr === null) this.removeRemote(m.text);
-        return;
-      }
-      case ErrorCode.NAME_TAKEN:
-      case ErrorCode.BAD_NAME:
-      case ErrorCode.BAD_ROOM:
-      case ErrorCode.ROOM_FULL:
-      case ErrorCode.SERVER_FULL:
-      case ErrorCode.BAD_VERSION:
-      case ErrorCode.BAD_SIGNATURE:
-        if (this.reg !== "registering") return this.drop("stale_error");
-        this.reg = "closed";
-        this.out.push({
-          type: "fatal",
-          code: m.code === ErrorCode.NAME_TAKEN || m.code === ErrorCode.BAD_NAME ||
-              m.code === ErrorCode.BAD_ROOM
-            ? 2
-            : 1,
-          message: `Cannot join room "${this.cfg.room}": ${
-            m.text || (m.code === ErrorCode.BAD_VERSION
-              ? "the server speaks another protocol version"
-              : "refused")
-          }`,
-        });
-        return;
-      default:
-        this.drop("error_code");
-    }
-  }
+  // --- From peers: handshakes ------------------------------------------------------------------
 
   /**
    * Peer traffic, direct or (with `relayedFrom`, the sender the server vouches for) relayed.
@@ -767,7 +488,7 @@ export class PeerAgent {
   private claimed(from: Id, to: Id, relayedFrom: Id | null): Remote | null {
     if (to !== this.id) return this.drop("not_for_us"), null;
     if (relayedFrom !== null && relayedFrom !== from) return this.drop("relayed_spoof"), null;
-    const r = this.remotes.get(from);
+    const r = this.roster.get(from);
     if (!r) return this.drop("unknown_peer"), null;
     if (!r.trusted) return this.drop("untrusted"), null;
     return r;
@@ -858,6 +579,8 @@ export class PeerAgent {
     this.pathActions(r, r.path.onAck(from, m.nonce, now), now);
   }
 
+  // --- From peers: sealed traffic --------------------------------------------------------------
+
   /** Opens a sealed body and decodes its plaintext; checks who it is from and for. */
   private openInner(ad: Uint8Array, body: Uint8Array, now: number, expect: Id | null) {
     const o = this.secure.open(ad, body, now);
@@ -875,7 +598,7 @@ export class PeerAgent {
   private onSealed(body: Uint8Array, from: Addr, now: number, relayedFrom: Id | null): void {
     const m = this.openInner(SEALED_AD, body, now, relayedFrom);
     if (!m) return;
-    const r = this.remotes.get(m.from as Id);
+    const r = this.roster.get(m.from as Id);
     if (!r) return this.drop("unknown_peer");
     const relayed = relayedFrom !== null;
     switch (m.type) {
@@ -889,18 +612,14 @@ export class PeerAgent {
         const ready: Received[] = [];
         if (r.rx.onData(m, ready)) {
           // ACK the way the data came, so a one-way path problem cannot strand it.
-          this.toPeer(
-            r,
-            {
-              type: "data_ack",
-              from: this.id,
-              to: r.member.id,
-              seq: m.seq,
-              frag: m.frag,
-            },
-            now,
-            relayed ? null : from,
-          );
+          const ack: Message = {
+            type: "data_ack",
+            from: this.id,
+            to: r.member.id,
+            seq: m.seq,
+            frag: m.frag,
+          };
+          this.toPeer(r, ack, now, relayed ? null : from);
         }
         for (const x of ready) {
           this.emit({
@@ -924,7 +643,135 @@ export class PeerAgent {
     }
   }
 
-  get public(): Addr | null {
-    return this.publicAddr;
+  // --- Sending ---------------------------------------------------------------------------------
+
+  /** Rekeys due sessions; without a direct path, handshakes go through the relay. */
+  private secureTick(now: number): void {
+    for (const id of this.secure.tick(now).rekey) {
+      const r = this.roster.get(id);
+      if (!r) continue;
+      this.secure.restartHandshake(id);
+      const addr = r.path.sendAddr;
+      if (addr) this.sendHello(r, addr, this.nonce(), now);
+      else this.relayHello(r, now);
+    }
+    for (const r of this.roster.all()) {
+      if (this.wantsRelayHello(r) && now >= r.nextRelayHello) this.relayHello(r, now);
+    }
+  }
+
+  /** Relayed with no session, and something to say: keep offering a handshake via the relay. */
+  private wantsRelayHello(r: Remote): boolean {
+    if (!r.trusted || r.path.sendAddr || this.secure.hasSession(r.member.id)) return false;
+    return r.path.kind === "relay" || r.tx.pending > 0;
+  }
+
+  private relayHello(r: Remote, now: number): void {
+    r.nextRelayHello = now + this.cfg.relayHelloMs;
+    this.toRelay(r, this.hello(r, this.nonce(), now));
+  }
+
+  private hello(r: Remote, nonce: string, now: number): Message {
+    const init = this.secure.handshakeInit(r.member.id, now, this.cfg.wall());
+    return { type: "hello", from: this.id, to: r.member.id, nonce, init };
+  }
+
+  private sendHello(r: Remote, to: Addr, nonce: string, now: number): void {
+    this.send(to, this.hello(r, nonce, now));
+  }
+
+  /** Encrypts `m` for the peer; null without a session (the caller then waits for one). */
+  private seal(r: Remote, ad: Uint8Array, m: Message, now: number): Uint8Array | null {
+    return this.secure.seal(r.member.id, ad, encode(m), now);
+  }
+
+  /** Sends due fragments and reports finished messages, for every peer. */
+  private flush(now: number): void {
+    const ev: TxEvent[] = [];
+    for (const r of this.roster.all()) {
+      // Without a session nothing can be sent; the fragments stay due and go once it is up.
+      if (!this.secure.hasSession(r.member.id)) continue;
+      for (const f of r.tx.tick(now, ev)) {
+        this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
+      }
+      this.txEvents(r, ev);
+    }
+  }
+
+  private txEvents(r: Remote, ev: TxEvent[]): void {
+    for (const e of ev) {
+      this.emit({ type: e.type, to: r.member.name, id: this.msgId(this.id, e.msgNo) });
+    }
+    ev.length = 0;
+  }
+
+  /**
+   * Seals `m` and sends it to the peer on its direct path if it has one (or `via`), else
+   * wrapped for the relay. Dropped without a session.
+   */
+  private toPeer(r: Remote, m: Message, now: number, via?: Addr | null): void {
+    const body = this.seal(r, SEALED_AD, m, now);
+    if (!body) return this.drop("no_session");
+    const sealed: Message = { type: "sealed", body };
+    const addr = via === undefined ? r.path.sendAddr : via;
+    if (addr) this.send(addr, sealed);
+    else this.toRelay(r, sealed);
+  }
+
+  private toRelay(r: Remote, m: Message): void {
+    this.send(this.cfg.server, {
+      type: "relay",
+      from: this.id,
+      token: this.reg.token,
+      to: r.member.id,
+      payload: encode(m),
+    });
+  }
+
+  private pathActions(r: Remote, acts: PathAction[], now: number): void {
+    for (const a of acts) {
+      switch (a.type) {
+        case "hello":
+          // In an established session a probe is a sealed PING; otherwise it is a handshake
+          // init, so a peer that lost our session still answers and the path heals.
+          if (r.path.sendAddr && this.secure.hasSession(r.member.id)) {
+            const ping: Message = { type: "ping", from: this.id, to: r.member.id, nonce: a.nonce };
+            this.toPeer(r, ping, now, a.to);
+          } else {
+            this.sendHello(r, a.to, a.nonce, now);
+          }
+          break;
+        case "ack": {
+          const pong: Message = {
+            type: "pong",
+            from: this.id,
+            to: r.member.id,
+            nonce: a.nonce,
+            observed: a.to,
+          };
+          this.toPeer(r, pong, now, a.to);
+          break;
+        }
+        case "connect":
+          this.send(this.cfg.server, {
+            type: "connect",
+            from: this.id,
+            token: this.reg.token,
+            to: r.member.id,
+            nonce: a.nonce,
+          });
+          break;
+        case "path":
+          if (a.kind === "connecting") break;
+          this.emit({
+            type: "path",
+            peer: r.member.name,
+            path: a.kind,
+            addr: formatAddr(a.addr ?? this.cfg.server),
+            rtt_ms: a.rttMs,
+          });
+          break;
+      }
+    }
   }
 }

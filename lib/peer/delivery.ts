@@ -138,6 +138,26 @@ export class Sender {
     return out;
   }
 
+  /**
+   * When `tick` next has work: a retransmission or give-up, or a first send the window allows.
+   * Null when nothing is queued or everything waits for acknowledgements to open the window.
+   */
+  nextDeadline(): number | null {
+    let at = Infinity;
+    let inFlight = this.inFlight;
+    for (const o of this.queue) {
+      if (o.firstSent >= 0) {
+        at = Math.min(at, o.nextSend, o.firstSent + this.cfg.giveUpMs + 1);
+        continue;
+      }
+      // The same rule as `tick`: a first send that does not fit the window waits for ACKs.
+      if (inFlight + o.left > this.cfg.window && inFlight > 0) break;
+      inFlight += o.left;
+      at = Math.min(at, o.nextSend);
+    }
+    return at === Infinity ? null : at;
+  }
+
   /** The peer is gone: everything still queued is undeliverable. */
   abandon(events: TxEvent[]): void {
     for (const o of this.queue) events.push({ type: "undelivered", msgNo: o.msgNo });

@@ -140,6 +140,23 @@ export class PathMachine {
     return out;
   }
 
+  /** When `tick` next has work: a phase ending, a probe or keepalive due, a path timing out. */
+  nextDeadline(): number | null {
+    if (!this.started) return null;
+    switch (this.phase) {
+      case "lan":
+      case "idle":
+        return this.phaseEnd;
+      case "punch":
+        return Math.min(this.phaseEnd, this.nextProbe);
+      case "up": {
+        // `tick` declares the path dead once strictly more than three keepalives have passed.
+        const dead = this.lastAck + 3 * this.cfg.keepaliveMs + 1;
+        return this.addr ? Math.min(dead, this.nextKeepalive) : dead;
+      }
+    }
+  }
+
   private beginPunch(now: number, ask: boolean, out: PathAction[]): void {
     this.lastPunch = now;
     this.phase = "punch";

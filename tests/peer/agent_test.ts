@@ -5,117 +5,21 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  type AgentAction,
-  type AgentConfig,
-  DEFAULT_AGENT_CONFIG,
-  PeerAgent,
-} from "../../lib/peer/agent.ts";
-import { DEFAULT_SERVER_CONFIG, type ServerAction, ServerState } from "../../lib/server/state.ts";
-import { newIdentity, sign } from "../../lib/identity/identity.ts";
-import type { PeerEvent } from "../../lib/peer/events.ts";
+import type { AgentAction, AgentConfig, PeerAgent } from "../../lib/peer/agent.ts";
+import { MemNet, SERVER as S } from "../_helpers/memnet.ts";
 import { type Addr, addrKey } from "../../lib/wire/addr.ts";
 import { decode, encode, ErrorCode, type Message, NO_TOKEN, T } from "../../lib/wire/codec.ts";
 import { MAX_HELLO_SOURCES } from "../../lib/peer/agent.ts";
 
-const S: Addr = { host: "192.0.2.1", port: 8848 };
 const HOSTS: Record<string, Addr> = {
   alice: { host: "198.51.100.1", port: 1000 },
   bob: { host: "203.0.113.2", port: 2000 },
 };
 
-interface Packet {
-  from: Addr;
-  to: Addr;
-  bytes: Uint8Array;
-}
-
-/** A tiny network: the server, two agents, and a filter that may drop or record datagrams. */
-class Net {
-  now = 0;
-  readonly server = new ServerState({ ...DEFAULT_SERVER_CONFIG, keepaliveMs: 1000 });
-  readonly agents = new Map<string, PeerAgent>();
-  readonly events = new Map<string, PeerEvent[]>();
-  readonly wire: Packet[] = [];
-  readonly fatals: string[] = [];
-  private queue: Packet[] = [];
-  /** Return false to drop a datagram (e.g. to force the relay). */
-  filter: (p: Packet) => boolean = () => true;
-
-  add(name: string, cfg: Partial<AgentConfig> = {}): PeerAgent {
-    const id = newIdentity();
-    const a = new PeerAgent({
-      ...DEFAULT_AGENT_CONFIG,
-      name,
-      room: "lobby",
-      server: S,
-      locals: [],
-      identity: {
-        key: id.edPublic,
-        sign: (m) => sign(id, m),
-        staticKey: { publicKey: id.xPublic, privateKey: id.xSecret },
-      },
-      keepaliveMs: 1000,
-      ...cfg,
-    });
-    this.agents.set(name, a);
-    this.events.set(name, []);
-    this.run(name, a.start(this.now));
-    return a;
-  }
-
-  run(name: string, acts: AgentAction[]): void {
-    for (const x of acts) {
-      if (x.type === "send") this.queue.push({ from: HOSTS[name]!, to: x.to, bytes: x.bytes });
-      else if (x.type === "event") this.events.get(name)!.push(x.event);
-      else if (x.type === "fatal") this.fatals.push(`${name}: ${x.message}`);
-    }
-  }
-
-  private serverOut(out: ServerAction[]): void {
-    for (const x of out) if (x.type === "send") this.queue.push({ from: S, ...x });
-  }
-
-  /** Delivers everything in flight (and what that causes) at the current time. */
-  flush(): void {
-    for (let i = 0; i < 10_000 && this.queue.length > 0; i++) {
-      const p = this.queue.shift()!;
-      if (!this.filter(p)) continue;
-      this.wire.push(p);
-      if (addrKey(p.to) === addrKey(S)) {
-        const out: ServerAction[] = [];
-        this.server.handle(p.bytes, p.from, this.now, out);
-        this.serverOut(out);
-        continue;
-      }
-      for (const [name, a] of this.agents) {
-        if (addrKey(HOSTS[name]!) === addrKey(p.to)) {
-          this.run(name, a.handle(p.bytes, p.from, this.now));
-        }
-      }
-    }
-  }
-
-  /** Advances the clock in 25 ms ticks, delivering as it goes. */
-  advance(ms: number): void {
-    const end = this.now + ms;
-    while (this.now < end) {
-      this.now += 25;
-      const out: ServerAction[] = [];
-      this.server.tick(this.now, out);
-      this.serverOut(out);
-      for (const [name, a] of this.agents) this.run(name, a.tick(this.now));
-      this.flush();
-    }
-  }
-
-  say(name: string, text: string): void {
-    this.run(name, this.agents.get(name)!.say(text, this.now));
-    this.flush();
-  }
-
-  texts(name: string): string[] {
-    return this.events.get(name)!.flatMap((e) => e.type === "message" ? [e.text] : []);
+/** The in-memory network with alice and bob at fixed addresses. */
+class Net extends MemNet {
+  override add(name: string, cfg: Partial<AgentConfig> = {}): PeerAgent {
+    return super.add(name, cfg, HOSTS[name]);
   }
 }
 
@@ -200,7 +104,7 @@ Deno.test("agent: a replayed sealed datagram is dropped and does not repeat a me
   net.advance(500);
   const toBob = net.wire.slice(since).filter((p) => addrKey(p.to) === addrKey(HOSTS.bob!));
   const bob = net.agents.get("bob")!;
-  for (const p of toBob) net.run("bob", bob.handle(p.bytes, p.from, net.now));
+  for (const p of toBob) net.deliver("bob", p.bytes, p.from);
   net.advance(100);
   assert.deepEqual(net.texts("bob"), ["once"]);
   assert.ok((bob.stats().secure_replay ?? 0) >= 1, JSON.stringify(bob.stats()));
@@ -235,7 +139,7 @@ Deno.test("agent: random and mutated datagrams never throw, and chat goes on", (
       ),
       fc.constantFrom(...from),
       (bytes, src) => {
-        bob.handle(bytes, src, net.now); // actions dropped: only "does not throw" matters here
+        bob.handle(bytes, src, net.now, []); // actions dropped: only "does not throw" matters here
       },
     ),
     { numRuns: 2000 },
@@ -257,7 +161,8 @@ function first<K extends Message["type"]>(net: Net, t: K, to?: Addr) {
 
 /** Feeds one datagram to `name` as if from `src` and returns what it sent in answer. */
 function inject(net: Net, name: string, m: Message | Uint8Array, src: Addr) {
-  const acts = net.agents.get(name)!.handle(m instanceof Uint8Array ? m : encode(m), src, net.now);
+  const acts: AgentAction[] = [];
+  net.agent(name).handle(m instanceof Uint8Array ? m : encode(m), src, net.now, acts);
   net.run(name, acts);
   return acts.filter((a) => a.type === "send");
 }

@@ -1,0 +1,115 @@
+/**
+ * The other members of our room as we know them: one Remote per session id, looked up by id or
+ * name, and trust on first use (a name's key is pinned the first time; a different key later is
+ * held back until the user accepts it).
+ */
+import { equalBytes } from "../wire/bytes.ts";
+import type { Id, Member } from "../wire/codec.ts";
+import { sameAddr } from "../wire/addr.ts";
+import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
+import type { TrustStatus, TrustStore } from "../identity/known_peers.ts";
+import type { PathMachine } from "./path.ts";
+import type { Receiver, Sender } from "./delivery.ts";
+
+export interface Remote {
+  member: Member;
+  /** The X25519 key Noise authenticates the peer with, derived from its Ed25519 key. */
+  xPublic: Uint8Array;
+  path: PathMachine;
+  tx: Sender;
+  rx: Receiver;
+  fingerprint: string;
+  /** False while the key differs from the pinned one and the user has not run /trust. */
+  trusted: boolean;
+  nextRelayHello: number;
+  /** Sources that sent the peer's current handshake init (bounded: see the agent's onHello). */
+  helloSources: Set<string>;
+}
+
+/** The parts of a Remote the agent builds (they need its configuration). */
+export type RemoteParts = Pick<Remote, "path" | "tx" | "rx">;
+
+export type Learned =
+  /** A member we did not know; `replaced` is an older session of the same name, now removed. */
+  | { kind: "new"; remote: Remote; status: TrustStatus; replaced: Remote | null }
+  /** Known already; `moved` when its announced addresses changed. */
+  | { kind: "known"; remote: Remote; moved: boolean }
+  /** The announced key is not a usable Ed25519 key. */
+  | { kind: "bad_key" }
+  /** The id is bound to another name or key: a forgery or a bug; nothing changed. */
+  | { kind: "mismatch" };
+
+export class Roster {
+  private byId = new Map<Id, Remote>();
+  private byName = new Map<string, Id>();
+
+  constructor(private trust: TrustStore, private parts: (m: Member) => RemoteParts) {}
+
+  get(id: Id): Remote | undefined {
+    return this.byId.get(id);
+  }
+
+  named(name: string): Remote | undefined {
+    const id = this.byName.get(name);
+    return id === undefined ? undefined : this.byId.get(id);
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  all(): IterableIterator<Remote> {
+    return this.byId.values();
+  }
+
+  /** Takes a member the server announced: adds it, refreshes its addresses, or refuses it. */
+  learn(m: Member): Learned {
+    const r = this.byId.get(m.id);
+    if (r) {
+      // A session id is bound to one name and key at the server; anything else is a forgery
+      // (a renamed member would dodge the name's pinned key) or a bug.
+      if (!equalBytes(r.member.key, m.key) || r.member.name !== m.name) return { kind: "mismatch" };
+      const moved = !sameAddr(r.member.public, m.public) ||
+        r.member.locals.length !== m.locals.length ||
+        r.member.locals.some((a, i) => !sameAddr(a, m.locals[i]!));
+      // Only the addresses change; name and key stay the ones checked against the pin.
+      if (moved) r.member = { ...r.member, public: m.public, locals: m.locals };
+      return { kind: "known", remote: r, moved };
+    }
+    const x = xPublicFromEd(m.key);
+    if (!x) return { kind: "bad_key" };
+    const old = this.byName.get(m.name);
+    // The same user came back with a new session.
+    const replaced = old !== undefined && old !== m.id ? this.remove(old) ?? null : null;
+    const fp = fingerprint(m.key);
+    const remote: Remote = {
+      member: m,
+      xPublic: x,
+      ...this.parts(m),
+      fingerprint: fp,
+      trusted: false,
+      nextRelayHello: 0,
+      helloSources: new Set(),
+    };
+    this.byId.set(m.id, remote);
+    this.byName.set(m.name, m.id);
+    const status = this.trust.check(m.name, fp);
+    if (status === "new") this.trust.pin(m.name, fp);
+    if (status !== "changed") remote.trusted = true;
+    return { kind: "new", remote, status, replaced };
+  }
+
+  /** Accepts a changed key (`/trust NAME`): pins it. */
+  pin(r: Remote): void {
+    this.trust.pin(r.member.name, r.fingerprint);
+    r.trusted = true;
+  }
+
+  remove(id: Id): Remote | undefined {
+    const r = this.byId.get(id);
+    if (!r) return undefined;
+    this.byId.delete(id);
+    if (this.byName.get(r.member.name) === id) this.byName.delete(r.member.name);
+    return r;
+  }
+}
