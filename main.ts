@@ -93,7 +93,6 @@ async function run(inv: Invocation): Promise<number> {
         host: {
           bindHost: "0.0.0.0",
           port: inv.port,
-          tickMs: 25,
           dropDirect: inv.testDropDirect,
           agent: {
             ...DEFAULT_AGENT_CONFIG,

@@ -424,6 +424,26 @@ export class SecureLayer {
     return { rekey };
   }
 
+  /** When `tick` next has work: a session or handshake expiring, a rekey or its retry due. */
+  nextDeadline(now: number): number | null {
+    const ttl = this.#cfg.sessionTtlMs;
+    let at = Infinity;
+    for (const peer of this.#peers.values()) {
+      for (const s of peer.sessions) at = Math.min(at, s.lastUsed + ttl);
+      if (peer.pending) at = Math.min(at, peer.pending.createdAt + ttl);
+      const cur = sender(peer);
+      if (!cur) continue;
+      if (peer.rekeyReported) {
+        if (peer.pending) at = Math.min(at, peer.pending.createdAt + this.#cfg.rekeyRetryMs);
+      } else if (cur.sent >= this.#cfg.rekeyAfterMessages) {
+        at = Math.min(at, now);
+      } else {
+        at = Math.min(at, cur.createdAt + this.#cfg.rekeyAfterMs);
+      }
+    }
+    return at === Infinity ? null : at;
+  }
+
   #onInit(body: Uint8Array, now: number): InitOutcome {
     if (body.length !== INIT_LEN) return drop("malformed");
     const r = new Reader(body);
