@@ -2,6 +2,8 @@
  * The rendezvous server as a state machine: `handle(datagram, from, now, out)` and
  * `tick(now, out)` push actions into `out`; the socket loop in server.ts carries them out.
  * The caller passes one reused `out` array so the hot path allocates nothing for it.
+ * `nextDeadline(now)` says when `tick` next has work, so the host sleeps until then.
+ * Time never runs backwards here: an earlier `now` than one already seen counts as that one.
  *
  * Abuse resistance: to a source that has not echoed a cookie, the server never answers with
  * more bytes than it received (STUN Binding responses excepted, as in coturn); registrations
@@ -81,6 +83,9 @@ interface Rec {
   connects: Bucket;
 }
 
+/** Silence after which a member is dropped: 3 keepalive intervals, plus 1 s for jitter. */
+const silenceMs = (cfg: ServerConfig) => 3 * cfg.keepaliveMs + 1000;
+
 /** CONNECTs per second per member, and the burst (a newcomer asks for a whole room at once). */
 const CONNECT_RATE = 10;
 const CONNECT_BURST = 128;
@@ -132,9 +137,14 @@ export function limitKey(host: string): string {
 
 export class ServerState {
   readonly stats = new ServerStats();
+  /** Kept in `lastSeen` order (a member seen again moves to the end): the first expires first. */
   private byId = new Map<Id, Rec>();
   private rooms = new Map<string, Map<string, Rec>>();
   private bindings = new Map<string, Binding>();
+  /** Released bindings in release order: the first one's TTL ends first. */
+  private released = new Map<string, Binding>();
+  /** The latest `now` seen; see `clock`. */
+  private last = -Infinity;
   private cookies: Cookies;
   private regLimit: PerMinute;
   private logs = new LogLimiter();
@@ -151,7 +161,13 @@ export class ServerState {
     return this.byId.size;
   }
 
-  handle(b: Uint8Array, from: Addr, now: number, out: ServerAction[]): void {
+  /** `now`, never earlier than before: the expiry orders above rely on it. */
+  private clock(now: number): number {
+    return this.last = Math.max(this.last, now);
+  }
+
+  handle(b: Uint8Array, from: Addr, t: number, out: ServerAction[]): void {
+    const now = this.clock(t);
     this.stats.received++;
     if (looksLikeStun(b)) return this.stun(b, from, out);
     if (!looksLikeP2p(b)) return this.stats.drop("unknown_protocol");
@@ -191,15 +207,51 @@ export class ServerState {
     }
   }
 
-  /** Expires members that stopped sending keepalives, and name bindings past their time. */
-  tick(now: number, out: ServerAction[]): void {
-    const deadline = now - 3 * this.cfg.keepaliveMs - 1000;
+  /**
+   * Expires members that stopped sending keepalives, and name bindings past their time: all
+   * whose deadline (see nextDeadline) is `now` or earlier.
+   */
+  tick(t: number, out: ServerAction[]): void {
+    const now = this.clock(t);
     for (const r of this.byId.values()) {
-      if (r.lastSeen < deadline) this.remove(r, now, out, "timed out");
+      if (now < r.lastSeen + silenceMs(this.cfg)) break;
+      this.remove(r, now, out, "timed out");
     }
-    for (const [k, b] of this.bindings) {
-      if (b.holder === null && now - b.releasedAt > this.cfg.nameTtlMs) this.bindings.delete(k);
+    this.expireBindings(now);
+  }
+
+  /**
+   * The earliest time at which `tick` has work (a member falls silent for too long, a released
+   * name's TTL ends), or null when nothing is pending. May be `now` or earlier: tick at once.
+   */
+  nextDeadline(t: number): number | null {
+    this.clock(t);
+    let at: number | null = null;
+    for (const r of this.byId.values()) {
+      at = r.lastSeen + silenceMs(this.cfg);
+      break;
     }
+    for (const b of this.released.values()) {
+      const end = b.releasedAt + this.cfg.nameTtlMs;
+      if (at === null || end < at) at = end;
+      break;
+    }
+    return at;
+  }
+
+  private expireBindings(now: number): void {
+    for (const [k, b] of this.released) {
+      if (now < b.releasedAt + this.cfg.nameTtlMs) return;
+      this.released.delete(k);
+      this.bindings.delete(k);
+    }
+  }
+
+  /** Marks `r` as heard from now: it moves to the end of the expiry order. */
+  private touch(r: Rec, now: number): void {
+    r.lastSeen = now;
+    this.byId.delete(r.id);
+    this.byId.set(r.id, r);
   }
 
   private warn(key: string, message: string, now: number, out: ServerAction[]): void {
@@ -259,7 +311,7 @@ export class ServerState {
       again.name === m.name && again.room === m.room && equalBytes(again.key, m.key)
     ) {
       // A resend of a REGISTER we accepted (our answer was lost): answer again, no new work.
-      again.lastSeen = now;
+      this.touch(again, now);
       return this.welcome(again, m.nonce, from, out);
     }
     // Counted only once the address is proven, so forged sources cannot use up a real
@@ -316,7 +368,7 @@ export class ServerState {
     const live = binding?.holder ? this.byId.get(binding.holder) : undefined;
     if (
       binding && binding.key !== keyHex &&
-      (live || now - binding.releasedAt <= this.cfg.nameTtlMs)
+      (live || now < binding.releasedAt + this.cfg.nameTtlMs)
     ) {
       this.stats.drop("name_taken");
       return this.error(
@@ -370,6 +422,7 @@ export class ServerState {
       if (!r) this.rooms.set(m.room, r = new Map());
       r.set(rec.name, rec);
       this.bindings.set(bindKey, { key: keyHex, holder: rec.id, releasedAt: 0 });
+      this.released.delete(bindKey);
       if (this.bindings.size > this.cfg.maxNameBindings) this.forgetOldBindings();
       this.stats.registered++;
       out.push({
@@ -381,7 +434,7 @@ export class ServerState {
       moved = !sameAddr(rec.public, from);
       rec.public = from;
       rec.locals = m.locals;
-      rec.lastSeen = now;
+      this.touch(rec, now);
       rec.regNonce = m.nonce;
     }
     this.welcome(rec, m.nonce, from, out);
@@ -438,7 +491,7 @@ export class ServerState {
       this.stats.drop("unproven_address");
       return undefined;
     }
-    r.lastSeen = now;
+    this.touch(r, now);
     return r;
   }
 
@@ -556,6 +609,7 @@ export class ServerState {
       if (this.bindings.size <= this.cfg.maxNameBindings) return;
       if (b.holder === null) {
         this.bindings.delete(k);
+        this.released.delete(k);
         this.stats.bindingsEvicted++;
       }
     }
@@ -566,10 +620,12 @@ export class ServerState {
     const room = this.rooms.get(r.room);
     if (room?.get(r.name) === r) room.delete(r.name);
     if (room && room.size === 0) this.rooms.delete(r.room);
-    const b = this.bindings.get(`${r.room}\0${r.name}`);
+    const bindKey = `${r.room}\0${r.name}`;
+    const b = this.bindings.get(bindKey);
     if (b && b.holder === r.id) {
       b.holder = null;
       b.releasedAt = now;
+      this.released.set(bindKey, b);
     }
     out.push({ type: "log", level: "info", message: `${r.name} left ${r.room} (${why})` });
     for (const o of room?.values() ?? []) {

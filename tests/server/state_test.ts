@@ -1,80 +1,16 @@
 /** The server state machine, driven with a fake clock: registration proof, names, limits. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  DEFAULT_SERVER_CONFIG,
-  limitKey,
-  type ServerAction,
-  ServerState,
-} from "../../lib/server/state.ts";
+import { limitKey, type ServerAction } from "../../lib/server/state.ts";
 import { PerMinute } from "../../lib/server/limits.ts";
-import { decode, encode, ErrorCode, type Message, registerSigInput } from "../../lib/wire/codec.ts";
-import { type Identity, newIdentity, sign } from "../../lib/identity/identity.ts";
+import { encode, ErrorCode, registerSigInput } from "../../lib/wire/codec.ts";
+import { newIdentity, sign } from "../../lib/identity/identity.ts";
 import { bindingRequest } from "../../lib/stun/binding.ts";
-import type { Addr } from "../../lib/wire/addr.ts";
-
-const cfg = { ...DEFAULT_SERVER_CONFIG, keepaliveMs: 1000, nameTtlMs: 60_000 };
-const A: Addr = { host: "198.51.100.10", port: 4000 };
-const B: Addr = { host: "203.0.113.20", port: 5000 };
-const C: Addr = { host: "192.0.2.30", port: 6000 };
-
-function server(c = cfg) {
-  const s = new ServerState(c);
-  const feed = (m: Message | Uint8Array, from: Addr, now = 0) => {
-    const out: ServerAction[] = [];
-    s.handle(m instanceof Uint8Array ? m : encode(m), from, now, out);
-    return out.filter((a) => a.type === "send") as Extract<ServerAction, { type: "send" }>[];
-  };
-  return { s, feed };
-}
-
-const msgs = (sends: { bytes: Uint8Array }[]) =>
-  sends.map((x) => decode(x.bytes)).filter((d) => d.ok).map((d) => (d as { value: Message }).value);
-
-function reg(
-  id: string,
-  name: string,
-  who: Identity,
-  cookie: Uint8Array = new Uint8Array(0),
-  room = "lobby",
-  nonce = "abcdefabcdefabcd",
-) {
-  const m: Extract<Message, { type: "register" }> = {
-    type: "register",
-    id,
-    nonce,
-    name,
-    room,
-    locals: [],
-    key: who.edPublic,
-    cookie,
-    sig: new Uint8Array(0),
-  };
-  if (cookie.length) m.sig = sign(who, registerSigInput(m));
-  return m;
-}
-
-/** The full cookie exchange; returns the server's answers to the signed REGISTER. */
-function join(
-  feed: ReturnType<typeof server>["feed"],
-  id: string,
-  name: string,
-  who: Identity,
-  from: Addr,
-  now = 0,
-  room = "lobby",
-) {
-  const first = reg(id, name, who, undefined, room);
-  const c = msgs(feed(first, from, now))[0];
-  assert.equal(c?.type, "cookie");
-  const out = feed(reg(id, name, who, (c as { cookie: Uint8Array }).cookie, room), from, now);
-  return msgs(out.filter((o) => o.to.host === from.host && o.to.port === from.port));
-}
+import { A, B, C, cfg, ID1, ID2, ID3, join, msgs, reg, server } from "./_server.ts";
 
 const alice = newIdentity();
 const bob = newIdentity();
 const mallory = newIdentity();
-const ID1 = "1111111111111111", ID2 = "2222222222222222", ID3 = "3333333333333333";
 
 Deno.test("server: a first REGISTER only gets a cookie, smaller than the request", () => {
   const { s, feed } = server();
