@@ -31,7 +31,7 @@ interface Vector {
   messages: { payload: string; ciphertext: string }[];
 }
 
-const VECTORS_URL = new URL("../../../shared/vectors/noise-25519-sha256.json", import.meta.url);
+const VECTORS_URL = new URL("../fixtures/noise-25519-sha256.json", import.meta.url);
 const vectors: Vector[] = JSON.parse(Deno.readTextFileSync(VECTORS_URL)).vectors;
 // Only plain Noise_<pattern>_25519_<AESGCM|ChaChaPoly>_SHA256: the parser rejects PSK and others.
 const supported = vectors.filter((v) => parseProtocolName(v.protocol_name).ok);

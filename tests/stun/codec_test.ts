@@ -42,9 +42,9 @@ interface Vector {
   fingerprint_valid?: boolean;
 }
 
-// No fallback on purpose: a missing vectors file must fail the suite, not skip it.
+// No fallback on purpose: a missing fixture must fail the suite, not skip it.
 const VECTORS: Record<string, Vector> = JSON.parse(
-  await Deno.readTextFile(new URL("../../../shared/vectors/rfc5769.json", import.meta.url)),
+  await Deno.readTextFile(new URL("../fixtures/rfc5769.json", import.meta.url)),
 ).vectors;
 
 function decodeOk(bytes: Uint8Array): StunMessage {
@@ -72,6 +72,11 @@ function zeroPadding(bytes: Uint8Array, msg: StunMessage): Uint8Array {
   }
   return out;
 }
+
+Deno.test("RFC 5769 fixture holds all four sample messages", () => {
+  const sections = Object.values(VECTORS).map((v) => v.section).sort();
+  assert.deepEqual(sections, ["2.1", "2.2", "2.3", "2.4"]);
+});
 
 Deno.test("crc32 check value", () => {
   assert.equal(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
