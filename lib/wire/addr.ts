@@ -110,6 +110,10 @@ export function parseHostPort(
     if (/^[\d.]+$/.test(host) && !ipv4Bytes(host)) {
       return { ok: false, reason: `"${host}" is not an IPv4 address` };
     }
+    // The OS resolver reads "010" as octal 8: refuse rather than reach a different address.
+    if (/^[\d.]+$/.test(host) && /(^|\.)0\d/.test(host)) {
+      return { ok: false, reason: `"${host}" is not an IPv4 address (leading zero)` };
+    }
   }
   let port = defaultPort;
   if (portText !== undefined) {
