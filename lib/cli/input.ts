@@ -26,11 +26,13 @@ export function parseLine(line: string): Command {
   if (l.trim() === "") return { kind: "none" };
   if (l.startsWith("//")) return { kind: "say", text: l.slice(1) };
   if (!l.startsWith("/")) return { kind: "say", text: l };
-  const m = /^\/(\S+)\s*(.*)$/s.exec(l)!;
+  const m = /^\/(\S+)\s*(.*)$/s.exec(l);
+  if (!m) return { kind: "error", message: "no command after /; try /help (// sends a leading /)" };
   const [cmd, rest] = [m[1]!, m[2]!];
   switch (cmd) {
     case "msg": {
-      const mm = /^(\S+)\s+(.+)$/s.exec(rest);
+      // The text must not be blank, as a blank line to the room sends nothing either.
+      const mm = /^(\S+)\s+(\S.*)$/s.exec(rest);
       if (!mm) return { kind: "error", message: "usage: /msg NAME TEXT" };
       return { kind: "msg", to: mm[1]!, text: mm[2]! };
     }
