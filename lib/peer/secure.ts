@@ -17,7 +17,7 @@
  * header followed by index and counter, i.e. everything in the datagram before the ciphertext.
  * @module
  */
-import { type CipherState, HandshakeState, TAG_LEN } from "../crypto/noise.ts";
+import { type CipherState, HandshakeState } from "../crypto/noise.ts";
 import {
   isValidPublicKey,
   KEY_LEN,
@@ -27,24 +27,31 @@ import {
 } from "../crypto/keys.ts";
 import { MAX_COUNTER, ReplayWindow } from "../crypto/replay.ts";
 import { concat, equalBytes, fromHex, Reader, toHex, Writer } from "../wire/bytes.ts";
+import {
+  HS_INIT_LEN,
+  HS_PAYLOAD_LEN,
+  HS_RESP_LEN,
+  SEALED_MIN,
+  SEALED_PREFIX_LEN,
+} from "../wire/sizes.ts";
 
 /** Noise prologue both sides mix in: a different protocol version cannot complete a handshake. */
 export const PROLOGUE = "p2pchat/1";
 /** Length of the plaintext handshake payload: session id 8 · timestamp u64. */
-const INIT_PAYLOAD_LEN = 16;
+const INIT_PAYLOAD_LEN = HS_PAYLOAD_LEN;
 /** HANDSHAKE_INIT body length: index, ephemeral, encrypted static, encrypted payload. */
-export const INIT_LEN = 4 + KEY_LEN + (KEY_LEN + TAG_LEN) + (INIT_PAYLOAD_LEN + TAG_LEN);
+export const INIT_LEN = HS_INIT_LEN;
 /** HANDSHAKE_RESP body length: two indexes, ephemeral, encrypted empty payload. */
-export const RESP_LEN = 4 + 4 + KEY_LEN + TAG_LEN;
+export const RESP_LEN = HS_RESP_LEN;
 /** Bytes a TRANSPORT body adds to the plaintext: index, counter and tag. */
-export const TRANSPORT_OVERHEAD = 4 + 8 + TAG_LEN;
+export const TRANSPORT_OVERHEAD = SEALED_MIN;
 /** Handshake replies (responder) and processed responses (initiator) remembered for resends. */
 export const REPLY_CACHE_SIZE = 256;
 /** Remote static keys whose newest handshake timestamp is remembered. */
 export const TIMESTAMP_CACHE_SIZE = 4096;
 
 const PROLOGUE_BYTES = new TextEncoder().encode(PROLOGUE);
-const TRANSPORT_PREFIX = 4 + 8;
+const TRANSPORT_PREFIX = SEALED_PREFIX_LEN;
 const ID_RE = /^[0-9a-f]{16}$/;
 
 /** Session lifetimes and limits. */

@@ -4,6 +4,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { type Addr, ipFromBytes, ipv4Bytes, ipv6Bytes } from "../wire/addr.ts";
+import type { Result } from "../wire/result.ts";
 import { crc32 } from "./_crc32.ts";
 
 export const MAGIC_COOKIE = 0x2112a442;
@@ -56,7 +57,7 @@ export interface StunMessage {
   raw?: Uint8Array;
 }
 
-export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+export type Decoded<T> = Result<T>;
 
 export interface EncodeOptions {
   /** Appends MESSAGE-INTEGRITY keyed with this (see shortTermKey, longTermKey). */

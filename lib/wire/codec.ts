@@ -1,42 +1,51 @@
 /**
  * The p2pchat datagram codec: every message starts with MAGIC, VERSION, TYPE. Pure: bytes in,
  * typed message out, never throws (see docs/PROTOCOL.md for the byte tables).
+ *
+ * Each message's layout is written once, in LAYOUTS: its type code with its body's writer and
+ * reader side by side (after Tailscale's disco). Sizes come from ./sizes.ts.
+ * @module
  */
 import { type Addr, ipFromBytes, ipv4Bytes, ipv6Bytes } from "./addr.ts";
 import { Reader, Short, toHex, Writer } from "./bytes.ts";
+import type { Result } from "./result.ts";
+import {
+  ADDR4_LEN,
+  ADDR6_LEN,
+  COOKIE_LEN,
+  HEADER_LEN,
+  HS_INIT_LEN,
+  HS_RESP_LEN,
+  ID_LEN,
+  KEY_LEN,
+  MAX_DATAGRAM,
+  MAX_FRAGS,
+  MAX_LEN8,
+  MAX_LOCALS,
+  MAX_NAME,
+  MAX_TEXT,
+  NONCE_LEN,
+  SEALED_MIN,
+  SIG_LEN,
+  TOKEN_LEN,
+} from "./sizes.ts";
+
+export {
+  COOKIE_LEN,
+  HS_INIT_LEN,
+  HS_RESP_LEN,
+  KEY_LEN,
+  MAX_DATAGRAM,
+  MAX_FRAGS,
+  MAX_LOCALS,
+  MAX_NAME,
+  MAX_SEND,
+  SEALED_MIN,
+  SIG_LEN,
+} from "./sizes.ts";
 
 export const MAGIC = 0x50; // 'P': first two bits 01, so never confused with STUN (00)
 export const VERSION = 1;
-/** Largest datagram we send; decoders also refuse anything bigger than MAX_DATAGRAM. */
-export const MAX_SEND = 1200;
-export const MAX_DATAGRAM = 1500;
-export const MAX_LOCALS = 4;
-export const MAX_NAME = 32;
-export const MAX_FRAGS = 32;
-
-export const T = {
-  REGISTER: 0x01,
-  REGISTER_OK: 0x02,
-  ERROR: 0x03,
-  PEER_JOINED: 0x04,
-  PEER_LEFT: 0x05,
-  KEEPALIVE: 0x06,
-  KEEPALIVE_ACK: 0x07,
-  LEAVE: 0x08,
-  MEMBERS: 0x09,
-  COOKIE: 0x0a,
-  CONNECT: 0x10,
-  CONNECT_FWD: 0x11,
-  RELAY: 0x20,
-  RELAYED: 0x21,
-  HELLO: 0x30,
-  HELLO_ACK: 0x31,
-  PING: 0x32,
-  PONG: 0x33,
-  DATA: 0x40,
-  DATA_ACK: 0x41,
-  SEALED: 0x50,
-} as const;
 
 export const ErrorCode = {
   NAME_TAKEN: 1,
@@ -51,20 +60,11 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
 
-/** Peer and session ids are 8 random bytes, carried as 16 hex chars in memory. */
+/** Peer and session ids are ID_LEN random bytes, carried as hex in memory. */
 export type Id = string;
 
-/** Ed25519 public keys and signatures travel as raw bytes. */
-export const KEY_LEN = 32;
-export const SIG_LEN = 64;
-export const COOKIE_LEN = 16;
 /** The token field of messages that have none to carry (errors about REGISTER). */
-export const NO_TOKEN = "0000000000000000";
-/** Noise IK handshake bodies (lib/peer/secure.ts): the init HELLO carries, the reply HELLO_ACK. */
-export const HS_INIT_LEN = 116;
-export const HS_RESP_LEN = 56;
-/** Smallest sealed (transport) body: receiver index 4, counter 8, AEAD tag 16. */
-export const SEALED_MIN = 28;
+export const NO_TOKEN = "00".repeat(TOKEN_LEN);
 
 export interface Member {
   id: Id;
@@ -149,254 +149,471 @@ export interface DataFields {
   chunk: Uint8Array;
 }
 
-export type Decoded = { ok: true; value: Message } | { ok: false; reason: string };
+export type Decoded = Result<Message>;
+
+/** Cheap demultiplexing test: is this (claiming to be) a p2pchat datagram? */
+export function looksLikeP2p(b: Uint8Array): boolean {
+  return b.length >= HEADER_LEN && b[0] === MAGIC;
+}
+
+// ---- pieces: each field kind's writer and reader ----
+
+/** Malformed input; decode turns it into `{ ok: false, reason: message }`. */
+class Bad extends Error {}
+
+/**
+ * How one kind of field is written and read. Writers are total (they pad, cut or zero-fill
+ * rather than fail); readers throw Short or Bad, which decode catches.
+ */
+interface Piece<V> {
+  write(w: Writer, v: V): void;
+  read(r: Reader): V;
+}
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-/** Cheap demultiplexing test: is this (claiming to be) a p2pchat datagram? */
-export function looksLikeP2p(b: Uint8Array): boolean {
-  return b.length >= 3 && b[0] === MAGIC;
+/** n random bytes, as 2n hex chars in memory. */
+function hex(n: number): Piece<string> {
+  return {
+    write(w, v) {
+      for (let i = 0; i < n; i++) w.u8(parseInt(v.slice(2 * i, 2 * i + 2), 16));
+    },
+    read: (r) => toHex(r.bytes(n)),
+  };
+}
+const id = hex(ID_LEN);
+const token = hex(TOKEN_LEN);
+const nonce = hex(NONCE_LEN);
+
+/** Length byte and UTF-8: writes cut at `cut` bytes, reads refuse more than `max`. */
+function str8(max: number, cut = MAX_LEN8): Piece<string> {
+  return {
+    write(w, v) {
+      const b = enc.encode(v).subarray(0, cut);
+      w.u8(b.length).bytes(b);
+    },
+    read(r) {
+      const n = r.u8();
+      if (n > max) throw new Bad("string too long");
+      try {
+        return dec.decode(r.bytes(n));
+      } catch (e) {
+        if (e instanceof Short) throw e;
+        throw new Bad("invalid UTF-8");
+      }
+    },
+  };
+}
+const name = str8(MAX_NAME);
+const text = str8(MAX_LEN8, MAX_TEXT);
+
+/** Length byte and bytes; reads accept only the lengths in `allowed`. */
+function var8(allowed: readonly number[]): Piece<Uint8Array> {
+  return {
+    write(w, v) {
+      w.u8(Math.min(v.length, MAX_LEN8)).bytes(v.subarray(0, MAX_LEN8));
+    },
+    read(r) {
+      const n = r.u8();
+      if (!allowed.includes(n)) throw new Bad("bad length");
+      return r.bytes(n).slice();
+    },
+  };
+}
+const optCookie = var8([0, COOKIE_LEN]);
+const noSig = var8([0]);
+const sig = var8([SIG_LEN]);
+
+/** Exactly n bytes: shorter values are zero-padded and longer ones cut, so encode stays total. */
+function fixed(n: number): Piece<Uint8Array> {
+  return {
+    write(w, v) {
+      const out = new Uint8Array(n);
+      out.set(v.subarray(0, n));
+      w.bytes(out);
+    },
+    read: (r) => r.bytes(n).slice(),
+  };
+}
+const key = fixed(KEY_LEN);
+const cookie = fixed(COOKIE_LEN);
+
+/** n bytes read; written as given (the encryption layer builds them to size). */
+function sized(n: number): Piece<Uint8Array> {
+  return { write: (w, v) => void w.bytes(v), read: (r) => r.bytes(n).slice() };
+}
+const init = sized(HS_INIT_LEN);
+const resp = sized(HS_RESP_LEN);
+
+/** The rest of the datagram: a view into it, not a copy. */
+const rest: Piece<Uint8Array> = { write: (w, v) => void w.bytes(v), read: (r) => r.rest() };
+
+/** The rest of the datagram, at least an empty plaintext's sealed size. */
+const sealed: Piece<Uint8Array> = {
+  write: rest.write,
+  read(r) {
+    if (r.remaining < SEALED_MIN) throw new Short();
+    return r.rest();
+  },
+};
+
+const addr: Piece<Addr> = {
+  write(w, a) {
+    const v4 = ipv4Bytes(a.host);
+    if (v4) w.u8(4).bytes(v4);
+    else w.u8(6).bytes(ipv6Bytes(a.host) ?? new Uint8Array(16));
+    w.u16(a.port);
+  },
+  read(r) {
+    const fam = r.u8();
+    let host: string;
+    if (fam === 4) host = ipFromBytes(r.bytes(4));
+    else if (fam === 6) host = ipFromBytes(r.bytes(16));
+    else throw new Bad("bad address family");
+    const port = r.u16();
+    if (port === 0) throw new Bad("port 0");
+    return { host, port };
+  },
+};
+
+/** Count byte and addresses; writes keep the first MAX_LOCALS. */
+const addrs: Piece<Addr[]> = {
+  write(w, list) {
+    const l = list.slice(0, MAX_LOCALS);
+    w.u8(l.length);
+    for (const a of l) addr.write(w, a);
+  },
+  read(r) {
+    const n = r.u8();
+    if (n > MAX_LOCALS) throw new Bad("too many addresses");
+    const out: Addr[] = [];
+    for (let i = 0; i < n; i++) out.push(addr.read(r));
+    return out;
+  },
+};
+
+const member: Piece<Member> = {
+  write(w, m) {
+    id.write(w, m.id);
+    name.write(w, m.name);
+    addr.write(w, m.public);
+    addrs.write(w, m.locals);
+    key.write(w, m.key);
+  },
+  read: (r) => ({
+    id: id.read(r),
+    name: name.read(r),
+    public: addr.read(r),
+    locals: addrs.read(r),
+    key: key.read(r),
+  }),
+};
+
+/** Count byte and member entries. */
+const members: Piece<Member[]> = {
+  write(w, list) {
+    w.u8(list.length);
+    for (const m of list) member.write(w, m);
+  },
+  read(r) {
+    const n = r.u8();
+    const out: Member[] = [];
+    for (let i = 0; i < n; i++) out.push(member.read(r));
+    return out;
+  },
+};
+
+// ---- messages: each type's code, writer and reader ----
+
+type Type = Message["type"];
+type Of<K extends Type> = Extract<Message, { type: K }>;
+
+/** One message type: its code and its body (after the header), written and read. */
+interface Layout<K extends Type> {
+  readonly code: number;
+  write(w: Writer, m: Of<K>): void;
+  read(r: Reader): Omit<Of<K>, "type">;
+}
+type Layouts = { readonly [K in Type]: Layout<K> };
+
+/** The body KEEPALIVE and LEAVE share. */
+const idToken = {
+  write(w: Writer, m: { id: Id; token: string }): void {
+    id.write(w, m.id);
+    token.write(w, m.token);
+  },
+  read: (r: Reader) => ({ id: id.read(r), token: token.read(r) }),
+};
+
+const LAYOUTS = {
+  register: {
+    code: 0x01,
+    write(w, m) {
+      id.write(w, m.id);
+      nonce.write(w, m.nonce);
+      name.write(w, m.name);
+      name.write(w, m.room);
+      addrs.write(w, m.locals);
+      key.write(w, m.key);
+      optCookie.write(w, m.cookie);
+      sig.write(w, m.sig);
+    },
+    read(r) {
+      const head = {
+        id: id.read(r),
+        nonce: nonce.read(r),
+        name: name.read(r),
+        room: name.read(r),
+        locals: addrs.read(r),
+        key: key.read(r),
+        cookie: optCookie.read(r),
+      };
+      // Only a REGISTER that echoes a cookie is signed (the signature covers the cookie).
+      return { ...head, sig: (head.cookie.length ? sig : noSig).read(r) };
+    },
+  },
+  register_ok: {
+    code: 0x02,
+    write(w, m) {
+      id.write(w, m.id);
+      nonce.write(w, m.nonce);
+      token.write(w, m.token);
+      addr.write(w, m.public);
+      w.u32(m.keepaliveMs).u16(m.total);
+      members.write(w, m.members);
+    },
+    read: (r) => ({
+      id: id.read(r),
+      nonce: nonce.read(r),
+      token: token.read(r),
+      public: addr.read(r),
+      keepaliveMs: r.u32(),
+      total: r.u16(),
+      members: members.read(r),
+    }),
+  },
+  error: {
+    code: 0x03,
+    write(w, m) {
+      w.u8(m.code).u8(m.about);
+      token.write(w, m.token);
+      text.write(w, m.text);
+    },
+    read: (r) => ({ code: r.u8(), about: r.u8(), token: token.read(r), text: text.read(r) }),
+  },
+  peer_joined: {
+    code: 0x04,
+    write(w, m) {
+      token.write(w, m.token);
+      member.write(w, m.member);
+    },
+    read: (r) => ({ token: token.read(r), member: member.read(r) }),
+  },
+  peer_left: {
+    code: 0x05,
+    write(w, m) {
+      token.write(w, m.token);
+      id.write(w, m.id);
+      name.write(w, m.name);
+    },
+    read: (r) => ({ token: token.read(r), id: id.read(r), name: name.read(r) }),
+  },
+  keepalive: { code: 0x06, ...idToken },
+  keepalive_ack: {
+    code: 0x07,
+    write(w, m) {
+      id.write(w, m.id);
+      token.write(w, m.token);
+      addr.write(w, m.public);
+    },
+    read: (r) => ({ id: id.read(r), token: token.read(r), public: addr.read(r) }),
+  },
+  leave: { code: 0x08, ...idToken },
+  members: {
+    code: 0x09,
+    write(w, m) {
+      token.write(w, m.token);
+      w.u16(m.total);
+      members.write(w, m.members);
+    },
+    read: (r) => ({ token: token.read(r), total: r.u16(), members: members.read(r) }),
+  },
+  cookie: {
+    code: 0x0a,
+    write(w, m) {
+      nonce.write(w, m.nonce);
+      cookie.write(w, m.cookie);
+    },
+    read: (r) => ({ nonce: nonce.read(r), cookie: cookie.read(r) }),
+  },
+  connect: {
+    code: 0x10,
+    write(w, m) {
+      id.write(w, m.from);
+      token.write(w, m.token);
+      id.write(w, m.to);
+      nonce.write(w, m.nonce);
+    },
+    read: (r) => ({ from: id.read(r), token: token.read(r), to: id.read(r), nonce: nonce.read(r) }),
+  },
+  connect_fwd: {
+    code: 0x11,
+    write(w, m) {
+      token.write(w, m.token);
+      member.write(w, m.member);
+      nonce.write(w, m.nonce);
+    },
+    read: (r) => ({ token: token.read(r), member: member.read(r), nonce: nonce.read(r) }),
+  },
+  relay: {
+    code: 0x20,
+    write(w, m) {
+      id.write(w, m.from);
+      token.write(w, m.token);
+      id.write(w, m.to);
+      rest.write(w, m.payload);
+    },
+    read: (r) => ({
+      from: id.read(r),
+      token: token.read(r),
+      to: id.read(r),
+      payload: rest.read(r),
+    }),
+  },
+  relayed: {
+    code: 0x21,
+    write(w, m) {
+      token.write(w, m.token);
+      id.write(w, m.from);
+      rest.write(w, m.payload);
+    },
+    read: (r) => ({ token: token.read(r), from: id.read(r), payload: rest.read(r) }),
+  },
+  hello: {
+    code: 0x30,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      nonce.write(w, m.nonce);
+      init.write(w, m.init);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), nonce: nonce.read(r), init: init.read(r) }),
+  },
+  hello_ack: {
+    code: 0x31,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      resp.write(w, m.resp);
+      sealed.write(w, m.sealed);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), resp: resp.read(r), sealed: sealed.read(r) }),
+  },
+  ping: {
+    code: 0x32,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      nonce.write(w, m.nonce);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), nonce: nonce.read(r) }),
+  },
+  pong: {
+    code: 0x33,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      nonce.write(w, m.nonce);
+      addr.write(w, m.observed);
+    },
+    read: (r) => ({
+      from: id.read(r),
+      to: id.read(r),
+      nonce: nonce.read(r),
+      observed: addr.read(r),
+    }),
+  },
+  data: {
+    code: 0x40,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u32(m.seq).u32(m.floor).u32(m.msgNo).u8(m.frag).u8(m.frags).u8(m.direct ? 1 : 0);
+      rest.write(w, m.chunk);
+    },
+    read(r) {
+      const from = id.read(r), to = id.read(r), seq = r.u32(), floor = r.u32(), msgNo = r.u32();
+      const frag = r.u8(), frags = r.u8(), kind = r.u8();
+      if (frags === 0 || frags > MAX_FRAGS || frag >= frags) throw new Bad("bad fragment");
+      if (kind > 1) throw new Bad("bad kind");
+      return { from, to, seq, floor, msgNo, frag, frags, direct: kind === 1, chunk: rest.read(r) };
+    },
+  },
+  data_ack: {
+    code: 0x41,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u32(m.seq).u8(m.frag);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), seq: r.u32(), frag: r.u8() }),
+  },
+  sealed: {
+    code: 0x50,
+    write(w, m) {
+      sealed.write(w, m.body);
+    },
+    read: (r) => ({ body: sealed.read(r) }),
+  },
+} as const satisfies Layouts;
+
+function layoutOf<K extends Type>(type: K): Layout<K> {
+  const all: Layouts = LAYOUTS;
+  return all[type];
 }
 
-// ---- writing ----
+const TYPES = Object.keys(LAYOUTS) as Type[];
 
-function wId(w: Writer, id: Id): void {
-  for (let i = 0; i < 16; i += 2) w.u8(parseInt(id.slice(i, i + 2), 16));
-}
-function wStr8(w: Writer, s: string): void {
-  const b = enc.encode(s);
-  w.u8(Math.min(b.length, 255)).bytes(b.subarray(0, 255));
-}
-function wAddr(w: Writer, a: Addr): void {
-  const v4 = ipv4Bytes(a.host);
-  if (v4) w.u8(4).bytes(v4);
-  else w.u8(6).bytes(ipv6Bytes(a.host) ?? new Uint8Array(16));
-  w.u16(a.port);
-}
-function wAddrs(w: Writer, list: Addr[]): void {
-  const l = list.slice(0, MAX_LOCALS);
-  w.u8(l.length);
-  for (const a of l) wAddr(w, a);
-}
-function wMember(w: Writer, m: Member): void {
-  wId(w, m.id);
-  wStr8(w, m.name);
-  wAddr(w, m.public);
-  wAddrs(w, m.locals);
-  wFixed(w, m.key, KEY_LEN);
-}
-/** Exactly n bytes: shorter input is zero-padded, longer is cut (encode stays total). */
-function wFixed(w: Writer, b: Uint8Array, n: number): void {
-  const out = new Uint8Array(n);
-  out.set(b.subarray(0, n));
-  w.bytes(out);
-}
-function wVar8(w: Writer, b: Uint8Array): void {
-  w.u8(Math.min(b.length, 255)).bytes(b.subarray(0, 255));
-}
-function wNonce(w: Writer, n: string): void {
-  wId(w, n);
-}
+/** Type codes by upper-case message name (`T.REGISTER_OK`), as they appear on the wire. */
+export const T = Object.fromEntries(TYPES.map((t) => [t.toUpperCase(), LAYOUTS[t].code])) as {
+  readonly [K in Type as Uppercase<K>]: (typeof LAYOUTS)[K]["code"];
+};
 
-/** Encodes a message. Total: any well-typed message encodes. */
+const TYPE_OF = new Map<number, Type>(TYPES.map((t) => [LAYOUTS[t].code, t]));
+
+// ---- encode and decode ----
+
+/** Reused by every encode: encoders run one at a time and finish() copies out. */
 const scratch = new Writer(2048);
 
+/**
+ * Encodes a message. Total: any well-typed message encodes.
+ * @example socket.send(encode({ type: "keepalive", id, token }), server);
+ */
 export function encode(m: Message): Uint8Array {
+  const layout = layoutOf(m.type);
   const w = scratch.reset();
-  w.u8(MAGIC).u8(VERSION).u8(typeCode(m.type));
-  switch (m.type) {
-    case "register":
-      wId(w, m.id);
-      wNonce(w, m.nonce);
-      wStr8(w, m.name);
-      wStr8(w, m.room);
-      wAddrs(w, m.locals);
-      wFixed(w, m.key, KEY_LEN);
-      wVar8(w, m.cookie);
-      wVar8(w, m.sig);
-      break;
-    case "cookie":
-      wNonce(w, m.nonce);
-      wFixed(w, m.cookie, COOKIE_LEN);
-      break;
-    case "register_ok":
-      wId(w, m.id);
-      wNonce(w, m.nonce);
-      wId(w, m.token);
-      wAddr(w, m.public);
-      w.u32(m.keepaliveMs).u16(m.total).u8(m.members.length);
-      for (const x of m.members) wMember(w, x);
-      break;
-    case "members":
-      wId(w, m.token);
-      w.u16(m.total).u8(m.members.length);
-      for (const x of m.members) wMember(w, x);
-      break;
-    case "error": {
-      w.u8(m.code).u8(m.about);
-      wId(w, m.token);
-      const t = enc.encode(m.text).subarray(0, 200);
-      w.u8(t.length).bytes(t);
-      break;
-    }
-    case "peer_joined":
-      wId(w, m.token);
-      wMember(w, m.member);
-      break;
-    case "peer_left":
-      wId(w, m.token);
-      wId(w, m.id);
-      wStr8(w, m.name);
-      break;
-    case "keepalive":
-    case "leave":
-      wId(w, m.id);
-      wId(w, m.token);
-      break;
-    case "keepalive_ack":
-      wId(w, m.id);
-      wId(w, m.token);
-      wAddr(w, m.public);
-      break;
-    case "connect":
-      wId(w, m.from);
-      wId(w, m.token);
-      wId(w, m.to);
-      wNonce(w, m.nonce);
-      break;
-    case "connect_fwd":
-      wId(w, m.token);
-      wMember(w, m.member);
-      wNonce(w, m.nonce);
-      break;
-    case "relay":
-      wId(w, m.from);
-      wId(w, m.token);
-      wId(w, m.to);
-      w.bytes(m.payload);
-      break;
-    case "relayed":
-      wId(w, m.token);
-      wId(w, m.from);
-      w.bytes(m.payload);
-      break;
-    case "hello":
-      wId(w, m.from);
-      wId(w, m.to);
-      wNonce(w, m.nonce);
-      w.bytes(m.init);
-      break;
-    case "hello_ack":
-      wId(w, m.from);
-      wId(w, m.to);
-      w.bytes(m.resp);
-      w.bytes(m.sealed);
-      break;
-    case "sealed":
-      w.bytes(m.body);
-      break;
-    case "ping":
-      wId(w, m.from);
-      wId(w, m.to);
-      wNonce(w, m.nonce);
-      break;
-    case "pong":
-      wId(w, m.from);
-      wId(w, m.to);
-      wNonce(w, m.nonce);
-      wAddr(w, m.observed);
-      break;
-    case "data":
-      wId(w, m.from);
-      wId(w, m.to);
-      w.u32(m.seq).u32(m.floor).u32(m.msgNo).u8(m.frag).u8(m.frags).u8(m.direct ? 1 : 0);
-      w.bytes(m.chunk);
-      break;
-    case "data_ack":
-      wId(w, m.from);
-      wId(w, m.to);
-      w.u32(m.seq).u8(m.frag);
-      break;
-  }
+  w.u8(MAGIC).u8(VERSION).u8(layout.code);
+  layout.write(w, m);
   return w.finish();
 }
 
-function typeCode(t: Message["type"]): number {
-  return T[t.toUpperCase() as keyof typeof T];
-}
-
-// ---- reading ----
-
-class Bad extends Error {}
-
-function rId(r: Reader): Id {
-  return toHex(r.bytes(8));
-}
-function rStr8(r: Reader, max: number): string {
-  const n = r.u8();
-  if (n > max) throw new Bad("string too long");
-  try {
-    return dec.decode(r.bytes(n));
-  } catch (e) {
-    if (e instanceof Short) throw e;
-    throw new Bad("invalid UTF-8");
-  }
-}
-function rAddr(r: Reader): Addr {
-  const fam = r.u8();
-  let host: string;
-  if (fam === 4) host = ipFromBytes(r.bytes(4));
-  else if (fam === 6) host = ipFromBytes(r.bytes(16));
-  else throw new Bad("bad address family");
-  const port = r.u16();
-  if (port === 0) throw new Bad("port 0");
-  return { host, port };
-}
-function rAddrs(r: Reader): Addr[] {
-  const n = r.u8();
-  if (n > MAX_LOCALS) throw new Bad("too many addresses");
-  const out: Addr[] = [];
-  for (let i = 0; i < n; i++) out.push(rAddr(r));
-  return out;
-}
-function rMember(r: Reader): Member {
-  return {
-    id: rId(r),
-    name: rStr8(r, MAX_NAME),
-    public: rAddr(r),
-    locals: rAddrs(r),
-    key: r.bytes(KEY_LEN).slice(),
-  };
-}
-function rVar8(r: Reader, allowed: number[]): Uint8Array {
-  const n = r.u8();
-  if (!allowed.includes(n)) throw new Bad("bad length");
-  return r.bytes(n).slice();
-}
-function rMembers(r: Reader): Member[] {
-  const n = r.u8();
-  const out: Member[] = [];
-  for (let i = 0; i < n; i++) out.push(rMember(r));
-  return out;
-}
-
-const CODES = new Map<number, Message["type"]>(
-  Object.entries(T).map(([k, v]) => [v, k.toLowerCase() as Message["type"]]),
-);
-
-/** Decodes one datagram. Never throws; anything malformed comes back as `{ ok: false }`. */
+/**
+ * Decodes one datagram. Never throws; anything malformed comes back as `{ ok: false }`.
+ * @example const d = decode(datagram); if (!d.ok) drops.count(d.reason); else handle(d.value);
+ */
 export function decode(b: Uint8Array): Decoded {
-  if (b.length < 3) return { ok: false, reason: "short" };
+  if (b.length < HEADER_LEN) return { ok: false, reason: "short" };
   if (b.length > MAX_DATAGRAM) return { ok: false, reason: "oversize" };
   if (b[0] !== MAGIC) return { ok: false, reason: "magic" };
   if (b[1] !== VERSION) return { ok: false, reason: "version" };
-  const type = CODES.get(b[2]!);
+  const type = TYPE_OF.get(b[2]!);
   if (!type) return { ok: false, reason: "type" };
   const r = new Reader(b);
-  r.pos = 3;
+  r.pos = HEADER_LEN;
   try {
-    const value = body(type, r);
+    const value = { type, ...layoutOf(type).read(r) } as Message;
     // Trailing bytes mean a sender we do not understand: refuse rather than guess.
     if (r.remaining !== 0) return { ok: false, reason: "trailing bytes" };
     return { ok: true, value };
@@ -407,94 +624,14 @@ export function decode(b: Uint8Array): Decoded {
   }
 }
 
-function body(type: Message["type"], r: Reader): Message {
-  switch (type) {
-    case "register": {
-      const id = rId(r), nonce = rId(r), name = rStr8(r, MAX_NAME), room = rStr8(r, MAX_NAME);
-      const locals = rAddrs(r), key = r.bytes(KEY_LEN).slice();
-      const cookie = rVar8(r, [0, COOKIE_LEN]);
-      const sig = rVar8(r, cookie.length ? [SIG_LEN] : [0]);
-      return { type, id, nonce, name, room, locals, key, cookie, sig };
-    }
-    case "cookie":
-      return { type, nonce: rId(r), cookie: r.bytes(COOKIE_LEN).slice() };
-    case "register_ok": {
-      const id = rId(r), nonce = rId(r), token = rId(r), pub = rAddr(r);
-      const keepaliveMs = r.u32(), total = r.u16();
-      return { type, id, nonce, token, public: pub, keepaliveMs, total, members: rMembers(r) };
-    }
-    case "members": {
-      const token = rId(r), total = r.u16();
-      return { type, token, total, members: rMembers(r) };
-    }
-    case "error": {
-      const code = r.u8(), about = r.u8(), token = rId(r);
-      return { type, code, about, token, text: rStr8(r, 255) };
-    }
-    case "peer_joined":
-      return { type, token: rId(r), member: rMember(r) };
-    case "peer_left":
-      return { type, token: rId(r), id: rId(r), name: rStr8(r, MAX_NAME) };
-    case "keepalive":
-    case "leave":
-      return { type, id: rId(r), token: rId(r) };
-    case "keepalive_ack":
-      return { type, id: rId(r), token: rId(r), public: rAddr(r) };
-    case "connect":
-      return { type, from: rId(r), token: rId(r), to: rId(r), nonce: rId(r) };
-    case "connect_fwd":
-      return { type, token: rId(r), member: rMember(r), nonce: rId(r) };
-    case "relay":
-      return { type, from: rId(r), token: rId(r), to: rId(r), payload: r.rest() };
-    case "relayed":
-      return { type, token: rId(r), from: rId(r), payload: r.rest() };
-    case "hello":
-      return { type, from: rId(r), to: rId(r), nonce: rId(r), init: r.bytes(HS_INIT_LEN).slice() };
-    case "hello_ack": {
-      const from = rId(r), to = rId(r), resp = r.bytes(HS_RESP_LEN).slice();
-      return { type, from, to, resp, sealed: rSealed(r) };
-    }
-    case "sealed":
-      return { type, body: rSealed(r) };
-    case "ping":
-      return { type, from: rId(r), to: rId(r), nonce: rId(r) };
-    case "pong":
-      return { type, from: rId(r), to: rId(r), nonce: rId(r), observed: rAddr(r) };
-    case "data": {
-      const from = rId(r), to = rId(r), seq = r.u32(), floor = r.u32(), msgNo = r.u32();
-      const frag = r.u8(), frags = r.u8(), kind = r.u8();
-      if (frags === 0 || frags > MAX_FRAGS || frag >= frags) throw new Bad("bad fragment");
-      if (kind > 1) throw new Bad("bad kind");
-      return {
-        type,
-        from,
-        to,
-        seq,
-        floor,
-        msgNo,
-        frag,
-        frags,
-        direct: kind === 1,
-        chunk: r.rest(),
-      };
-    }
-    case "data_ack":
-      return { type, from: rId(r), to: rId(r), seq: r.u32(), frag: r.u8() };
-  }
-}
-
-function rSealed(r: Reader): Uint8Array {
-  if (r.remaining < SEALED_MIN) throw new Short();
-  return r.rest();
-}
-
 function addrSize(a: Addr): number {
-  return a.host.includes(":") ? 19 : 7;
+  return a.host.includes(":") ? ADDR6_LEN : ADDR4_LEN;
 }
 
 /** Encoded size of a member entry, so senders can page member lists under MAX_SEND. */
 export function memberSize(m: Member): number {
-  return 8 + 1 + enc.encode(m.name).length + addrSize(m.public) + 1 +
+  // The 1s are the name's length byte and the locals' count byte.
+  return ID_LEN + 1 + enc.encode(m.name).length + addrSize(m.public) + 1 +
     m.locals.slice(0, MAX_LOCALS).reduce((n, a) => n + addrSize(a), 0) + KEY_LEN;
 }
 
