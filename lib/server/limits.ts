@@ -49,10 +49,15 @@ export class Bucket {
   }
 }
 
-/** Lets a log line through at most once per `everyMs` per key, counting what it held back. */
+/**
+ * Lets a log line through at most once per `everyMs` per key, counting what it held back.
+ * Remembers at most `maxKeys` keys: past that, keys whose interval is over are forgotten
+ * first, then the oldest (a crowd of noisy peers must not turn the limiter off).
+ */
 export class LogLimiter {
+  /** In the order lines were let through, so the first entry is the oldest. */
   private last = new Map<string, { at: number; held: number }>();
-  constructor(private everyMs = 10_000) {}
+  constructor(private everyMs = 10_000, private maxKeys = 10_000) {}
 
   /** Returns how many were held back since the last one let through, or -1 to hold this one. */
   allow(key: string, now: number): number {
@@ -61,8 +66,16 @@ export class LogLimiter {
       l.held++;
       return -1;
     }
-    if (this.last.size > 1000) this.last.clear();
+    if (l) this.last.delete(key); // re-inserted below, at the end
+    else if (this.last.size >= this.maxKeys) this.forget(now);
     this.last.set(key, { at: now, held: 0 });
     return l?.held ?? 0;
+  }
+
+  private forget(now: number): void {
+    for (const [k, l] of this.last) {
+      if (now - l.at < this.everyMs && this.last.size < this.maxKeys) return;
+      this.last.delete(k);
+    }
   }
 }
