@@ -9,9 +9,10 @@
  * more bytes than it received (STUN Binding responses excepted, as in coturn); registrations
  * must prove the key (Ed25519 signature) and the address (cookie); later requests carry a
  * per-registration token only the registered address ever received.
+ *
+ * Who is registered lives in registry.ts, who may register in admission.ts.
  */
-import { ed25519 } from "@noble/curves/ed25519.js";
-import { type Addr, addrKey, ipv6Bytes, sameAddr } from "../wire/addr.ts";
+import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
 import { equalBytes, toHex } from "../wire/bytes.ts";
 import {
   decode,
@@ -24,77 +25,31 @@ import {
   memberSize,
   type Message,
   NO_TOKEN,
-  registerSigInput,
   T,
 } from "../wire/codec.ts";
 import { validName } from "../wire/names.ts";
 import { decodeStun, looksLikeStun } from "../stun/codec.ts";
-import { bindingResponse } from "../stun/binding.ts";
-import { Cookies } from "./cookie.ts";
-import { Bucket, LogLimiter, PerMinute } from "./limits.ts";
+import { bindingResponse, isBindingRequest } from "../stun/binding.ts";
+import {
+  CONNECT_BURST,
+  CONNECT_RATE,
+  DEFAULT_SERVER_CONFIG,
+  RELAY_BURST_S,
+  type ServerConfig,
+} from "./config.ts";
+import { Admission } from "./admission.ts";
+import { memberOf, type Rec, Registry } from "./registry.ts";
+import { Bucket, LogLimiter } from "./limits.ts";
 
-export interface ServerConfig {
-  /** Interval peers are told to send keepalives at; a peer silent for 3 of them is dropped. */
-  keepaliveMs: number;
-  maxMembersPerRoom: number;
-  maxRooms: number;
-  maxPeers: number;
-  /** How long a name stays bound to its key after its owner left. */
-  nameTtlMs: number;
-  /** Registration attempts per source IP per minute. */
-  registrationsPerMinute: number;
-  /** Relayed payload bytes per second per peer (bursts of 4 s allowed). */
-  relayBytesPerSec: number;
-  /**
-   * Names remembered after their owners left; past this the oldest released ones are
-   * forgotten early, so registrations cannot grow memory without bound.
-   */
-  maxNameBindings: number;
-}
-
-export const DEFAULT_SERVER_CONFIG: ServerConfig = {
-  keepaliveMs: 15_000,
-  maxMembersPerRoom: 64,
-  maxRooms: 1024,
-  maxPeers: 4096,
-  nameTtlMs: 24 * 3600_000,
-  registrationsPerMinute: 30,
-  relayBytesPerSec: 128 * 1024,
-  maxNameBindings: 100_000,
-};
+export { DEFAULT_SERVER_CONFIG, type ServerConfig } from "./config.ts";
+export { limitKey } from "./admission.ts";
 
 export type ServerAction =
   | { type: "send"; to: Addr; bytes: Uint8Array }
   | { type: "log"; level: "debug" | "info" | "warn"; message: string };
 
-interface Rec {
-  id: Id;
-  token: string;
-  name: string;
-  room: string;
-  key: Uint8Array;
-  public: Addr;
-  locals: Addr[];
-  lastSeen: number;
-  relay: Bucket;
-  /** Nonce of the REGISTER that made or last moved this record (resends are answered as-is). */
-  regNonce: string;
-  /** CONNECTs this member may send: each makes the target probe addresses the sender chose. */
-  connects: Bucket;
-}
-
-/** Silence after which a member is dropped: 3 keepalive intervals, plus 1 s for jitter. */
-const silenceMs = (cfg: ServerConfig) => 3 * cfg.keepaliveMs + 1000;
-
-/** CONNECTs per second per member, and the burst (a newcomer asks for a whole room at once). */
-const CONNECT_RATE = 10;
-const CONNECT_BURST = 128;
-
-interface Binding {
-  key: string;
-  holder: Id | null;
-  releasedAt: number;
-}
+type Register = Extract<Message, { type: "register" }>;
+type Forwarded = Extract<Message, { type: "connect" | "relay" }>;
 
 /** Counters the operator can read; every dropped datagram lands in exactly one `drop_*`. */
 export class ServerStats {
@@ -126,42 +81,31 @@ function pages(members: Member[]): Member[][] {
   return out;
 }
 
-/**
- * What the per-source limits count by: the IPv4 address, or the IPv6 /64 (one subscriber
- * usually holds a whole /64, so counting single IPv6 addresses would limit nothing).
- */
-export function limitKey(host: string): string {
-  const v6 = host.includes(":") ? ipv6Bytes(host) : null;
-  return v6 ? `${toHex(v6.subarray(0, 8))}/64` : host;
-}
+/** Whether `m` registers exactly what `r` is (maybe from elsewhere): same name, room and key. */
+const sameMember = (r: Rec, m: Register) =>
+  r.name === m.name && r.room === m.room && equalBytes(r.key, m.key);
 
 export class ServerState {
   readonly stats = new ServerStats();
-  /** Kept in `lastSeen` order (a member seen again moves to the end): the first expires first. */
-  private byId = new Map<Id, Rec>();
-  private rooms = new Map<string, Map<string, Rec>>();
-  private bindings = new Map<string, Binding>();
-  /** Released bindings in release order: the first one's TTL ends first. */
-  private released = new Map<string, Binding>();
+  private registry: Registry;
+  private admission: Admission;
+  private logs = new LogLimiter();
   /** The latest `now` seen; see `clock`. */
   private last = -Infinity;
-  private cookies: Cookies;
-  private regLimit: PerMinute;
-  private logs = new LogLimiter();
 
   constructor(
     readonly cfg: ServerConfig = DEFAULT_SERVER_CONFIG,
     private random: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)),
   ) {
-    this.cookies = new Cookies(random(32));
-    this.regLimit = new PerMinute(cfg.registrationsPerMinute);
+    this.registry = new Registry(cfg);
+    this.admission = new Admission(cfg, random(32));
   }
 
   get peerCount(): number {
-    return this.byId.size;
+    return this.registry.size;
   }
 
-  /** `now`, never earlier than before: the expiry orders above rely on it. */
+  /** `now`, never earlier than before: the registry's expiry order relies on it. */
   private clock(now: number): number {
     return this.last = Math.max(this.last, now);
   }
@@ -199,9 +143,8 @@ export class ServerState {
         return;
       }
       case "connect":
-        return this.connect(m, b.length, from, now, out);
       case "relay":
-        return this.relay(m, b.length, from, now, out);
+        return this.forward(m, b.length, from, now, out);
       default:
         this.stats.drop("unexpected_type");
     }
@@ -213,11 +156,8 @@ export class ServerState {
    */
   tick(t: number, out: ServerAction[]): void {
     const now = this.clock(t);
-    for (const r of this.byId.values()) {
-      if (now < r.lastSeen + silenceMs(this.cfg)) break;
-      this.remove(r, now, out, "timed out");
-    }
-    this.expireBindings(now);
+    for (const r of this.registry.silent(now)) this.remove(r, now, out, "timed out");
+    this.registry.expireNames(now);
   }
 
   /**
@@ -226,32 +166,7 @@ export class ServerState {
    */
   nextDeadline(t: number): number | null {
     this.clock(t);
-    let at: number | null = null;
-    for (const r of this.byId.values()) {
-      at = r.lastSeen + silenceMs(this.cfg);
-      break;
-    }
-    for (const b of this.released.values()) {
-      const end = b.releasedAt + this.cfg.nameTtlMs;
-      if (at === null || end < at) at = end;
-      break;
-    }
-    return at;
-  }
-
-  private expireBindings(now: number): void {
-    for (const [k, b] of this.released) {
-      if (now < b.releasedAt + this.cfg.nameTtlMs) return;
-      this.released.delete(k);
-      this.bindings.delete(k);
-    }
-  }
-
-  /** Marks `r` as heard from now: it moves to the end of the expiry order. */
-  private touch(r: Rec, now: number): void {
-    r.lastSeen = now;
-    this.byId.delete(r.id);
-    this.byId.set(r.id, r);
+    return this.registry.nextDeadline();
   }
 
   private warn(key: string, message: string, now: number, out: ServerAction[]): void {
@@ -270,11 +185,10 @@ export class ServerState {
   private stun(b: Uint8Array, from: Addr, out: ServerAction[]): void {
     const d = decodeStun(b);
     if (!d.ok) return this.stats.drop("stun_malformed");
-    const s = d.value;
-    if (s.method !== 0x001 || s.class !== "request") return this.stats.drop("stun_unsupported");
+    if (!isBindingRequest(d.value)) return this.stats.drop("stun_unsupported");
     this.stats.stun++;
     // Fixed 32-40 bytes whatever the request: the one allowed exception to `small`.
-    out.push({ type: "send", to: from, bytes: bindingResponse(s, from) });
+    out.push({ type: "send", to: from, bytes: bindingResponse(d.value, from) });
   }
 
   private error(
@@ -288,35 +202,32 @@ export class ServerState {
     out.push({ type: "send", to, bytes: encode({ type: "error", code, about, token, text }) });
   }
 
-  private register(
-    m: Extract<Message, { type: "register" }>,
-    got: number,
-    from: Addr,
-    now: number,
-    out: ServerAction[],
-  ): void {
-    if (m.cookie.length === 0 || !this.cookies.check(m.cookie, from, now)) {
+  /**
+   * REGISTER, in order: prove the address (cookie) → answer a resend as before → rate →
+   * prove the key → valid name and room → the name is free or ours → room for a newcomer →
+   * join (or move, for a member registering again from a new address).
+   */
+  private register(m: Register, got: number, from: Addr, now: number, out: ServerAction[]): void {
+    /** ERROR about this REGISTER, echoing its nonce; `drop` counts it under that reason. */
+    const refuse = (code: ErrorCode, text: string, drop?: string) => {
+      if (drop) this.stats.drop(drop);
+      this.error(from, code, T.REGISTER, text, out, m.nonce);
+    };
+    if (!this.admission.addressProven(m, from, now)) {
       // Prove the address first: the cookie reply is smaller than any REGISTER.
       if (m.cookie.length > 0) this.stats.drop("stale_cookie");
-      return this.small(
-        from,
-        encode({ type: "cookie", nonce: m.nonce, cookie: this.cookies.make(from, now) }),
-        got,
-        out,
-      );
+      const cookie = this.admission.cookie(from, now);
+      return this.small(from, encode({ type: "cookie", nonce: m.nonce, cookie }), got, out);
     }
-    const again = this.byId.get(m.id);
+    const again = this.registry.get(m.id);
     if (
-      again && again.regNonce === m.nonce && sameAddr(again.public, from) &&
-      again.name === m.name && again.room === m.room && equalBytes(again.key, m.key)
+      again && again.regNonce === m.nonce && sameAddr(again.public, from) && sameMember(again, m)
     ) {
       // A resend of a REGISTER we accepted (our answer was lost): answer again, no new work.
-      this.touch(again, now);
+      this.registry.touch(again, now);
       return this.welcome(again, m.nonce, from, out);
     }
-    // Counted only once the address is proven, so forged sources cannot use up a real
-    // address's allowance (or fill the table); signature checks are what it protects.
-    if (!this.regLimit.take(limitKey(from.host), now)) {
+    if (!this.admission.withinRate(from, now)) {
       this.stats.drop("registration_rate");
       return this.warn(
         `rate:${from.host}`,
@@ -326,125 +237,80 @@ export class ServerState {
       );
     }
     // From here on the source address is proven: full-size replies are fine.
-    let sigOk = false;
-    try {
-      // Strict (RFC 8032) verification: no small-order keys or non-canonical encodings.
-      sigOk = ed25519.verify(m.sig, registerSigInput(m), m.key, { zip215: false });
-    } catch {
-      sigOk = false;
+    if (!this.admission.keyProven(m)) {
+      return refuse(ErrorCode.BAD_SIGNATURE, "bad signature", "bad_signature");
     }
-    if (!sigOk) {
-      this.stats.drop("bad_signature");
-      return this.error(from, ErrorCode.BAD_SIGNATURE, T.REGISTER, "bad signature", out, m.nonce);
-    }
-    if (!validName(m.name)) {
-      return this.error(
-        from,
-        ErrorCode.BAD_NAME,
-        T.REGISTER,
-        `invalid name "${m.name}"`,
-        out,
-        m.nonce,
-      );
-    }
-    if (!validName(m.room)) {
-      return this.error(
-        from,
-        ErrorCode.BAD_ROOM,
-        T.REGISTER,
-        `invalid room "${m.room}"`,
-        out,
-        m.nonce,
-      );
-    }
+    if (!validName(m.name)) return refuse(ErrorCode.BAD_NAME, `invalid name "${m.name}"`);
+    if (!validName(m.room)) return refuse(ErrorCode.BAD_ROOM, `invalid room "${m.room}"`);
     const keyHex = toHex(m.key);
-    let rec = this.byId.get(m.id);
-    if (rec && (rec.name !== m.name || rec.room !== m.room || toHex(rec.key) !== keyHex)) {
+    let rec = this.registry.get(m.id);
+    if (rec && !sameMember(rec, m)) {
       this.remove(rec, now, out, "re-registered");
       rec = undefined;
     }
-    const bindKey = `${m.room}\0${m.name}`;
-    const binding = this.bindings.get(bindKey);
-    const live = binding?.holder ? this.byId.get(binding.holder) : undefined;
-    if (
-      binding && binding.key !== keyHex &&
-      (live || now < binding.releasedAt + this.cfg.nameTtlMs)
-    ) {
-      this.stats.drop("name_taken");
-      return this.error(
-        from,
+    const owner = this.registry.owner(m.room, m.name, now);
+    if (owner && owner.key !== keyHex) {
+      return refuse(
         ErrorCode.NAME_TAKEN,
-        T.REGISTER,
         `name "${m.name}" is taken in room "${m.room}"`,
-        out,
-        m.nonce,
+        "name_taken",
       );
     }
     // The same key under a new session id (restart, roaming): the new session replaces the old.
-    if (live && live.id !== m.id) this.remove(live, now, out, "replaced by a new session");
-    const room = this.rooms.get(m.room);
-    const isNew = !rec;
-    let moved = false;
-    if (!rec) {
-      if (this.byId.size >= this.cfg.maxPeers) {
-        this.warn("full", "server is full (--max-peers)", now, out);
-        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "server is full", out, m.nonce);
-      }
-      if (!room && this.rooms.size >= this.cfg.maxRooms) {
-        this.warn("rooms", "too many rooms (--max-rooms)", now, out);
-        return this.error(from, ErrorCode.SERVER_FULL, T.REGISTER, "too many rooms", out, m.nonce);
-      }
-      if (room && room.size >= this.cfg.maxMembersPerRoom) {
-        return this.error(
-          from,
-          ErrorCode.ROOM_FULL,
-          T.REGISTER,
-          `room "${m.room}" is full`,
-          out,
-          m.nonce,
-        );
-      }
-      rec = {
-        id: m.id,
-        token: toHex(this.random(8)),
-        name: m.name,
-        room: m.room,
-        key: m.key,
-        public: from,
-        locals: m.locals,
-        lastSeen: now,
-        relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * 4, now),
-        regNonce: m.nonce,
-        connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
-      };
-      this.byId.set(rec.id, rec);
-      let r = this.rooms.get(m.room);
-      if (!r) this.rooms.set(m.room, r = new Map());
-      r.set(rec.name, rec);
-      this.bindings.set(bindKey, { key: keyHex, holder: rec.id, releasedAt: 0 });
-      this.released.delete(bindKey);
-      if (this.bindings.size > this.cfg.maxNameBindings) this.forgetOldBindings();
-      this.stats.registered++;
-      out.push({
-        type: "log",
-        level: "info",
-        message: `${rec.name} joined ${rec.room} from ${addrKey(from)}`,
-      });
-    } else {
-      moved = !sameAddr(rec.public, from);
-      rec.public = from;
-      rec.locals = m.locals;
-      this.touch(rec, now);
-      rec.regNonce = m.nonce;
+    if (owner?.holder && owner.holder.id !== m.id) {
+      this.remove(owner.holder, now, out, "replaced by a new session");
     }
+    if (rec) return this.move(rec, m, from, now, out);
+    const full = this.admission.capacity(this.registry, m.room);
+    if (full) {
+      if (full.warn) this.warn(...full.warn, now, out);
+      return refuse(full.code, full.text);
+    }
+    this.join(m, keyHex, from, now, out);
+  }
+
+  /** A new member: added, welcomed, announced to the room. */
+  private join(m: Register, keyHex: string, from: Addr, now: number, out: ServerAction[]): void {
+    const rec: Rec = {
+      id: m.id,
+      token: toHex(this.random(8)),
+      name: m.name,
+      room: m.room,
+      key: m.key,
+      keyHex,
+      public: from,
+      locals: m.locals,
+      lastSeen: now,
+      regNonce: m.nonce,
+      relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * RELAY_BURST_S, now),
+      connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
+    };
+    this.stats.bindingsEvicted += this.registry.add(rec);
+    this.stats.registered++;
+    out.push({
+      type: "log",
+      level: "info",
+      message: `${rec.name} joined ${rec.room} from ${addrKey(from)}`,
+    });
     this.welcome(rec, m.nonce, from, out);
-    // A re-registration from a new address is news too: peers must learn the new public address.
-    if (isNew || moved) this.announce(rec, out);
+    this.announce(rec, out);
+  }
+
+  /** A member registering again (new nonce, maybe a new address): the room hears of a move. */
+  private move(rec: Rec, m: Register, from: Addr, now: number, out: ServerAction[]): void {
+    const moved = !sameAddr(rec.public, from);
+    rec.public = from;
+    rec.locals = m.locals;
+    rec.regNonce = m.nonce;
+    this.registry.touch(rec, now);
+    this.welcome(rec, m.nonce, from, out);
+    // Peers must learn the new public address.
+    if (moved) this.announce(rec, out);
   }
 
   /** REGISTER_OK (echoing `nonce`) and the rest of the member list, in pages. */
   private welcome(rec: Rec, nonce: string, from: Addr, out: ServerAction[]): void {
-    const others = [...this.rooms.get(rec.room)!.values()].filter((r) => r !== rec).map(member);
+    const others = [...this.registry.members(rec.room)].filter((r) => r !== rec).map(memberOf);
     const [first, ...rest] = pages(others);
     const reply: Message = {
       type: "register_ok",
@@ -464,8 +330,8 @@ export class ServerState {
   }
 
   private announce(rec: Rec, out: ServerAction[]): void {
-    const m = member(rec);
-    for (const o of this.rooms.get(rec.room)?.values() ?? []) {
+    const m = memberOf(rec);
+    for (const o of this.registry.members(rec.room)) {
       if (o === rec) continue;
       out.push({
         type: "send",
@@ -476,22 +342,21 @@ export class ServerState {
   }
 
   /**
-   * The member `id`, if `token` is its registration token. A right token from a new address
-   * means the peer's NAT rebound or it roamed: follow it and tell the room.
+   * The member `id`, if `token` is its registration token and it comes from the registered
+   * address. A new address must be proven by a REGISTER with a cookie first.
    */
   private authed(id: Id, token: string, from: Addr, now: number): Rec | undefined {
-    const r = this.byId.get(id);
+    const r = this.registry.get(id);
     if (!r || r.token !== token) {
       this.stats.drop("unauthenticated");
       return undefined;
     }
     if (!sameAddr(r.public, from)) {
-      // A new address must be proven (REGISTER with a cookie) before the room is told to send
-      // to it; a token alone would let its holder aim the room's hole punching at anyone.
+      // A token alone would let its holder aim the room's hole punching at anyone.
       this.stats.drop("unproven_address");
       return undefined;
     }
-    this.touch(r, now);
+    this.registry.touch(r, now);
     return r;
   }
 
@@ -522,119 +387,43 @@ export class ServerState {
   }
 
   /**
-   * Sender and target of a peer-to-peer request: the sender must hold its token, the target
-   * must be in the sender's room. Otherwise answers with the error and returns undefined.
+   * CONNECT and RELAY, one path: route (the sender holds its token, the target is in its
+   * room) → limit (the sender's CONNECT or relay allowance) → forward to the target.
    */
-  private route(
-    fromId: Id,
-    token: string,
-    to: Id,
-    about: number,
-    got: number,
-    from: Addr,
-    now: number,
-    out: ServerAction[],
-  ): [Rec, Rec] | undefined {
-    const src = this.authed(fromId, token, from, now);
-    if (!src) return void this.unknown(from, about, token, got, out);
-    const dst = this.byId.get(to);
+  private forward(m: Forwarded, got: number, from: Addr, now: number, out: ServerAction[]): void {
+    const about = m.type === "connect" ? T.CONNECT : T.RELAY;
+    const src = this.authed(m.from, m.token, from, now);
+    if (!src) return this.unknown(from, about, m.token, got, out);
+    const dst = this.registry.get(m.to);
     if (!dst || dst.room !== src.room) {
-      return void this.error(from, ErrorCode.NO_SUCH_PEER, about, to, out, token);
+      return this.error(from, ErrorCode.NO_SUCH_PEER, about, m.to, out, m.token);
     }
-    return [src, dst];
+    const allowed = m.type === "connect"
+      ? src.connects.take(1, now)
+      : src.relay.take(m.payload.length, now);
+    if (!allowed) {
+      this.stats.drop(`${m.type}_rate`);
+      const what = `${m.type} rate limit hit by ${src.name} in ${src.room}`;
+      return this.warn(`${m.type}:${src.id}`, what, now, out);
+    }
+    let fwd: Message;
+    if (m.type === "connect") {
+      fwd = { type: "connect_fwd", token: dst.token, member: memberOf(src), nonce: m.nonce };
+    } else {
+      this.stats.relayedPackets++;
+      this.stats.relayedBytes += m.payload.length;
+      fwd = { type: "relayed", token: dst.token, from: src.id, payload: m.payload };
+    }
+    out.push({ type: "send", to: dst.public, bytes: encode(fwd) });
   }
 
-  private connect(
-    m: Extract<Message, { type: "connect" }>,
-    got: number,
-    from: Addr,
-    now: number,
-    out: ServerAction[],
-  ): void {
-    const ends = this.route(m.from, m.token, m.to, T.CONNECT, got, from, now, out);
-    if (!ends) return;
-    const [src, dst] = ends;
-    if (!src.connects.take(1, now)) {
-      this.stats.drop("connect_rate");
-      return this.warn(
-        `connect:${src.id}`,
-        `connect rate limit hit by ${src.name} in ${src.room}`,
-        now,
-        out,
-      );
-    }
-    out.push({
-      type: "send",
-      to: dst.public,
-      bytes: encode({
-        type: "connect_fwd",
-        token: dst.token,
-        member: member(src),
-        nonce: m.nonce,
-      }),
-    });
-  }
-
-  private relay(
-    m: Extract<Message, { type: "relay" }>,
-    got: number,
-    from: Addr,
-    now: number,
-    out: ServerAction[],
-  ): void {
-    const ends = this.route(m.from, m.token, m.to, T.RELAY, got, from, now, out);
-    if (!ends) return;
-    const [src, dst] = ends;
-    if (!src.relay.take(m.payload.length, now)) {
-      this.stats.drop("relay_rate");
-      return this.warn(
-        `relay:${src.id}`,
-        `relay rate limit hit by ${src.name} in ${src.room}`,
-        now,
-        out,
-      );
-    }
-    this.stats.relayedPackets++;
-    this.stats.relayedBytes += m.payload.length;
-    out.push({
-      type: "send",
-      to: dst.public,
-      bytes: encode({ type: "relayed", token: dst.token, from: src.id, payload: m.payload }),
-    });
-  }
-
-  /** Drops released bindings, oldest first, until under the cap (held ones stay). */
-  private forgetOldBindings(): void {
-    for (const [k, b] of this.bindings) {
-      if (this.bindings.size <= this.cfg.maxNameBindings) return;
-      if (b.holder === null) {
-        this.bindings.delete(k);
-        this.released.delete(k);
-        this.stats.bindingsEvicted++;
-      }
-    }
-  }
-
+  /** Removes `r` and tells the rest of its room. */
   private remove(r: Rec, now: number, out: ServerAction[], why: string): void {
-    this.byId.delete(r.id);
-    const room = this.rooms.get(r.room);
-    if (room?.get(r.name) === r) room.delete(r.name);
-    if (room && room.size === 0) this.rooms.delete(r.room);
-    const bindKey = `${r.room}\0${r.name}`;
-    const b = this.bindings.get(bindKey);
-    if (b && b.holder === r.id) {
-      b.holder = null;
-      b.releasedAt = now;
-      this.released.set(bindKey, b);
-    }
+    this.registry.remove(r, now);
     out.push({ type: "log", level: "info", message: `${r.name} left ${r.room} (${why})` });
-    for (const o of room?.values() ?? []) {
+    for (const o of this.registry.members(r.room)) {
       const bytes = encode({ type: "peer_left", token: o.token, id: r.id, name: r.name });
       out.push({ type: "send", to: o.public, bytes });
     }
   }
-}
-
-function member(r: Rec): Member {
-  return { id: r.id, name: r.name, public: r.public, locals: r.locals, key: r.key };
 }

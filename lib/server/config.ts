@@ -1,0 +1,41 @@
+/** The server's settings (the `serve` flags) and the fixed intervals and limits beside them. */
+
+export interface ServerConfig {
+  /** Interval peers are told to send keepalives at; a peer silent for 3 of them is dropped. */
+  keepaliveMs: number;
+  maxMembersPerRoom: number;
+  maxRooms: number;
+  maxPeers: number;
+  /** How long a name stays bound to its key after its owner left. */
+  nameTtlMs: number;
+  /** Registration attempts per source IP per minute. */
+  registrationsPerMinute: number;
+  /** Relayed payload bytes per second per peer (bursts of 4 s allowed). */
+  relayBytesPerSec: number;
+  /**
+   * Names remembered after their owners left; past this the oldest released ones are
+   * forgotten early, so registrations cannot grow memory without bound.
+   */
+  maxNameBindings: number;
+}
+
+export const DEFAULT_SERVER_CONFIG: ServerConfig = {
+  keepaliveMs: 15_000,
+  maxMembersPerRoom: 64,
+  maxRooms: 1024,
+  maxPeers: 4096,
+  nameTtlMs: 24 * 3600_000,
+  registrationsPerMinute: 30,
+  relayBytesPerSec: 128 * 1024,
+  maxNameBindings: 100_000,
+};
+
+/** Silence after which a member is dropped: 3 keepalive intervals, plus 1 s for jitter. */
+export const silenceMs = (cfg: ServerConfig): number => 3 * cfg.keepaliveMs + 1000;
+
+/** Relay bursts: this many seconds of `relayBytesPerSec` (a handshake plus a long message). */
+export const RELAY_BURST_S = 4;
+
+/** CONNECTs per second per member, and the burst (a newcomer asks for a whole room at once). */
+export const CONNECT_RATE = 10;
+export const CONNECT_BURST = 128;

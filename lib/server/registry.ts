@@ -1,0 +1,179 @@
+/**
+ * Who is registered: members by session id and by room and name, and which key owns each
+ * name (while its holder is registered and for the name TTL after). Bookkeeping only: the
+ * limits live in admission.ts, the messages in state.ts.
+ *
+ * Times passed in must not decrease (state.ts makes sure): members are kept in the order
+ * they were last heard from and released names in the order they were released, so the
+ * first of each is the next to expire.
+ */
+import type { Addr } from "../wire/addr.ts";
+import type { Id, Member } from "../wire/codec.ts";
+import type { Bucket } from "./limits.ts";
+import { type ServerConfig, silenceMs } from "./config.ts";
+
+/** A registered member. */
+export interface Rec {
+  id: Id;
+  /** The registration token: later requests from this member must carry it. */
+  token: string;
+  name: string;
+  room: string;
+  key: Uint8Array;
+  keyHex: string;
+  public: Addr;
+  locals: Addr[];
+  lastSeen: number;
+  /** Nonce of the REGISTER that made or last moved this record (resends are answered as-is). */
+  regNonce: string;
+  /** Relayed bytes this member may send. */
+  relay: Bucket;
+  /** CONNECTs this member may send: each makes the target probe addresses the sender chose. */
+  connects: Bucket;
+}
+
+/** The wire form of a member entry. */
+export function memberOf(r: Rec): Member {
+  return { id: r.id, name: r.name, public: r.public, locals: r.locals, key: r.key };
+}
+
+interface Binding {
+  key: string;
+  holder: Id | null;
+  releasedAt: number;
+}
+
+/** Who owns a name: the key (hex), and the member holding it now, if any. */
+export interface Owner {
+  key: string;
+  holder: Rec | undefined;
+}
+
+const bindingKey = (room: string, name: string) => `${room}\0${name}`;
+
+export class Registry {
+  /** In `lastSeen` order (a member heard from again moves to the end). */
+  private byId = new Map<Id, Rec>();
+  private rooms = new Map<string, Map<string, Rec>>();
+  private bindings = new Map<string, Binding>();
+  /** The bindings nobody holds, in release order. */
+  private released = new Map<string, Binding>();
+
+  constructor(private cfg: ServerConfig) {}
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  get roomCount(): number {
+    return this.rooms.size;
+  }
+
+  get(id: Id): Rec | undefined {
+    return this.byId.get(id);
+  }
+
+  /** The members of `room` (none if it does not exist). */
+  members(room: string): Iterable<Rec> {
+    return this.rooms.get(room)?.values() ?? [];
+  }
+
+  /** Members in `room`, or undefined when there is no such room. */
+  roomSize(room: string): number | undefined {
+    return this.rooms.get(room)?.size;
+  }
+
+  /** The owner of `name` in `room` at `now`, or undefined when anyone may take it. */
+  owner(room: string, name: string, now: number): Owner | undefined {
+    const b = this.bindings.get(bindingKey(room, name));
+    if (!b) return undefined;
+    const holder = b.holder === null ? undefined : this.byId.get(b.holder);
+    if (!holder && now >= b.releasedAt + this.cfg.nameTtlMs) return undefined;
+    return { key: b.key, holder };
+  }
+
+  /**
+   * Adds a member and binds its name to its key. Returns how many released names were
+   * forgotten early to stay within `maxNameBindings`.
+   */
+  add(r: Rec): number {
+    this.byId.set(r.id, r);
+    let room = this.rooms.get(r.room);
+    if (!room) this.rooms.set(r.room, room = new Map());
+    room.set(r.name, r);
+    const k = bindingKey(r.room, r.name);
+    this.bindings.set(k, { key: r.keyHex, holder: r.id, releasedAt: 0 });
+    this.released.delete(k);
+    return this.bindings.size > this.cfg.maxNameBindings ? this.forgetOldBindings() : 0;
+  }
+
+  /** Marks `r` as heard from at `now`. */
+  touch(r: Rec, now: number): void {
+    r.lastSeen = now;
+    this.byId.delete(r.id);
+    this.byId.set(r.id, r);
+  }
+
+  /** Removes `r`; its name stays bound to its key for the name TTL from `now`. */
+  remove(r: Rec, now: number): void {
+    this.byId.delete(r.id);
+    const room = this.rooms.get(r.room);
+    if (room?.get(r.name) === r) room.delete(r.name);
+    if (room && room.size === 0) this.rooms.delete(r.room);
+    const k = bindingKey(r.room, r.name);
+    const b = this.bindings.get(k);
+    if (b && b.holder === r.id) {
+      b.holder = null;
+      b.releasedAt = now;
+      this.released.set(k, b);
+    }
+  }
+
+  /** Members silent for too long at `now`, the longest silent first. */
+  silent(now: number): Rec[] {
+    const out: Rec[] = [];
+    for (const r of this.byId.values()) {
+      if (now < r.lastSeen + silenceMs(this.cfg)) break;
+      out.push(r);
+    }
+    return out;
+  }
+
+  /** Forgets the released names whose TTL is over at `now`. */
+  expireNames(now: number): void {
+    for (const [k, b] of this.released) {
+      if (now < b.releasedAt + this.cfg.nameTtlMs) return;
+      this.released.delete(k);
+      this.bindings.delete(k);
+    }
+  }
+
+  /** When the next member falls silent for too long or the next released name expires. */
+  nextDeadline(): number | null {
+    let at: number | null = null;
+    for (const r of this.byId.values()) {
+      at = r.lastSeen + silenceMs(this.cfg);
+      break;
+    }
+    for (const b of this.released.values()) {
+      const end = b.releasedAt + this.cfg.nameTtlMs;
+      if (at === null || end < at) at = end;
+      break;
+    }
+    return at;
+  }
+
+  /** Drops released bindings, oldest first, until under the cap (held ones stay). */
+  private forgetOldBindings(): number {
+    let n = 0;
+    for (const [k, b] of this.bindings) {
+      if (this.bindings.size <= this.cfg.maxNameBindings) break;
+      if (b.holder === null) {
+        this.bindings.delete(k);
+        this.released.delete(k);
+        n++;
+      }
+    }
+    return n;
+  }
+}
