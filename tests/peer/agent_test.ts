@@ -277,3 +277,21 @@ Deno.test("agent: registration gets through 30% loss both ways", () => {
   assert.equal(late, 0);
   assert.ok(mean < 1500, `mean ${mean} ms`);
 });
+
+Deno.test("agent: an idle peer wakes only for its keepalives", () => {
+  // Real defaults: 15 s keepalives to the server and on every direct path.
+  const net = new MemNet({ keepaliveMs: 15_000 });
+  for (const n of ["alice", "bob", "carol"]) net.add(n, { keepaliveMs: 15_000 });
+  net.advance(20_000);
+  for (const n of ["alice", "bob", "carol"]) {
+    const paths = net.events.get(n)!.filter((e) => e.type === "path" && e.path === "direct");
+    assert.equal(paths.length, 2, `${n} has direct paths to both others`);
+  }
+  const before = net.wakeups.get("alice") ?? 0;
+  net.advance(60_000);
+  const woke = (net.wakeups.get("alice") ?? 0) - before;
+  // One keepalive to the server and one per path every 15 s: at most 3 × 4 wake-ups in 60 s
+  // (fewer when they coincide); a host on a fixed tick would have woken thousands of times.
+  assert.ok(woke >= 4 && woke <= 12, `alice woke ${woke} times in 60 s`);
+  assert.deepEqual(net.fatals, []);
+});
