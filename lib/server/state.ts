@@ -244,6 +244,10 @@ export class ServerState {
     if (!validName(m.room)) return refuse(ErrorCode.BAD_ROOM, `invalid room "${m.room}"`);
     const keyHex = toHex(m.key);
     let rec = this.registry.get(m.id);
+    // Ids are in every member list: holding one must not let another key take it over.
+    if (rec && rec.keyHex !== keyHex) {
+      return refuse(ErrorCode.ID_TAKEN, "session id is in use by another key", "id_taken");
+    }
     if (rec && !sameMember(rec, m)) {
       this.remove(rec, now, out, "re-registered");
       rec = undefined;

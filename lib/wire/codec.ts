@@ -57,6 +57,8 @@ export const ErrorCode = {
   SERVER_FULL: 7,
   BAD_ROOM: 8,
   BAD_SIGNATURE: 9,
+  /** The session id is registered with another key (pick a new id). */
+  ID_TAKEN: 10,
 } as const;
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
 
