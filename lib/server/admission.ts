@@ -1,14 +1,15 @@
 /**
  * Who may register: proof of the source address (cookies), proof of the key (signature), the
- * per-source registration rate, and the capacity caps (peers, rooms, members per room). It
- * answers yes or a refusal and changes nothing in the registry.
+ * per-source registration rate, and the capacity caps (peers, rooms, members per room, live
+ * registrations per source IP and per key). It answers yes or a refusal and changes nothing
+ * in the registry.
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { type Addr, ipv6Bytes } from "../wire/addr.ts";
-import { toHex } from "../wire/bytes.ts";
+import type { Addr } from "../wire/addr.ts";
 import { ErrorCode, type Message, registerSigInput } from "../wire/codec.ts";
 import type { ServerConfig } from "./config.ts";
 import { Cookies } from "./cookie.ts";
+import { limitKey } from "./ip.ts";
 import { PerMinute } from "./limits.ts";
 import type { Registry } from "./registry.ts";
 
@@ -20,15 +21,6 @@ export interface Refusal {
   text: string;
   /** Rate-limited log line: its key and text. */
   warn?: [key: string, message: string];
-}
-
-/**
- * What the per-source limits count by: the IPv4 address, or the IPv6 /64 (one subscriber
- * usually holds a whole /64, so counting single IPv6 addresses would limit nothing).
- */
-export function limitKey(host: string): string {
-  const v6 = host.includes(":") ? ipv6Bytes(host) : null;
-  return v6 ? `${toHex(v6.subarray(0, 8))}/64` : host;
 }
 
 export class Admission {
@@ -68,8 +60,8 @@ export class Admission {
     }
   }
 
-  /** Whether a new member fits in `room`: peers, rooms, members per room. */
-  capacity(reg: Registry, room: string): Refusal | null {
+  /** Whether a new member with `key` (hex) from `from` fits in `room`. */
+  capacity(reg: Registry, room: string, key: string, from: Addr): Refusal | null {
     const size = reg.roomSize(room);
     if (reg.size >= this.cfg.maxPeers) {
       return {
@@ -88,6 +80,28 @@ export class Admission {
     if (size !== undefined && size >= this.cfg.maxMembersPerRoom) {
       return { code: ErrorCode.ROOM_FULL, text: `room "${room}" is full` };
     }
-    return null;
+    if (reg.withKey(key) >= this.cfg.maxPeersPerKey) {
+      return {
+        code: ErrorCode.SERVER_FULL,
+        text: `too many registrations with this key (${this.cfg.maxPeersPerKey})`,
+      };
+    }
+    return this.sourceCapacity(reg, from);
+  }
+
+  /** Whether a member registered at `current` may move to `to` (the per-IP cap there). */
+  roomToMove(reg: Registry, current: Addr, to: Addr): Refusal | null {
+    return limitKey(current.host) === limitKey(to.host) ? null : this.sourceCapacity(reg, to);
+  }
+
+  /** Whether one more member fits at `from`'s source IP. */
+  private sourceCapacity(reg: Registry, from: Addr): Refusal | null {
+    const source = limitKey(from.host);
+    if (reg.fromSource(source) < this.cfg.maxPeersPerIp) return null;
+    return {
+      code: ErrorCode.SERVER_FULL,
+      text: `too many registrations from ${from.host} (${this.cfg.maxPeersPerIp})`,
+      warn: [`ip:${source}`, `per-IP registration cap reached by ${source} (--max-per-ip)`],
+    };
   }
 }

@@ -17,6 +17,13 @@ export interface ServerConfig {
    * forgotten early, so registrations cannot grow memory without bound.
    */
   maxNameBindings: number;
+  /**
+   * Live registrations per source IP (IPv4 address or IPv6 /64): fewer than a room holds, so
+   * one address can fill neither a room nor the server.
+   */
+  maxPeersPerIp: number;
+  /** Live registrations per key (one identity in several rooms at once). */
+  maxPeersPerKey: number;
 }
 
 export const DEFAULT_SERVER_CONFIG: ServerConfig = {
@@ -28,6 +35,8 @@ export const DEFAULT_SERVER_CONFIG: ServerConfig = {
   registrationsPerMinute: 30,
   relayBytesPerSec: 128 * 1024,
   maxNameBindings: 100_000,
+  maxPeersPerIp: 16,
+  maxPeersPerKey: 8,
 };
 
 /** Silence after which a member is dropped: 3 keepalive intervals, plus 1 s for jitter. */

@@ -10,6 +10,7 @@
 import type { Addr } from "../wire/addr.ts";
 import type { Id, Member } from "../wire/codec.ts";
 import type { Bucket } from "./limits.ts";
+import { limitKey } from "./ip.ts";
 import { type ServerConfig, silenceMs } from "./config.ts";
 
 /** A registered member. */
@@ -58,6 +59,9 @@ export class Registry {
   private bindings = new Map<string, Binding>();
   /** The bindings nobody holds, in release order. */
   private released = new Map<string, Binding>();
+  /** Live members per source (limitKey of their public address) and per key. */
+  private perSource = new Counter();
+  private perKey = new Counter();
 
   constructor(private cfg: ServerConfig) {}
 
@@ -76,6 +80,16 @@ export class Registry {
   /** The members of `room` (none if it does not exist). */
   members(room: string): Iterable<Rec> {
     return this.rooms.get(room)?.values() ?? [];
+  }
+
+  /** Live members whose public address counts as `source` (see limitKey). */
+  fromSource(source: string): number {
+    return this.perSource.get(source);
+  }
+
+  /** Live members registered with `key` (hex). */
+  withKey(key: string): number {
+    return this.perKey.get(key);
   }
 
   /** Members in `room`, or undefined when there is no such room. */
@@ -98,6 +112,8 @@ export class Registry {
    */
   add(r: Rec): number {
     this.byId.set(r.id, r);
+    this.perSource.add(limitKey(r.public.host), 1);
+    this.perKey.add(r.keyHex, 1);
     let room = this.rooms.get(r.room);
     if (!room) this.rooms.set(r.room, room = new Map());
     room.set(r.name, r);
@@ -114,9 +130,18 @@ export class Registry {
     this.byId.set(r.id, r);
   }
 
+  /** Records that `r` is now at `to`. */
+  relocate(r: Rec, to: Addr): void {
+    this.perSource.add(limitKey(r.public.host), -1);
+    this.perSource.add(limitKey(to.host), 1);
+    r.public = to;
+  }
+
   /** Removes `r`; its name stays bound to its key for the name TTL from `now`. */
   remove(r: Rec, now: number): void {
-    this.byId.delete(r.id);
+    if (!this.byId.delete(r.id)) return;
+    this.perSource.add(limitKey(r.public.host), -1);
+    this.perKey.add(r.keyHex, -1);
     const room = this.rooms.get(r.room);
     if (room?.get(r.name) === r) room.delete(r.name);
     if (room && room.size === 0) this.rooms.delete(r.room);
@@ -175,5 +200,18 @@ export class Registry {
       }
     }
     return n;
+  }
+}
+
+/** Counts per key; keys counted down to zero are forgotten. */
+class Counter {
+  private n = new Map<string, number>();
+  get(k: string): number {
+    return this.n.get(k) ?? 0;
+  }
+  add(k: string, d: number): void {
+    const v = this.get(k) + d;
+    if (v > 0) this.n.set(k, v);
+    else this.n.delete(k);
   }
 }

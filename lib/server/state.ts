@@ -42,7 +42,7 @@ import { memberOf, type Rec, Registry } from "./registry.ts";
 import { Bucket, LogLimiter } from "./limits.ts";
 
 export { DEFAULT_SERVER_CONFIG, type ServerConfig } from "./config.ts";
-export { limitKey } from "./admission.ts";
+export { limitKey } from "./ip.ts";
 
 export type ServerAction =
   | { type: "send"; to: Addr; bytes: Uint8Array }
@@ -204,8 +204,8 @@ export class ServerState {
 
   /**
    * REGISTER, in order: prove the address (cookie) → answer a resend as before → rate →
-   * prove the key → valid name and room → the name is free or ours → room for a newcomer →
-   * join (or move, for a member registering again from a new address).
+   * prove the key → valid name and room → the id is free or ours → the name is free or ours →
+   * room for a newcomer (or at the new source IP, for a member moving) → join (or move).
    */
   private register(m: Register, got: number, from: Addr, now: number, out: ServerAction[]): void {
     /** ERROR about this REGISTER, echoing its nonce; `drop` counts it under that reason. */
@@ -264,13 +264,15 @@ export class ServerState {
     if (owner?.holder && owner.holder.id !== m.id) {
       this.remove(owner.holder, now, out, "replaced by a new session");
     }
-    if (rec) return this.move(rec, m, from, now, out);
-    const full = this.admission.capacity(this.registry, m.room);
+    const full = rec
+      ? this.admission.roomToMove(this.registry, rec.public, from)
+      : this.admission.capacity(this.registry, m.room, keyHex, from);
     if (full) {
       if (full.warn) this.warn(...full.warn, now, out);
       return refuse(full.code, full.text);
     }
-    this.join(m, keyHex, from, now, out);
+    if (rec) this.move(rec, m, from, now, out);
+    else this.join(m, keyHex, from, now, out);
   }
 
   /** A new member: added, welcomed, announced to the room. */
@@ -303,7 +305,7 @@ export class ServerState {
   /** A member registering again (new nonce, maybe a new address): the room hears of a move. */
   private move(rec: Rec, m: Register, from: Addr, now: number, out: ServerAction[]): void {
     const moved = !sameAddr(rec.public, from);
-    rec.public = from;
+    this.registry.relocate(rec, from);
     rec.locals = m.locals;
     rec.regNonce = m.nonce;
     this.registry.touch(rec, now);
