@@ -1,8 +1,8 @@
 /**
  * Who may register: proof of the source address (cookies), proof of the key (signature), the
  * per-source registration rate, and the capacity caps (peers, rooms, members per room, live
- * registrations per source IP and per key). It answers yes or a refusal and changes nothing
- * in the registry.
+ * registrations per source IP and per key, bound names in all and per source IP). It answers
+ * yes or a refusal and changes nothing in the registry.
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
 import type { Addr } from "../wire/addr.ts";
@@ -87,6 +87,24 @@ export class Admission {
       };
     }
     return this.sourceCapacity(reg, from);
+  }
+
+  /** Whether `from` may bind a name nobody owns: room in the name table and under its cap. */
+  nameCapacity(reg: Registry, from: Addr): Refusal | null {
+    if (reg.nameCount >= this.cfg.maxNameBindings) {
+      return {
+        code: ErrorCode.SERVER_FULL,
+        text: "too many names in use",
+        warn: ["names", "name table is full (--max-names)"],
+      };
+    }
+    if (reg.namesFrom(limitKey(from.host)) >= this.cfg.maxNamesPerIp) {
+      return {
+        code: ErrorCode.SERVER_FULL,
+        text: `too many names registered from ${from.host} (${this.cfg.maxNamesPerIp})`,
+      };
+    }
+    return null;
   }
 
   /** Whether a member registered at `current` may move to `to` (the per-IP cap there). */

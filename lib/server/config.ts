@@ -13,10 +13,12 @@ export interface ServerConfig {
   /** Relayed payload bytes per second per peer (bursts of 4 s allowed). */
   relayBytesPerSec: number;
   /**
-   * Names remembered after their owners left; past this the oldest released ones are
-   * forgotten early, so registrations cannot grow memory without bound.
+   * Names bound to keys (held, or released and within their TTL). When full, new names are
+   * refused until one expires: a bound name is never forgotten early, so it cannot be stolen.
    */
   maxNameBindings: number;
+  /** Names bound per source IP (IPv4 address or IPv6 /64) that first registered them. */
+  maxNamesPerIp: number;
   /**
    * Live registrations per source IP (IPv4 address or IPv6 /64): fewer than a room holds, so
    * one address can fill neither a room nor the server.
@@ -35,6 +37,7 @@ export const DEFAULT_SERVER_CONFIG: ServerConfig = {
   registrationsPerMinute: 30,
   relayBytesPerSec: 128 * 1024,
   maxNameBindings: 100_000,
+  maxNamesPerIp: 64,
   maxPeersPerIp: 16,
   maxPeersPerKey: 8,
 };

@@ -42,6 +42,8 @@ interface Binding {
   key: string;
   holder: Id | null;
   releasedAt: number;
+  /** The source (limitKey) that first bound the name: it counts against that source. */
+  source: string;
 }
 
 /** Who owns a name: the key (hex), and the member holding it now, if any. */
@@ -62,6 +64,8 @@ export class Registry {
   /** Live members per source (limitKey of their public address) and per key. */
   private perSource = new Counter();
   private perKey = new Counter();
+  /** Bindings per source that made them. */
+  private namesPerSource = new Counter();
 
   constructor(private cfg: ServerConfig) {}
 
@@ -87,6 +91,16 @@ export class Registry {
     return this.perSource.get(source);
   }
 
+  /** Names bound (held or within their TTL), in all. */
+  get nameCount(): number {
+    return this.bindings.size;
+  }
+
+  /** Names bound by `source` (see limitKey). */
+  namesFrom(source: string): number {
+    return this.namesPerSource.get(source);
+  }
+
   /** Live members registered with `key` (hex). */
   withKey(key: string): number {
     return this.perKey.get(key);
@@ -107,10 +121,11 @@ export class Registry {
   }
 
   /**
-   * Adds a member and binds its name to its key. Returns how many released names were
-   * forgotten early to stay within `maxNameBindings`.
+   * Adds a member and binds its name to its key: the name's binding if the key already owns
+   * it (held again, its TTL restarts at the next release), else a new one. The caller checks
+   * owner() and the name caps first.
    */
-  add(r: Rec): number {
+  add(r: Rec): void {
     this.byId.set(r.id, r);
     this.perSource.add(limitKey(r.public.host), 1);
     this.perKey.add(r.keyHex, 1);
@@ -118,9 +133,15 @@ export class Registry {
     if (!room) this.rooms.set(r.room, room = new Map());
     room.set(r.name, r);
     const k = bindingKey(r.room, r.name);
-    this.bindings.set(k, { key: r.keyHex, holder: r.id, releasedAt: 0 });
+    let b = this.bindings.get(k);
+    if (b && b.key !== r.keyHex) this.unbind(k, b); // expired: owner() let it go
+    if (!b || b.key !== r.keyHex) {
+      b = { key: r.keyHex, holder: null, releasedAt: 0, source: limitKey(r.public.host) };
+      this.bindings.set(k, b);
+      this.namesPerSource.add(b.source, 1);
+    }
+    b.holder = r.id;
     this.released.delete(k);
-    return this.bindings.size > this.cfg.maxNameBindings ? this.forgetOldBindings() : 0;
   }
 
   /** Marks `r` as heard from at `now`. */
@@ -168,9 +189,14 @@ export class Registry {
   expireNames(now: number): void {
     for (const [k, b] of this.released) {
       if (now < b.releasedAt + this.cfg.nameTtlMs) return;
-      this.released.delete(k);
-      this.bindings.delete(k);
+      this.unbind(k, b);
     }
+  }
+
+  private unbind(k: string, b: Binding): void {
+    this.released.delete(k);
+    this.bindings.delete(k);
+    this.namesPerSource.add(b.source, -1);
   }
 
   /** When the next member falls silent for too long or the next released name expires. */
@@ -186,20 +212,6 @@ export class Registry {
       break;
     }
     return at;
-  }
-
-  /** Drops released bindings, oldest first, until under the cap (held ones stay). */
-  private forgetOldBindings(): number {
-    let n = 0;
-    for (const [k, b] of this.bindings) {
-      if (this.bindings.size <= this.cfg.maxNameBindings) break;
-      if (b.holder === null) {
-        this.bindings.delete(k);
-        this.released.delete(k);
-        n++;
-      }
-    }
-    return n;
   }
 }
 

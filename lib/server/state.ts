@@ -58,7 +58,6 @@ export class ServerStats {
   registered = 0;
   relayedPackets = 0;
   relayedBytes = 0;
-  bindingsEvicted = 0;
   drops = new Map<string, number>();
   drop(reason: string): void {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
@@ -264,9 +263,11 @@ export class ServerState {
     if (owner?.holder && owner.holder.id !== m.id) {
       this.remove(owner.holder, now, out, "replaced by a new session");
     }
+    this.registry.expireNames(now); // so that a name past its TTL does not count below
     const full = rec
       ? this.admission.roomToMove(this.registry, rec.public, from)
-      : this.admission.capacity(this.registry, m.room, keyHex, from);
+      : this.admission.capacity(this.registry, m.room, keyHex, from) ??
+        (owner ? null : this.admission.nameCapacity(this.registry, from));
     if (full) {
       if (full.warn) this.warn(...full.warn, now, out);
       return refuse(full.code, full.text);
@@ -291,7 +292,7 @@ export class ServerState {
       relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * RELAY_BURST_S, now),
       connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
     };
-    this.stats.bindingsEvicted += this.registry.add(rec);
+    this.registry.add(rec);
     this.stats.registered++;
     out.push({
       type: "log",

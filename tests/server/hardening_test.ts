@@ -1,10 +1,24 @@
 /** Server hardening: each test here failed before its fix. */
 import assert from "node:assert/strict";
-import { newIdentity } from "../../lib/identity/identity.ts";
+import { type Identity, newIdentity } from "../../lib/identity/identity.ts";
 import { DEFAULT_SERVER_CONFIG, limitKey } from "../../lib/server/state.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
 import { ErrorCode } from "../../lib/wire/codec.ts";
-import { A, B, C, cfg, errorCode, ID1, ID2, join, msgs, server, tokenOf } from "./_server.ts";
+import {
+  A,
+  B,
+  C,
+  cfg,
+  errorCode,
+  type Feed,
+  ID1,
+  ID2,
+  join,
+  msgs,
+  server,
+  tick,
+  tokenOf,
+} from "./_server.ts";
 
 const alice = newIdentity();
 const bob = newIdentity();
@@ -114,4 +128,60 @@ Deno.test("hardening: per-source limits treat v4-mapped IPv6 as the IPv4 address
   const { feed } = server({ ...cfg, registrationsPerMinute: 1 });
   assert.equal(join(feed, ID1, "alice", alice, at("::ffff:198.51.100.7"))[0]?.type, "register_ok");
   assert.equal(join(feed, ID2, "bob", bob, at("::ffff:203.0.113.9"))[0]?.type, "register_ok");
+});
+
+/** Registers `name` for `who` and leaves at once; returns nothing, asserts it was accepted. */
+function joinAndLeave(
+  feed: Feed,
+  id: string,
+  name: string,
+  who: Identity,
+  from: Addr,
+  now: number,
+) {
+  const t = tokenOf(join(feed, id, name, who, from, now)[0]);
+  feed({ type: "leave", id, token: t }, from, now);
+}
+
+Deno.test("hardening: a full name table refuses new names and never frees one within its TTL", () => {
+  const { feed } = server({ ...cfg, maxNameBindings: 3 });
+  const who = [alice, bob, newIdentity()];
+  for (let i = 0; i < 3; i++) {
+    joinAndLeave(feed, idOf(i + 1), `n${i}`, who[i]!, at(`192.0.2.${i + 1}`), i);
+  }
+  const n3 = join(feed, idOf(4), "n3", mallory, C, 10);
+  assert.equal(errorCode(n3[0]), ErrorCode.SERVER_FULL, "no room for another name");
+  // n0, released first, is still alice's: nobody else may take it.
+  assert.equal(errorCode(join(feed, idOf(5), "n0", mallory, C, 20)[0]), ErrorCode.NAME_TAKEN);
+  // The owners still get their names back, and once a TTL ends there is room again.
+  assert.equal(join(feed, idOf(6), "n0", alice, A, 30)[0]?.type, "register_ok");
+  assert.equal(join(feed, idOf(7), "n3", mallory, C, 2 + cfg.nameTtlMs)[0]?.type, "register_ok");
+});
+
+Deno.test("hardening: registering a name again restarts its TTL, also in a full table", () => {
+  const { s, feed } = server({ ...cfg, maxNameBindings: 2 });
+  joinAndLeave(feed, idOf(1), "n1", alice, A, 0);
+  joinAndLeave(feed, idOf(2), "n2", bob, B, 1000);
+  // alice comes back for n1 much later and leaves again: n1 is now the most recently released.
+  joinAndLeave(feed, idOf(3), "n1", alice, A, 50_000);
+  assert.equal(errorCode(join(feed, idOf(4), "n3", mallory, C, 50_001)[0]), ErrorCode.SERVER_FULL);
+  // n2's TTL ends first; n1's runs from its second release.
+  tick(s, 1000 + cfg.nameTtlMs);
+  assert.equal(join(feed, idOf(5), "n2", mallory, C, 1000 + cfg.nameTtlMs)[0]?.type, "register_ok");
+  const n1 = join(feed, idOf(6), "n1", mallory, at(C.host, 9), 50_000 + cfg.nameTtlMs - 1)[0];
+  assert.equal(errorCode(n1), ErrorCode.NAME_TAKEN);
+});
+
+Deno.test("hardening: names bound per source IP are capped", () => {
+  const { feed } = server({ ...cfg, maxNamesPerIp: 2 });
+  joinAndLeave(feed, idOf(1), "n1", alice, A, 0);
+  joinAndLeave(feed, idOf(2), "n2", alice, at(A.host, 9), 1);
+  const third = join(feed, idOf(3), "n3", alice, at(A.host, 10), 2);
+  assert.equal(errorCode(third[0]), ErrorCode.SERVER_FULL);
+  // Names it already holds are no new names; other sources are not affected.
+  assert.equal(join(feed, idOf(4), "n1", alice, A, 3)[0]?.type, "register_ok");
+  assert.equal(join(feed, idOf(5), "n3", bob, B, 4)[0]?.type, "register_ok");
+  // Once the released ones expire, the IP may bind new names again.
+  const later = 3 + cfg.nameTtlMs;
+  assert.equal(join(feed, idOf(6), "n4", mallory, at(A.host, 11), later)[0]?.type, "register_ok");
 });
