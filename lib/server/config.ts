@@ -51,3 +51,9 @@ export const RELAY_BURST_S = 4;
 /** CONNECTs per second per member, and the burst (a newcomer asks for a whole room at once). */
 export const CONNECT_RATE = 10;
 export const CONNECT_BURST = 128;
+
+/**
+ * The least a relayed packet is charged against `relayBytesPerSec`, whatever its size: tiny
+ * packets are limited in number too (at most relayBytesPerSec / 256 a second).
+ */
+export const RELAY_MIN_CHARGE = 256;

@@ -35,6 +35,7 @@ import {
   CONNECT_RATE,
   DEFAULT_SERVER_CONFIG,
   RELAY_BURST_S,
+  RELAY_MIN_CHARGE,
   type ServerConfig,
 } from "./config.ts";
 import { Admission } from "./admission.ts";
@@ -78,6 +79,13 @@ function pages(members: Member[]): Member[][] {
     size += n;
   }
   return out;
+}
+
+/** What a RELAY may carry: a whole peer datagram of the kinds peers exchange (docs/PROTOCOL.md). */
+function relayable(payload: Uint8Array): boolean {
+  const d = decode(payload);
+  return d.ok && (d.value.type === "hello" || d.value.type === "hello_ack" ||
+    d.value.type === "sealed");
 }
 
 /** Whether `m` registers exactly what `r` is (maybe from elsewhere): same name, room and key. */
@@ -395,7 +403,8 @@ export class ServerState {
 
   /**
    * CONNECT and RELAY, one path: route (the sender holds its token, the target is in its
-   * room) → limit (the sender's CONNECT or relay allowance) → forward to the target.
+   * room) → limit (the sender's CONNECT or relay allowance) → forward to the target (a RELAY
+   * only with a HELLO, HELLO_ACK or SEALED payload).
    */
   private forward(m: Forwarded, got: number, from: Addr, now: number, out: ServerAction[]): void {
     const about = m.type === "connect" ? T.CONNECT : T.RELAY;
@@ -407,12 +416,14 @@ export class ServerState {
     }
     const allowed = m.type === "connect"
       ? src.connects.take(1, now)
-      : src.relay.take(m.payload.length, now);
+      : src.relay.take(Math.max(RELAY_MIN_CHARGE, m.payload.length), now);
     if (!allowed) {
       this.stats.drop(`${m.type}_rate`);
       const what = `${m.type} rate limit hit by ${src.name} in ${src.room}`;
       return this.warn(`${m.type}:${src.id}`, what, now, out);
     }
+    // Only peer traffic travels the relay (charged all the same: junk uses up the allowance).
+    if (m.type === "relay" && !relayable(m.payload)) return this.stats.drop("relay_payload");
     let fwd: Message;
     if (m.type === "connect") {
       fwd = { type: "connect_fwd", token: dst.token, member: memberOf(src), nonce: m.nonce };

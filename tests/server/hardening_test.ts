@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { type Identity, newIdentity } from "../../lib/identity/identity.ts";
 import { DEFAULT_SERVER_CONFIG, limitKey } from "../../lib/server/state.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
-import { ErrorCode } from "../../lib/wire/codec.ts";
+import { encode, ErrorCode } from "../../lib/wire/codec.ts";
+import { bindingRequest } from "../../lib/stun/binding.ts";
+import { RELAY_MIN_CHARGE } from "../../lib/server/config.ts";
 import {
   A,
   B,
@@ -184,4 +186,71 @@ Deno.test("hardening: names bound per source IP are capped", () => {
   // Once the released ones expire, the IP may bind new names again.
   const later = 3 + cfg.nameTtlMs;
   assert.equal(join(feed, idOf(6), "n4", mallory, at(A.host, 11), later)[0]?.type, "register_ok");
+});
+
+/** alice and bob in one room; `relay(payload)` is what bob receives when alice relays it. */
+function relayPair(c = cfg) {
+  const { s, feed } = server(c);
+  const a = tokenOf(join(feed, ID1, "alice", alice, A)[0]);
+  join(feed, ID2, "bob", bob, B);
+  const relay = (payload: Uint8Array, now = 1) =>
+    msgs(feed({ type: "relay", from: ID1, token: a, to: ID2, payload }, A, now))
+      .filter((m) => m.type === "relayed");
+  return { s, relay };
+}
+
+const member = { id: ID1, name: "x", public: C, locals: [], key: new Uint8Array(32) };
+const payloads: { name: string; bytes: Uint8Array; forwarded: boolean }[] = [
+  { name: "SEALED", bytes: encode({ type: "sealed", body: new Uint8Array(40) }), forwarded: true },
+  {
+    name: "HELLO",
+    bytes: encode({ type: "hello", from: ID1, to: ID2, nonce: ID1, init: new Uint8Array(116) }),
+    forwarded: true,
+  },
+  {
+    name: "HELLO_ACK",
+    bytes: encode({
+      type: "hello_ack",
+      from: ID1,
+      to: ID2,
+      resp: new Uint8Array(56),
+      sealed: new Uint8Array(28),
+    }),
+    forwarded: true,
+  },
+  {
+    name: "a PING in the clear",
+    bytes: encode({ type: "ping", from: ID1, to: ID2, nonce: ID1 }),
+    forwarded: false,
+  },
+  {
+    name: "a server message (PEER_JOINED)",
+    bytes: encode({ type: "peer_joined", token: ID2, member }),
+    forwarded: false,
+  },
+  {
+    name: "a truncated HELLO",
+    bytes: encode({ type: "hello", from: ID1, to: ID2, nonce: ID1, init: new Uint8Array(116) })
+      .subarray(0, 60),
+    forwarded: false,
+  },
+  { name: "a STUN request", bytes: bindingRequest(new Uint8Array(12).fill(1)), forwarded: false },
+  { name: "random bytes", bytes: new Uint8Array(200).fill(0x5a), forwarded: false },
+  { name: "an empty payload", bytes: new Uint8Array(0), forwarded: false },
+];
+for (const p of payloads) {
+  Deno.test(`hardening: RELAY ${p.forwarded ? "forwards" : "drops"} ${p.name}`, () => {
+    const { s, relay } = relayPair();
+    assert.equal(relay(p.bytes).length, p.forwarded ? 1 : 0);
+    if (!p.forwarded) assert.equal(s.stats.drops.get("relay_payload"), 1);
+  });
+}
+
+Deno.test("hardening: the relay limit charges each packet at least a minimum", () => {
+  const { relay } = relayPair({ ...cfg, relayBytesPerSec: 10_000 });
+  const tiny = encode({ type: "sealed", body: new Uint8Array(28) }); // 31 bytes
+  let forwarded = 0;
+  for (let i = 0; i < 2000; i++) forwarded += relay(tiny).length;
+  // A 40 000-byte burst: 1290 packets of 31 bytes without a minimum.
+  assert.equal(forwarded, Math.floor(40_000 / RELAY_MIN_CHARGE));
 });

@@ -98,7 +98,7 @@ Deno.test("server: relays only within a room, and only up to the relay rate", ()
   const a = join(feed, ID1, "alice", alice, A)[0] as { token: string };
   join(feed, ID2, "bob", bob, B);
   join(feed, ID3, "carol", mallory, C, 0, "other");
-  const payload = new Uint8Array(1000);
+  const payload = encode({ type: "sealed", body: new Uint8Array(997) }); // 1000 bytes
   const to = (id: string) =>
     feed({ type: "relay", from: ID1, token: a.token, to: id, payload }, A, 1);
   assert.equal(to(ID3).filter((o) => o.to.host === C.host).length, 0, "not across rooms");
