@@ -16,8 +16,10 @@ import { type ServerConfig, silenceMs } from "./config.ts";
 /** A registered member. */
 export interface Rec {
   id: Id;
-  /** The registration token: later requests from this member must carry it. */
+  /** The registration token (hex, as messages carry it): later requests must carry it. */
   token: string;
+  /** The same token as bytes, for the constant-time compare. */
+  tokenBytes: Uint8Array;
   name: string;
   room: string;
   key: Uint8Array;

@@ -13,7 +13,7 @@
  * Who is registered lives in registry.ts, who may register in admission.ts.
  */
 import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
-import { equalBytes, toHex } from "../wire/bytes.ts";
+import { equalBytes, fromHex, toHex } from "../wire/bytes.ts";
 import {
   decode,
   encode,
@@ -286,9 +286,11 @@ export class ServerState {
 
   /** A new member: added, welcomed, announced to the room. */
   private join(m: Register, keyHex: string, from: Addr, now: number, out: ServerAction[]): void {
+    const tokenBytes = this.random(8);
     const rec: Rec = {
       id: m.id,
-      token: toHex(this.random(8)),
+      token: toHex(tokenBytes),
+      tokenBytes,
       name: m.name,
       room: m.room,
       key: m.key,
@@ -362,7 +364,8 @@ export class ServerState {
    */
   private authed(id: Id, token: string, from: Addr, now: number): Rec | undefined {
     const r = this.registry.get(id);
-    if (!r || r.token !== token) {
+    // Constant time: how much of a guess matches must not show in how long the answer takes.
+    if (!r || !equalBytes(fromHex(token), r.tokenBytes)) {
       this.stats.drop("unauthenticated");
       return undefined;
     }

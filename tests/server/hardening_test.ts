@@ -254,3 +254,28 @@ Deno.test("hardening: the relay limit charges each packet at least a minimum", (
   // A 40 000-byte burst: 1290 packets of 31 bytes without a minimum.
   assert.equal(forwarded, Math.floor(40_000 / RELAY_MIN_CHARGE));
 });
+
+Deno.test("hardening: a token differing in any one byte is refused", () => {
+  const { s, feed } = server();
+  const a = tokenOf(join(feed, ID1, "alice", alice, A)[0]);
+  for (let i = 0; i < a.length; i += 2) {
+    const flipped = (parseInt(a.slice(i, i + 2), 16) ^ 1).toString(16).padStart(2, "0");
+    const wrong = a.slice(0, i) + flipped + a.slice(i + 2);
+    const out = msgs(feed({ type: "keepalive", id: ID1, token: wrong }, A, 1));
+    assert.equal(errorCode(out[0]), ErrorCode.UNKNOWN_PEER, `byte ${i / 2}`);
+  }
+  assert.equal(s.stats.drops.get("unauthenticated"), a.length / 2);
+  assert.equal(
+    msgs(feed({ type: "keepalive", id: ID1, token: a }, A, 2))[0]?.type,
+    "keepalive_ack",
+  );
+});
+
+Deno.test("hardening: registration tokens are compared in constant time (source check)", async () => {
+  // Timing cannot be measured reliably in a unit test; this keeps `===` on secrets out.
+  for (const f of ["state.ts", "admission.ts", "registry.ts"]) {
+    const src = await Deno.readTextFile(new URL(`../../lib/server/${f}`, import.meta.url));
+    const plain = src.split("\n").filter((l) => /\btoken\s*[!=]==|[!=]==\s*token\b/.test(l));
+    assert.deepEqual(plain, [], `${f} compares a token with === or !==`);
+  }
+});
