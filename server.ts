@@ -3,7 +3,12 @@
  * until the state machine's next deadline, re-armed after every datagram and every tick.
  */
 import type { Logger } from "@logtape/logtape";
-import { type ServerAction, type ServerConfig, ServerState } from "./lib/server/state.ts";
+import {
+  DEFAULT_SERVER_CONFIG,
+  type ServerAction,
+  type ServerConfig,
+  ServerState,
+} from "./lib/server/state.ts";
 import { openUdp } from "./lib/net/udp.ts";
 import { formatAddr } from "./lib/wire/addr.ts";
 import { onStopSignal } from "./lib/cli/signals.ts";
@@ -57,7 +62,8 @@ export function deadlineTimer(
 export interface ServeOptions {
   host: string;
   port: number;
-  config: ServerConfig;
+  /** Settings that differ from DEFAULT_SERVER_CONFIG (the rest keep their defaults). */
+  config: Partial<ServerConfig>;
   log: Logger;
   /** Resolves to stop the server (tests, signals). */
   stop?: Promise<void>;
@@ -66,7 +72,7 @@ export interface ServeOptions {
 
 /** Serves until `stop` resolves or SIGINT/SIGTERM; returns the exit code. */
 export async function serve(o: ServeOptions): Promise<number> {
-  const state = new ServerState(o.config);
+  const state = new ServerState({ ...DEFAULT_SERVER_CONFIG, ...o.config });
   const out: ServerAction[] = [];
   let udp: ReturnType<typeof openUdp>;
   const run = () => {
