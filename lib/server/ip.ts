@@ -24,3 +24,49 @@ export function limitKey(host: string): string {
   if (!b) return host;
   return b.length === 4 ? ipFromBytes(b) : `${toHex(b.subarray(0, 8))}/64`;
 }
+
+/**
+ * The LAN ranges, by family, as [leading bytes, prefix length in bits]: unicast ranges that
+ * are not reachable across the internet (RFC 6890's "globally reachable: false").
+ */
+const LAN4: [number[], number][] = [
+  [[10], 8], // RFC 1918
+  [[172, 16], 12], // RFC 1918
+  [[192, 168], 16], // RFC 1918
+  [[100, 64], 10], // RFC 6598 shared address space (carrier-grade NAT)
+  [[169, 254], 16], // link-local
+  [[127], 8], // loopback: peers on one host (tests, a server next to its peers)
+  // Documentation and benchmarking ranges (RFC 5737, RFC 2544): never routed on the internet,
+  // but labs and test hosts number their networks from them.
+  [[192, 0, 2], 24],
+  [[198, 51, 100], 24],
+  [[203, 0, 113], 24],
+  [[198, 18], 15],
+];
+const LAN6: [number[], number][] = [
+  [[0xfc], 7], // unique local
+  [[0xfe, 0x80], 10], // link-local
+  [[...new Array(15).fill(0), 1], 128], // ::1
+  [[0x20, 0x01, 0x0d, 0xb8], 32], // documentation (RFC 3849)
+];
+
+function inPrefix(b: Uint8Array, prefix: number[], bits: number): boolean {
+  for (let i = 0; i * 8 < bits; i++) {
+    const mask = bits - i * 8 >= 8 ? 0xff : (0xff << (8 - (bits - i * 8))) & 0xff;
+    if ((b[i]! & mask) !== ((prefix[i] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether `host` can be a LAN address worth announcing to a room: private (RFC 1918),
+ * carrier-grade NAT (100.64/10), unique local (fc00::/7), link-local, loopback, or a
+ * documentation or benchmarking range. Peers send handshakes to the locals the server
+ * announces, so anything else would let a member aim a whole room's probes at an address of
+ * its choice on the internet.
+ */
+export function isLanAddress(host: string): boolean {
+  const b = ipBytes(host);
+  if (!b) return false;
+  return (b.length === 4 ? LAN4 : LAN6).some(([p, bits]) => inPrefix(b, p, bits));
+}

@@ -20,6 +20,7 @@ import {
   ErrorCode,
   type Id,
   looksLikeP2p,
+  MAX_LOCALS,
   MAX_SEND,
   type Member,
   memberSize,
@@ -39,6 +40,7 @@ import {
   type ServerConfig,
 } from "./config.ts";
 import { Admission } from "./admission.ts";
+import { isLanAddress } from "./ip.ts";
 import { memberOf, type Rec, Registry } from "./registry.ts";
 import { Bucket, LogLimiter } from "./limits.ts";
 
@@ -59,6 +61,8 @@ export class ServerStats {
   registered = 0;
   relayedPackets = 0;
   relayedBytes = 0;
+  /** Announced local addresses not passed on (not a LAN address, or repeated). */
+  localsRefused = 0;
   drops = new Map<string, number>();
   drop(reason: string): void {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
@@ -284,6 +288,19 @@ export class ServerState {
     else this.join(m, keyHex, from, now, out);
   }
 
+  /**
+   * The announced local addresses worth passing on: LAN addresses only (see isLanAddress),
+   * each once, at most MAX_LOCALS.
+   */
+  private lanOnly(locals: Addr[]): Addr[] {
+    const kept: Addr[] = [];
+    for (const a of locals) {
+      if (!isLanAddress(a.host) || kept.some((k) => sameAddr(k, a))) this.stats.localsRefused++;
+      else if (kept.length < MAX_LOCALS) kept.push(a);
+    }
+    return kept;
+  }
+
   /** A new member: added, welcomed, announced to the room. */
   private join(m: Register, keyHex: string, from: Addr, now: number, out: ServerAction[]): void {
     const tokenBytes = this.random(8);
@@ -296,7 +313,7 @@ export class ServerState {
       key: m.key,
       keyHex,
       public: from,
-      locals: m.locals,
+      locals: this.lanOnly(m.locals),
       lastSeen: now,
       regNonce: m.nonce,
       relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * RELAY_BURST_S, now),
@@ -317,7 +334,7 @@ export class ServerState {
   private move(rec: Rec, m: Register, from: Addr, now: number, out: ServerAction[]): void {
     const moved = !sameAddr(rec.public, from);
     this.registry.relocate(rec, from);
-    rec.locals = m.locals;
+    rec.locals = this.lanOnly(m.locals);
     rec.regNonce = m.nonce;
     this.registry.touch(rec, now);
     this.welcome(rec, m.nonce, from, out);

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { type Identity, newIdentity } from "../../lib/identity/identity.ts";
 import { DEFAULT_SERVER_CONFIG, limitKey } from "../../lib/server/state.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
-import { encode, ErrorCode } from "../../lib/wire/codec.ts";
+import { encode, ErrorCode, type Message } from "../../lib/wire/codec.ts";
 import { bindingRequest } from "../../lib/stun/binding.ts";
 import { RELAY_MIN_CHARGE } from "../../lib/server/config.ts";
 import {
@@ -15,6 +15,7 @@ import {
   type Feed,
   ID1,
   ID2,
+  ID3,
   join,
   msgs,
   server,
@@ -278,4 +279,22 @@ Deno.test("hardening: registration tokens are compared in constant time (source 
     const plain = src.split("\n").filter((l) => /\btoken\s*[!=]==|[!=]==\s*token\b/.test(l));
     assert.deepEqual(plain, [], `${f} compares a token with === or !==`);
   }
+});
+
+Deno.test("hardening: only LAN addresses are passed on as a member's locals", () => {
+  const { feed } = server();
+  const lan = { host: "10.0.0.5", port: 5000 }, ula = { host: "fd00::5", port: 5000 };
+  const internet = { host: "8.8.8.8", port: 53 };
+  const withLocals = (locals: Addr[]) => ({ edit: (m: { locals: Addr[] }) => m.locals = locals });
+  const localsOfAlice = (answers: Message[]) =>
+    answers.flatMap((m) => m.type === "register_ok" ? m.members : [])
+      .find((e) => e.name === "alice")?.locals;
+  const ok = join(feed, ID1, "alice", alice, A, 1, "lobby", withLocals([lan, internet, lan, ula]));
+  assert.equal(ok[0]?.type, "register_ok");
+  assert.deepEqual(localsOfAlice(join(feed, ID2, "bob", bob, B, 2)), [lan, ula]);
+  // Registering again (here from a new address) is filtered the same way.
+  const again = withLocals([internet, { host: "192.168.7.7", port: 1 }]);
+  join(feed, ID1, "alice", alice, at(A.host, 9), 3, "lobby", { nonce: "2".repeat(16), ...again });
+  const carol = join(feed, ID3, "carol", mallory, C, 4);
+  assert.deepEqual(localsOfAlice(carol), [{ host: "192.168.7.7", port: 1 }]);
 });
