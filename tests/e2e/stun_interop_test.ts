@@ -1,22 +1,18 @@
 /** Interop: coturn's turnutils_stunclient (Debian package `coturn`) against `p2pchat serve`. */
 import assert from "node:assert/strict";
 import { freePort, withHarness } from "./harness.ts";
+import { missingTool, testsUnless } from "../natlab/_labtest.ts";
 
-const client = await new Deno.Command("sh", { args: ["-c", "command -v turnutils_stunclient"] })
-  .output().then((o) => o.success ? new TextDecoder().decode(o.stdout).trim() : null)
-  .catch(() => null);
+const test = testsUnless(missingTool({ turnutils_stunclient: "coturn" }), "STUN interop test");
 
-Deno.test({
-  name: client
-    ? "interop: turnutils_stunclient gets the right mapped address from p2pchat serve"
-    : "interop: turnutils_stunclient — SKIPPED: install Debian package coturn",
-  ignore: !client,
+test({
+  name: "interop: turnutils_stunclient gets the right mapped address from p2pchat serve",
   fn: async () => {
     await withHarness(async (h) => {
       const port = freePort();
       const server = h.server(port);
       await server.waitStderr(/listening on/);
-      const out = await new Deno.Command(client!, {
+      const out = await new Deno.Command("turnutils_stunclient", {
         args: ["-p", String(port), "-L", "127.0.0.1", "127.0.0.1"],
         stdout: "piped",
         stderr: "piped",

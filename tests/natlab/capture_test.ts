@@ -5,14 +5,14 @@
  * and none of the message text.
  */
 import assert from "node:assert/strict";
-import { type Lab, type SiteSpec, unsupportedReason, up } from "./lab.ts";
-import { labTests, PORT, wrap } from "./_labtest.ts";
-import { onPath } from "./_sh.ts";
+import { type Lab, type SiteSpec, unsupported, up } from "./lab.ts";
+import { labTests, missingTool, PORT, wrap } from "./_labtest.ts";
 import { Harness, isType, type Proc } from "../e2e/harness.ts";
 
-const reason = unsupportedReason() ??
-  (onPath("tshark") ? undefined : "needs tshark on PATH (Debian: apt-get install tshark)");
-const labTest = labTests(reason, "packet capture lab test");
+const labTest = labTests(
+  unsupported() ?? missingTool({ tshark: "tshark" }),
+  "packet capture lab test",
+);
 
 /** Plain ASCII search in raw bytes: latin1 maps every byte to one character. */
 const holds = (bytes: Uint8Array, text: string) =>

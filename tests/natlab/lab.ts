@@ -62,18 +62,38 @@ export function isRoot(): boolean {
   }
 }
 
+/** The programs the lab runs, with the Debian package of each. */
+export const LAB_TOOLS: Readonly<Record<string, string>> = {
+  ip: "iproute2",
+  nft: "nftables",
+  sysctl: "procps",
+};
+
 /** Tools the lab needs that are not on PATH (empty when all are there). */
 export function missingTools(): string[] {
-  return ["ip", "nft", "sysctl"].filter((t) => !onPath(t));
+  return Object.keys(LAB_TOOLS).filter((t) => !onPath(t));
 }
 
-/** Why the lab cannot run here, or undefined when it can. */
-export function unsupportedReason(): string | undefined {
-  if (Deno.build.os !== "linux") return `NAT lab needs Linux, this is ${Deno.build.os}`;
-  if (!isRoot()) return "NAT lab needs root (uid 0) to create network namespaces";
+/**
+ * Why the lab cannot run here, or undefined when it can. `tool` is true when the reason is a
+ * missing program (installable), false when it is the machine itself (not Linux, not root).
+ */
+export function unsupported(): { reason: string; tool: boolean } | undefined {
+  if (Deno.build.os !== "linux") {
+    return { reason: `NAT lab needs Linux, this is ${Deno.build.os}`, tool: false };
+  }
+  if (!isRoot()) {
+    return { reason: "NAT lab needs root (uid 0) to create network namespaces", tool: false };
+  }
   const missing = missingTools();
-  if (missing.length > 0) return `NAT lab needs ${missing.join(", ")} on PATH`;
-  return undefined;
+  if (missing.length === 0) return undefined;
+  const what = missing.map((t) => `${t} (Debian package ${LAB_TOOLS[t]})`).join(", ");
+  return { reason: `NAT lab needs ${what} on PATH`, tool: true };
+}
+
+/** Why the lab cannot run here, or undefined when it can (see {@link unsupported}). */
+export function unsupportedReason(): string | undefined {
+  return unsupported()?.reason;
 }
 
 /** A fresh namespace prefix `nl<pid><3 letters>`; detached labs use pid 0 (never stale). */

@@ -4,12 +4,11 @@
  * P2PCHAT_WRITE_MATRIX=1; always printed).
  */
 import assert from "node:assert/strict";
-import { type Lab, type NatType, type SiteSpec, unsupportedReason, up } from "./lab.ts";
+import { type Lab, type NatType, type SiteSpec, unsupported, up } from "./lab.ts";
 import { labTests, PORT, wrap } from "./_labtest.ts";
 import { count, Harness, isType, type Proc } from "../e2e/harness.ts";
 
-const reason = unsupportedReason();
-const labTest = labTests(reason, "NAT traversal tests");
+const labTest = labTests(unsupported(), "NAT traversal tests");
 
 /** A lab with a server running in it; everything is torn down after `fn`. */
 async function withLab(
