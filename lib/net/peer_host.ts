@@ -27,6 +27,8 @@ export interface Exit {
 export class PeerHost {
   private agent!: PeerAgent;
   private udp!: Udp;
+  /** Extra sockets the agent asked for (birthday punching), by name. */
+  private extra = new Map<number, Udp>();
   private readonly alarm = new Alarm(() => this.call((out, now) => this.agent.tick(now, out)));
   private stopped = false;
   private drained: (() => void) | null = null;
@@ -45,7 +47,7 @@ export class PeerHost {
     const server = this.opts.agent.server;
     this.udp = openUdp(this.opts.bindHost, this.opts.port, (bytes, from) => {
       if (this.opts.dropDirect && !sameAddr(from, server)) return;
-      this.call((out, now) => this.agent.handle(bytes, from, now, out));
+      this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
     this.call((out, now) => this.agent.start(now, out));
@@ -142,7 +144,14 @@ export class PeerHost {
       switch (a.type) {
         case "send":
           if (this.opts.dropDirect && !sameAddr(a.to, this.opts.agent.server)) break;
-          this.udp.send(a.bytes, a.to);
+          (a.via ? this.extra.get(a.via) : this.udp)?.send(a.bytes, a.to);
+          break;
+        case "open_socket":
+          this.openExtra(a.via);
+          break;
+        case "close_socket":
+          this.extra.get(a.via)?.close();
+          this.extra.delete(a.via);
           break;
         case "event":
           this.onEvent(a.event);
@@ -157,9 +166,26 @@ export class PeerHost {
     }
   }
 
+  /** An extra socket on a port of the kernel's choice; failing to bind one only costs a mapping. */
+  private openExtra(via: number): void {
+    if (this.extra.has(via)) return;
+    try {
+      const server = this.opts.agent.server;
+      const u = openUdp(this.opts.bindHost, 0, (bytes, from) => {
+        if (this.opts.dropDirect && !sameAddr(from, server)) return;
+        this.call((out, now) => this.agent.handle(bytes, from, now, out, via));
+      });
+      this.extra.set(via, u);
+    } catch (e) {
+      this.onLog("debug", `cannot open an extra socket: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+
   private stop(e: Exit): void {
     this.stopped = true;
     this.alarm.clear();
+    for (const u of this.extra.values()) u.close();
+    this.extra.clear();
     this.udp?.close();
     this.resolveDone(e);
   }

@@ -3,7 +3,11 @@ import type { Addr } from "../wire/addr.ts";
 import type { PeerEvent } from "./events.ts";
 
 export type AgentAction =
-  | { type: "send"; to: Addr; bytes: Uint8Array }
+  /** `via`: the local socket to send from; absent or 0 is the main one. */
+  | { type: "send"; to: Addr; bytes: Uint8Array; via?: number }
+  /** Open (or close) an extra local socket, named `via`, for birthday punching. */
+  | { type: "open_socket"; via: number }
+  | { type: "close_socket"; via: number }
   | { type: "event"; event: PeerEvent }
   | { type: "log"; level: "debug" | "info" | "warn"; message: string }
   /** Unrecoverable: print `message` and exit with `code` (2: the user must change something). */

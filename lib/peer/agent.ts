@@ -16,6 +16,7 @@ import {
   MAGIC,
   type Member,
   type Message,
+  type NatMapping,
   T,
   VERSION,
 } from "../wire/codec.ts";
@@ -36,6 +37,13 @@ import { memoryTrust, type TrustStore } from "../identity/known_peers.ts";
 import { type AgentAction, earliest } from "./actions.ts";
 import { Registration } from "./registration.ts";
 import { type Remote, Roster } from "./roster.ts";
+import {
+  Birthday,
+  type BirthdayAction,
+  type BirthdayConfig,
+  birthdayRole,
+  DEFAULT_BIRTHDAY_CONFIG,
+} from "./birthday.ts";
 
 export type { AgentAction } from "./actions.ts";
 
@@ -62,8 +70,13 @@ export interface AgentConfig {
   delivery: DeliveryConfig;
   /** Session lifetimes: rekey and expiry (lib/peer/secure.ts). */
   secure: Partial<SecureConfig>;
-  /** While relayed and without a session, how often to resend the handshake through the relay. */
+  /** Until a session is up, how often to resend the handshake through the relay. */
   relayHelloMs: number;
+  /** Birthday punching towards peers behind NATs with random per-destination ports. */
+  birthday: BirthdayConfig;
+  /** How often NAT_INFO is resent until the peer confirms it, and how many times at most. */
+  natInfoRetryMs: number;
+  natInfoTries: number;
   /** Randomness source (ids, nonces); injectable for tests. */
   random: (n: number) => Uint8Array;
   /** Wall clock in ms, only for handshake timestamps; injectable for tests. */
@@ -81,6 +94,9 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   delivery: DEFAULT_DELIVERY_CONFIG,
   secure: {},
   relayHelloMs: 1000,
+  birthday: DEFAULT_BIRTHDAY_CONFIG,
+  natInfoRetryMs: 1000,
+  natInfoTries: 10,
   random: (n) => crypto.getRandomValues(new Uint8Array(n)),
   wall: () => Date.now(),
 };
@@ -117,6 +133,10 @@ export class PeerAgent {
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
   private msgNo = 0;
+  /** What we know of our own NAT (set by the host from discovery and port mapping). */
+  private nat: { mapping: NatMapping; mapped: Addr[] } = { mapping: "unknown", mapped: [] };
+  /** Names of extra sockets (birthday punching); 0 is the main socket. */
+  private lastVia = 0;
   /** The caller's action array for the call in progress. */
   private out: AgentAction[] = [];
   private readonly reg: Registration;
@@ -144,15 +164,20 @@ export class PeerAgent {
     this.with(out, () => this.reg.start(now, out));
   }
 
-  /** A datagram from the socket. */
-  handle(b: Uint8Array, from: Addr, now: number, out: AgentAction[]): void {
+  /** A datagram from socket `via` (0: the main one). */
+  handle(b: Uint8Array, from: Addr, now: number, out: AgentAction[], via = 0): void {
     this.with(out, () => {
       if (this.reg.closed) return;
       if (!looksLikeP2p(b)) return this.drop("unknown_protocol");
       const d = decode(b);
       if (!d.ok) return this.drop(d.reason);
-      if (sameAddr(from, this.cfg.server)) this.fromServer(d.value, now);
-      else this.fromPeer(d.value, from, now, null);
+      if (sameAddr(from, this.cfg.server)) {
+        // The server talks to our main socket only.
+        if (via !== 0) return this.drop("server_on_extra_socket");
+        this.fromServer(d.value, now);
+      } else {
+        this.fromPeer(d.value, from, now, null, via);
+      }
       this.flush(now);
     });
   }
@@ -164,7 +189,9 @@ export class PeerAgent {
       this.reg.tick(now, out);
       if (this.reg.closed) return;
       for (const r of this.roster.all()) {
-        if (r.trusted) this.pathActions(r, r.path.tick(now), now);
+        if (!r.trusted) continue;
+        this.pathActions(r, r.path.tick(now), now);
+        if (r.birthday?.active) this.birthdayTick(r, now);
       }
       this.secureTick(now);
       this.flush(now);
@@ -185,13 +212,41 @@ export class PeerAgent {
       // Without a session fragments wait for one (`flush` skips them), so they set no deadline.
       if (session) at = earliest(at, r.tx.nextDeadline());
       else if (this.wantsRelayHello(r)) at = earliest(at, r.nextRelayHello);
+      if (session && this.wantsNatInfo(r)) at = earliest(at, r.nextNatInfo);
+      if (r.birthday?.active) at = earliest(at, r.birthday.nextDeadline());
     }
     return at;
+  }
+
+  /**
+   * What we know of our own NAT: its mapping behaviour (from discovery) and addresses our
+   * gateway mapped for us. Told to every peer (sealed NAT_INFO), now and whenever it changes.
+   */
+  setNat(nat: { mapping: NatMapping; mapped: Addr[] }, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      this.nat = { mapping: nat.mapping, mapped: nat.mapped.slice() };
+      for (const r of this.roster.all()) {
+        r.natAcked = false;
+        r.natTries = 0;
+        r.nextNatInfo = now;
+      }
+      this.flush(now);
+    });
   }
 
   /** Leaves: tells the server and stops. */
   leave(out: AgentAction[]): void {
     this.with(out, () => this.reg.leave(out));
+  }
+
+  /** Birthday attempts so far, and how each ended, for /peers and tests. */
+  birthdays(): { peer: string; role: string; probes: number; active: boolean }[] {
+    const out = [];
+    for (const r of this.roster.all()) {
+      const b = r.birthday;
+      if (b) out.push({ peer: r.member.name, role: b.role, probes: b.probes, active: b.active });
+    }
+    return out;
   }
 
   // --- The chat API ----------------------------------------------------------------------------
@@ -308,8 +363,12 @@ export class PeerAgent {
 
   private nonce = (): string => toHex(this.cfg.random(8));
 
-  private send(to: Addr, m: Message): void {
-    this.out.push({ type: "send", to, bytes: encode(m) });
+  private send(to: Addr, m: Message, via = 0): void {
+    this.out.push(
+      via === 0
+        ? { type: "send", to, bytes: encode(m) }
+        : { type: "send", to, bytes: encode(m), via },
+    );
   }
   private emit(event: PeerEvent): void {
     this.out.push({ type: "event", event });
@@ -388,6 +447,8 @@ export class PeerAgent {
 
   /** A remote just taken off the roster: end its session, report its messages and its leaving. */
   private forget(r: Remote): void {
+    this.endBirthday(r);
+    this.closeBirthdayVia(r);
     this.secure.removePeer(r.member.id);
     const ev: TxEvent[] = [];
     r.tx.abandon(ev);
@@ -466,14 +527,20 @@ export class PeerAgent {
    * Peer traffic, direct or (with `relayedFrom`, the sender the server vouches for) relayed.
    * Only handshakes travel in the clear; everything else must open in a session.
    */
-  private fromPeer(m: Message, from: Addr, now: number, relayedFrom: Id | null): void {
+  private fromPeer(
+    m: Message,
+    from: Addr,
+    now: number,
+    relayedFrom: Id | null,
+    via = 0,
+  ): void {
     switch (m.type) {
       case "hello":
-        return this.onHello(m, from, now, relayedFrom);
+        return this.onHello(m, from, now, relayedFrom, via);
       case "hello_ack":
-        return this.onHelloAck(m, from, now, relayedFrom);
+        return this.onHelloAck(m, from, now, relayedFrom, via);
       case "sealed":
-        return this.onSealed(m.body, from, now, relayedFrom);
+        return this.onSealed(m.body, from, now, relayedFrom, via);
       case "data":
       case "data_ack":
       case "ping":
@@ -516,6 +583,7 @@ export class PeerAgent {
     from: Addr,
     now: number,
     relayedFrom: Id | null,
+    via: number,
   ): void {
     // Noise authenticates the initiator's static key against the one the server announced.
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
@@ -527,7 +595,7 @@ export class PeerAgent {
       if (r.helloSources.size >= MAX_HELLO_SOURCES) return this.drop("hello_sources");
       r.helloSources.add(src);
     }
-    const ack = (to: Addr | null, nonce: string) => {
+    const ack = (to: Addr | null, nonce: string, ackVia: number) => {
       const pong: Message = { type: "pong", from: this.id, to: r.member.id, nonce, observed: from };
       const sealed = this.seal(r, HELLO_ACK_AD, pong, now)!;
       const reply: Message = {
@@ -537,12 +605,12 @@ export class PeerAgent {
         resp: res.reply,
         sealed,
       };
-      if (to) this.send(to, reply);
+      if (to) this.send(to, reply, ackVia);
       else this.toRelay(r, reply);
     };
-    if (relayedFrom !== null) return ack(null, m.nonce);
-    for (const a of r.path.onHello(from, m.nonce, now)) {
-      if (a.type === "ack") ack(a.to, a.nonce);
+    if (relayedFrom !== null) return ack(null, m.nonce, 0);
+    for (const a of r.path.onHello(from, m.nonce, now, via)) {
+      if (a.type === "ack") ack(a.to, a.nonce, a.via);
       else this.pathActions(r, [a], now);
     }
   }
@@ -552,6 +620,7 @@ export class PeerAgent {
     from: Addr,
     now: number,
     relayedFrom: Id | null,
+    via: number,
   ): void {
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeResp(m.resp, now));
     if (!got) return;
@@ -559,7 +628,7 @@ export class PeerAgent {
     // The nonce is sealed, so nobody who merely saw our HELLO can confirm a path for it.
     const inner = this.openInner(HELLO_ACK_AD, m.sealed, now, r.member.id);
     if (!inner || inner.type !== "pong") return this.drop("hello_ack_inner");
-    if (relayedFrom === null) this.onPong(r, inner, from, now);
+    if (relayedFrom === null) this.onPong(r, inner, from, now, via);
     if (res.fresh) {
       // A first packet in the new session, so the responder switches to it now rather than
       // with our next message (it keeps the old one until then).
@@ -572,11 +641,26 @@ export class PeerAgent {
    * own local addresses: otherwise a host that merely holds the peer's private address on our
    * LAN could forward our probes, win the path (LAN beats direct) and then drop everything.
    */
-  private onPong(r: Remote, m: Extract<Message, { type: "pong" }>, from: Addr, now: number) {
+  private onPong(
+    r: Remote,
+    m: Extract<Message, { type: "pong" }>,
+    from: Addr,
+    now: number,
+    via: number,
+  ) {
     if (r.path.classify(from) === "lan" && !this.cfg.locals.some((l) => sameAddr(l, m.observed))) {
       return this.drop("lan_not_seen_locally");
     }
-    this.pathActions(r, r.path.onAck(from, m.nonce, now), now);
+    const b = r.birthday;
+    if (
+      b?.active && m.nonce === r.birthdayNonce && via === 0 && from.host === r.member.public.host
+    ) {
+      // An authenticated answer to one of the easy side's birthday probes: that port is the way.
+      const rtt = now - (b.probedAt(from.port) ?? now);
+      this.pathActions(r, r.path.adopt(from, 0, rtt, now), now);
+      return;
+    }
+    this.pathActions(r, r.path.onAck(from, m.nonce, now, via), now);
   }
 
   // --- From peers: sealed traffic --------------------------------------------------------------
@@ -595,7 +679,13 @@ export class PeerAgent {
     return v;
   }
 
-  private onSealed(body: Uint8Array, from: Addr, now: number, relayedFrom: Id | null): void {
+  private onSealed(
+    body: Uint8Array,
+    from: Addr,
+    now: number,
+    relayedFrom: Id | null,
+    via: number,
+  ): void {
     const m = this.openInner(SEALED_AD, body, now, relayedFrom);
     if (!m) return;
     const r = this.roster.get(m.from as Id);
@@ -603,11 +693,13 @@ export class PeerAgent {
     const relayed = relayedFrom !== null;
     switch (m.type) {
       case "ping":
-        if (!relayed) this.pathActions(r, r.path.onHello(from, m.nonce, now), now);
+        if (!relayed) this.pathActions(r, r.path.onHello(from, m.nonce, now, via), now);
         return;
       case "pong":
-        if (!relayed) this.onPong(r, m, from, now);
+        if (!relayed) this.onPong(r, m, from, now, via);
         return;
+      case "nat_info":
+        return this.onNatInfo(r, m, now);
       case "data": {
         const ready: Received[] = [];
         if (r.rx.onData(m, ready)) {
@@ -619,7 +711,7 @@ export class PeerAgent {
             seq: m.seq,
             frag: m.frag,
           };
-          this.toPeer(r, ack, now, relayed ? null : from);
+          this.toPeer(r, ack, now, relayed ? null : from, via);
         }
         for (const x of ready) {
           this.emit({
@@ -643,6 +735,124 @@ export class PeerAgent {
     }
   }
 
+  // --- NAT info and birthday punching ---------------------------------------------------------
+
+  /** Resend NAT_INFO until the peer confirms it has ours (bounded). */
+  private wantsNatInfo(r: Remote): boolean {
+    return r.trusted && !r.natAcked && r.natTries < this.cfg.natInfoTries;
+  }
+
+  private sendNatInfo(r: Remote, now: number): void {
+    r.natTries++;
+    r.nextNatInfo = now + this.cfg.natInfoRetryMs;
+    this.toPeer(r, {
+      type: "nat_info",
+      from: this.id,
+      to: r.member.id,
+      have: r.nat !== null,
+      mapping: this.nat.mapping,
+      mapped: this.nat.mapped,
+    }, now);
+  }
+
+  private onNatInfo(r: Remote, m: Extract<Message, { type: "nat_info" }>, now: number): void {
+    const first = r.nat === null;
+    r.nat = { mapping: m.mapping, mapped: m.mapped };
+    if (m.have) r.natAcked = true;
+    // The peer lacks ours: answer at once (one answer per message it sends, never more).
+    else this.sendNatInfo(r, now);
+    this.pathActions(r, r.path.setMapped(m.mapped, now), now);
+    if (first && r.punchFailed) this.maybeBirthday(r, now);
+  }
+
+  /** After a failed punch window: birthday punching if one side is hard and the other easy. */
+  private maybeBirthday(r: Remote, now: number): void {
+    const cfg = this.cfg.birthday;
+    if (r.birthday?.active || !r.nat || r.path.sendAddr) return;
+    if (!this.secure.hasSession(r.member.id)) return;
+    const role = birthdayRole(this.nat.mapping, r.nat.mapping);
+    if (!role) return;
+    // One hard attempt at a time over all peers: each holds `sockets` sockets open.
+    if (role === "hard") {
+      for (const o of this.roster.all()) {
+        if (o.birthday?.active && o.birthday.role === "hard") return;
+      }
+    }
+    r.birthdayStarts = r.birthdayStarts.filter((t) => now - t < 3_600_000);
+    if (r.birthdayStarts.length >= cfg.maxPerHour) return this.drop("birthday_cap");
+    r.birthdayStarts.push(now);
+    r.birthdayNonce = this.nonce();
+    const b = new Birthday(role, r.member.public, cfg, now, this.cfg.random, () => ++this.lastVia);
+    r.birthday = b;
+    this.log("info", `birthday punching towards ${r.member.name} (we are the ${role} side)`);
+    const acts: BirthdayAction[] = [];
+    b.start(acts);
+    b.tick(now, acts);
+    this.birthdayActions(r, acts, now);
+  }
+
+  private birthdayTick(r: Remote, now: number): void {
+    const acts: BirthdayAction[] = [];
+    r.birthday!.tick(now, acts);
+    this.birthdayActions(r, acts, now);
+    if (!r.birthday!.active && !r.path.sendAddr) {
+      this.log("info", `birthday punching towards ${r.member.name} found no path; relaying`);
+    }
+  }
+
+  private birthdayActions(r: Remote, acts: BirthdayAction[], now: number): void {
+    for (const a of acts) {
+      switch (a.type) {
+        case "open":
+          this.out.push({ type: "open_socket", via: a.via });
+          break;
+        case "close":
+          this.out.push({ type: "close_socket", via: a.via });
+          break;
+        case "probe": {
+          const ping: Message = {
+            type: "ping",
+            from: this.id,
+            to: r.member.id,
+            nonce: r.birthdayNonce,
+          };
+          this.toPeer(r, ping, now, a.to, a.via);
+          break;
+        }
+      }
+    }
+  }
+
+  /** A path came up or went: a running birthday attempt ends, a dead birthday socket closes. */
+  private pathChanged(r: Remote, kind: string): void {
+    const b = r.birthday;
+    if (kind !== "relay" && b?.active) {
+      const acts: BirthdayAction[] = [];
+      if (b.owns(r.path.via)) {
+        r.birthdayVia = r.path.via;
+        b.won(r.path.via, acts);
+      } else {
+        b.stop(acts);
+      }
+      this.birthdayActions(r, acts, 0);
+    }
+    if (kind !== "relay") r.punchFailed = false;
+    if (r.birthdayVia !== 0 && r.path.via !== r.birthdayVia) this.closeBirthdayVia(r);
+  }
+
+  private endBirthday(r: Remote): void {
+    if (!r.birthday?.active) return;
+    const acts: BirthdayAction[] = [];
+    r.birthday.stop(acts);
+    this.birthdayActions(r, acts, 0);
+  }
+
+  private closeBirthdayVia(r: Remote): void {
+    if (r.birthdayVia === 0) return;
+    this.out.push({ type: "close_socket", via: r.birthdayVia });
+    r.birthdayVia = 0;
+  }
+
   // --- Sending ---------------------------------------------------------------------------------
 
   /** Rekeys due sessions; without a direct path, handshakes go through the relay. */
@@ -660,10 +870,12 @@ export class PeerAgent {
     }
   }
 
-  /** Relayed with no session, and something to say: keep offering a handshake via the relay. */
+  /**
+   * No session and no direct path: offer the handshake through the relay too (the same init
+   * the direct probes carry), so messages and NAT_INFO flow at once, whatever the NATs.
+   */
   private wantsRelayHello(r: Remote): boolean {
-    if (!r.trusted || r.path.sendAddr || this.secure.hasSession(r.member.id)) return false;
-    return r.path.kind === "relay" || r.tx.pending > 0;
+    return r.trusted && !r.path.sendAddr && !this.secure.hasSession(r.member.id);
   }
 
   private relayHello(r: Remote, now: number): void {
@@ -676,8 +888,8 @@ export class PeerAgent {
     return { type: "hello", from: this.id, to: r.member.id, nonce, init };
   }
 
-  private sendHello(r: Remote, to: Addr, nonce: string, now: number): void {
-    this.send(to, this.hello(r, nonce, now));
+  private sendHello(r: Remote, to: Addr, nonce: string, now: number, via = 0): void {
+    this.send(to, this.hello(r, nonce, now), via);
   }
 
   /** Encrypts `m` for the peer; null without a session (the caller then waits for one). */
@@ -691,6 +903,7 @@ export class PeerAgent {
     for (const r of this.roster.all()) {
       // Without a session nothing can be sent; the fragments stay due and go once it is up.
       if (!this.secure.hasSession(r.member.id)) continue;
+      if (this.wantsNatInfo(r) && now >= r.nextNatInfo) this.sendNatInfo(r, now);
       for (const f of r.tx.tick(now, ev)) {
         this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
       }
@@ -709,13 +922,17 @@ export class PeerAgent {
    * Seals `m` and sends it to the peer on its direct path if it has one (or `via`), else
    * wrapped for the relay. Dropped without a session.
    */
-  private toPeer(r: Remote, m: Message, now: number, via?: Addr | null): void {
+  private toPeer(r: Remote, m: Message, now: number, to?: Addr | null, via = 0): void {
     const body = this.seal(r, SEALED_AD, m, now);
     if (!body) return this.drop("no_session");
     const sealed: Message = { type: "sealed", body };
-    const addr = via === undefined ? r.path.sendAddr : via;
-    if (addr) this.send(addr, sealed);
-    else this.toRelay(r, sealed);
+    const addr = to === undefined ? r.path.sendAddr : to;
+    if (addr) return this.send(addr, sealed, to === undefined ? r.path.via : via);
+    if (m.type === "data" && r.path.kind === "connecting") {
+      // Relay first, said out loud: messages go through the relay until a direct path is up.
+      this.pathActions(r, r.path.relayed(), now);
+    }
+    this.toRelay(r, sealed);
   }
 
   private toRelay(r: Remote, m: Message): void {
@@ -734,11 +951,12 @@ export class PeerAgent {
         case "hello":
           // In an established session a probe is a sealed PING; otherwise it is a handshake
           // init, so a peer that lost our session still answers and the path heals.
-          if (r.path.sendAddr && this.secure.hasSession(r.member.id)) {
+          // Probes from a birthday socket are always sealed: a session exists by then.
+          if ((r.path.sendAddr || a.via !== 0) && this.secure.hasSession(r.member.id)) {
             const ping: Message = { type: "ping", from: this.id, to: r.member.id, nonce: a.nonce };
-            this.toPeer(r, ping, now, a.to);
+            this.toPeer(r, ping, now, a.to, a.via);
           } else {
-            this.sendHello(r, a.to, a.nonce, now);
+            this.sendHello(r, a.to, a.nonce, now, a.via);
           }
           break;
         case "ack": {
@@ -749,9 +967,13 @@ export class PeerAgent {
             nonce: a.nonce,
             observed: a.to,
           };
-          this.toPeer(r, pong, now, a.to);
+          this.toPeer(r, pong, now, a.to, a.via);
           break;
         }
+        case "punch_failed":
+          r.punchFailed = true;
+          this.maybeBirthday(r, now);
+          break;
         case "connect":
           this.send(this.cfg.server, {
             type: "connect",
@@ -763,6 +985,7 @@ export class PeerAgent {
           break;
         case "path":
           if (a.kind === "connecting") break;
+          this.pathChanged(r, a.kind);
           this.emit({
             type: "path",
             peer: r.member.name,

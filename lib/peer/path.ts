@@ -29,15 +29,21 @@ export const DEFAULT_PATH_CONFIG: PathConfig = {
   predictPorts: 4,
 };
 
+/**
+ * `via` names the local socket a datagram leaves from: 0 is the peer's main socket, others are
+ * the extra sockets of a birthday attempt (lib/peer/birthday.ts).
+ */
 export type PathAction =
-  | { type: "hello"; to: Addr; nonce: string }
-  | { type: "ack"; to: Addr; nonce: string }
+  | { type: "hello"; to: Addr; nonce: string; via: number }
+  | { type: "ack"; to: Addr; nonce: string; via: number }
   | { type: "connect"; nonce: string }
-  | { type: "path"; kind: PathKind; addr: Addr | null; rttMs: number | null };
+  | { type: "path"; kind: PathKind; addr: Addr | null; rttMs: number | null }
+  /** A punch window ended without a path: the caller may try harder (birthday punching). */
+  | { type: "punch_failed" };
 
 type Phase = "lan" | "punch" | "idle" | "up";
 
-type CandKind = "local" | "public" | "predicted" | "reflexive";
+type CandKind = "local" | "public" | "predicted" | "reflexive" | "mapped";
 
 const RANK: Record<PathKind, number> = { connecting: 0, relay: 1, direct: 2, lan: 3 };
 /** Outstanding probe nonces we remember; older ones are forgotten (their ACK is then ignored). */
@@ -47,10 +53,14 @@ const MAX_PENDING = 256;
  * many (spoofed) sources cannot make us probe without bound.
  */
 export const MAX_REFLEXIVE = 8;
+/** Gateway-mapped addresses kept per peer (one per protocol is plenty). */
+export const MAX_MAPPED = 4;
 
 export class PathMachine {
   kind: PathKind = "connecting";
   addr: Addr | null = null;
+  /** The local socket the path's datagrams leave from (see PathAction). */
+  via = 0;
   rttMs: number | null = null;
   private phase: Phase = "idle";
   private phaseEnd = 0;
@@ -58,7 +68,9 @@ export class PathMachine {
   private lastAck = 0;
   private nextKeepalive = 0;
   private cands = new Map<string, { addr: Addr; kind: CandKind }>();
-  private pending = new Map<string, { addr: Addr; sentAt: number }>();
+  private pending = new Map<string, { addr: Addr; sentAt: number; via: number }>();
+  /** Gateway-mapped addresses the peer told us of (NAT_INFO): they survive setMember. */
+  private mapped: Addr[] = [];
   private started = false;
   private lastPunch = -Infinity;
 
@@ -74,6 +86,7 @@ export class PathMachine {
   setMember(m: Member): void {
     this.remote = m;
     for (const [k, c] of this.cands) if (c.kind !== "reflexive") this.cands.delete(k);
+    for (const a of this.mapped) this.addCand(a, "mapped");
     for (const a of m.locals) this.addCand(a, "local");
     this.addCand(m.public, "public");
     for (let i = 1; i <= this.cfg.predictPorts; i++) {
@@ -92,6 +105,31 @@ export class PathMachine {
     this.cands.set(k, { addr, kind });
   }
 
+  /**
+   * Addresses the peer's gateway mapped for it (UPnP, NAT-PMP, PCP): probed like its public
+   * address, now if a window is running.
+   */
+  setMapped(addrs: Addr[], now: number): PathAction[] {
+    this.mapped = addrs.slice(0, MAX_MAPPED);
+    const out: PathAction[] = [];
+    for (const a of this.mapped) {
+      const isNew = !this.cands.has(addrKey(a));
+      this.addCand(a, "mapped");
+      if (isNew && this.phase !== "up" && this.started) this.probe(a, now, out);
+    }
+    return out;
+  }
+
+  /**
+   * Messages now go through the relay while no direct path is up: report `relay` at once
+   * rather than when the punch window is over (the window goes on).
+   */
+  relayed(): PathAction[] {
+    const out: PathAction[] = [];
+    if (this.kind === "connecting") this.set("relay", null, null, out);
+    return out;
+  }
+
   /** LAN-first: say hello to the peer's local and public addresses, wait for an ACK. */
   start(now: number): PathAction[] {
     this.started = true;
@@ -99,7 +137,9 @@ export class PathMachine {
     this.phaseEnd = now + this.cfg.ackTimeoutMs;
     const out: PathAction[] = [];
     for (const c of this.cands.values()) {
-      if (c.kind === "local" || c.kind === "public") this.probe(c.addr, now, out);
+      if (c.kind === "local" || c.kind === "public" || c.kind === "mapped") {
+        this.probe(c.addr, now, out);
+      }
     }
     return out;
   }
@@ -116,6 +156,7 @@ export class PathMachine {
           this.phase = "idle";
           this.phaseEnd = now + this.cfg.retryDirectMs;
           if (this.kind === "connecting") this.set("relay", null, null, out);
+          if (this.kind === "relay") out.push({ type: "punch_failed" });
         } else if (now >= this.nextProbe) {
           this.nextProbe = now + this.cfg.probeIntervalMs;
           for (const c of this.cands.values()) this.probe(c.addr, now, out);
@@ -128,12 +169,13 @@ export class PathMachine {
         if (now - this.lastAck > 3 * this.cfg.keepaliveMs) {
           // Three keepalives unanswered: the path is dead; fall back to relay and start over.
           this.addr = null;
+          this.via = 0;
           this.rttMs = null;
           this.set("relay", null, null, out);
           out.push(...this.start(now));
         } else if (now >= this.nextKeepalive && this.addr) {
           this.nextKeepalive = now + this.cfg.keepaliveMs;
-          this.probe(this.addr, now, out);
+          this.probe(this.addr, now, out, this.via);
         }
         break;
     }
@@ -166,14 +208,14 @@ export class PathMachine {
     for (const c of this.cands.values()) this.probe(c.addr, now, out);
   }
 
-  private probe(addr: Addr, now: number, out: PathAction[]): void {
+  private probe(addr: Addr, now: number, out: PathAction[], via = 0): void {
     const nonce = this.nonce();
     if (this.pending.size >= MAX_PENDING) {
       const oldest = this.pending.keys().next().value;
       if (oldest !== undefined) this.pending.delete(oldest);
     }
-    this.pending.set(nonce, { addr, sentAt: now });
-    out.push({ type: "hello", to: addr, nonce });
+    this.pending.set(nonce, { addr, sentAt: now, via });
+    out.push({ type: "hello", to: addr, nonce, via });
   }
 
   /** The server forwarded the peer's handshake: it is punching towards us now, so punch back. */
@@ -190,29 +232,47 @@ export class PathMachine {
     return out;
   }
 
-  /** A hello from the peer (ids already checked by the caller): answer where it came from. */
-  onHello(from: Addr, nonce: string, now: number): PathAction[] {
-    const out: PathAction[] = [{ type: "ack", to: from, nonce }];
+  /**
+   * A hello from the peer (ids already checked by the caller), arrived on socket `via`: answer
+   * where it came from, from the socket it came to.
+   */
+  onHello(from: Addr, nonce: string, now: number, via = 0): PathAction[] {
+    const out: PathAction[] = [{ type: "ack", to: from, nonce, via }];
     // Peer-reflexive candidate: the address its packets really arrive from.
-    this.addCand(from, "reflexive");
+    if (via === 0) this.addCand(from, "reflexive");
     const better = RANK[this.classify(from)] > RANK[this.kind];
-    if (this.phase !== "up" || (better && !(this.addr && sameAddr(this.addr, from)))) {
+    if (this.phase !== "up" || (better && !this.isPath(from, via))) {
       // Triggered check: confirm the reverse direction right away.
       this.started = true;
-      this.probe(from, now, out);
+      this.probe(from, now, out, via);
     }
     return out;
   }
 
+  private isPath(a: Addr, via: number): boolean {
+    return this.addr !== null && sameAddr(this.addr, a) && this.via === via;
+  }
+
   /** An ACK whose nonce we sent establishes (or refreshes) a path at that address. */
-  onAck(from: Addr, nonce: string, now: number): PathAction[] {
+  onAck(from: Addr, nonce: string, now: number, via = 0): PathAction[] {
     const p = this.pending.get(nonce);
-    const out: PathAction[] = [];
-    if (!p || !sameAddr(p.addr, from)) return out;
+    if (!p || !sameAddr(p.addr, from) || p.via !== via) return [];
     this.pending.delete(nonce);
-    const rtt = now - p.sentAt;
+    return this.confirm(from, via, now - p.sentAt, now);
+  }
+
+  /**
+   * A path proven by other means: an authenticated answer to a birthday probe, which carries the
+   * attempt's one nonce rather than one we remembered for that address.
+   */
+  adopt(from: Addr, via: number, rttMs: number, now: number): PathAction[] {
+    return this.confirm(from, via, rttMs, now);
+  }
+
+  private confirm(from: Addr, via: number, rtt: number, now: number): PathAction[] {
+    const out: PathAction[] = [];
     const kind = this.classify(from);
-    if (this.addr && sameAddr(this.addr, from)) {
+    if (this.isPath(from, via)) {
       this.lastAck = now;
       this.rttMs = rtt;
       if (this.phase !== "up") this.goUp(now);
@@ -220,6 +280,7 @@ export class PathMachine {
     }
     if (this.phase === "up" && RANK[kind] <= RANK[this.kind]) return out;
     this.addr = from;
+    this.via = via;
     this.lastAck = now;
     this.rttMs = rtt;
     this.goUp(now);

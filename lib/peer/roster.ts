@@ -4,8 +4,9 @@
  * held back until the user accepts it).
  */
 import { equalBytes } from "../wire/bytes.ts";
-import type { Id, Member } from "../wire/codec.ts";
-import { sameAddr } from "../wire/addr.ts";
+import type { Id, Member, NatMapping } from "../wire/codec.ts";
+import { type Addr, sameAddr } from "../wire/addr.ts";
+import type { Birthday } from "./birthday.ts";
 import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
 import type { TrustStatus, TrustStore } from "../identity/known_peers.ts";
 import type { PathMachine } from "./path.ts";
@@ -24,6 +25,20 @@ export interface Remote {
   nextRelayHello: number;
   /** Sources that sent the peer's current handshake init (bounded: see the agent's onHello). */
   helloSources: Set<string>;
+  /** What the peer told us of its NAT (NAT_INFO), once it has. */
+  nat: { mapping: NatMapping; mapped: Addr[] } | null;
+  /** Whether the peer has confirmed it has our NAT_INFO; until then we resend it. */
+  natAcked: boolean;
+  natTries: number;
+  nextNatInfo: number;
+  /** The last classic punch window ended without a path (birthday punching may help). */
+  punchFailed: boolean;
+  /** The current or last birthday attempt, its probe nonce, and when attempts started. */
+  birthday: Birthday | null;
+  birthdayNonce: string;
+  birthdayStarts: number[];
+  /** A birthday socket that won and now carries the path (0: none). */
+  birthdayVia: number;
 }
 
 /** The parts of a Remote the agent builds (they need its configuration). */
@@ -90,6 +105,15 @@ export class Roster {
       trusted: false,
       nextRelayHello: 0,
       helloSources: new Set(),
+      nat: null,
+      natAcked: false,
+      natTries: 0,
+      nextNatInfo: 0,
+      punchFailed: false,
+      birthday: null,
+      birthdayNonce: "",
+      birthdayStarts: [],
+      birthdayVia: 0,
     };
     this.byId.set(m.id, remote);
     this.byName.set(m.name, m.id);

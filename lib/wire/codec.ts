@@ -136,8 +136,30 @@ export type Message =
   /** Path probe inside an established session (keepalive, RTT, new candidate). */
   | { type: "ping"; from: Id; to: Id; nonce: string }
   | { type: "pong"; from: Id; to: Id; nonce: string; observed: Addr }
+  /**
+   * What the sender knows of its NAT, sent sealed once a session is up: its mapping behaviour
+   * (who does what in birthday punching) and public addresses its gateway mapped for it.
+   */
+  | {
+    type: "nat_info";
+    from: Id;
+    to: Id;
+    /** Whether the sender has the receiver's NAT_INFO already (it stops resending then). */
+    have: boolean;
+    mapping: NatMapping;
+    mapped: Addr[];
+  }
   | ({ type: "data"; from: Id; to: Id } & DataFields)
   | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number };
+
+/** NAT mapping behaviour in RFC 5780 terms, as NAT_INFO carries it (one byte: the index). */
+export const NAT_MAPPINGS = [
+  "unknown",
+  "endpoint-independent",
+  "address-dependent",
+  "address-and-port-dependent",
+] as const;
+export type NatMapping = typeof NAT_MAPPINGS[number];
 
 /** One fragment of a message, as DATA carries it (see lib/peer/delivery.ts). */
 export interface DataFields {
@@ -535,6 +557,22 @@ const LAYOUTS = {
       nonce: nonce.read(r),
       observed: addr.read(r),
     }),
+  },
+  nat_info: {
+    code: 0x34,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u8(m.have ? 1 : 0).u8(NAT_MAPPINGS.indexOf(m.mapping));
+      addrs.write(w, m.mapped);
+    },
+    read(r) {
+      const from = id.read(r), to = id.read(r), have = r.u8();
+      if (have > 1) throw new Bad("bad flag");
+      const mapping = NAT_MAPPINGS[r.u8()];
+      if (mapping === undefined) throw new Bad("bad mapping");
+      return { from, to, have: have === 1, mapping, mapped: addrs.read(r) };
+    },
   },
   data: {
     code: 0x40,

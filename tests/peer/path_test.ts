@@ -75,7 +75,7 @@ Deno.test("path: a hello from the peer is answered where it came from and probed
   const m = machine();
   const seen: Addr = { host: "198.51.100.77", port: 61000 }; // peer-reflexive
   const r = m.onHello(seen, "0000000000000abc", 5);
-  assert.deepEqual(r[0], { type: "ack", to: seen, nonce: "0000000000000abc" });
+  assert.deepEqual(r[0], { type: "ack", to: seen, nonce: "0000000000000abc", via: 0 });
   const back = hellos(r).find((h) => h.to.port === seen.port)!;
   assert.ok(back, "triggered check towards the reflexive address");
   m.onAck(seen, back.nonce, 9);

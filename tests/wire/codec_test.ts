@@ -9,6 +9,7 @@ import {
   type Member,
   memberSize,
   type Message,
+  NAT_MAPPINGS,
   registerSigInput,
   SEALED_MIN,
   T,
@@ -132,6 +133,17 @@ const samples: { m: Message; hex: string }[] = [
   {
     m: { type: "pong", from: A, to: B, nonce: N, observed: pub },
     hex: "500133" + A + B + N + PUB,
+  },
+  {
+    m: {
+      type: "nat_info",
+      from: A,
+      to: B,
+      have: true,
+      mapping: "address-and-port-dependent",
+      mapped: [pub],
+    },
+    hex: "500134" + A + B + "01" + "03" + "01" + PUB,
   },
   {
     m: {
@@ -434,6 +446,14 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     to: hex8,
     nonce: hex8,
     observed: addr,
+  }),
+  rec({
+    type: fc.constant("nat_info" as const),
+    from: hex8,
+    to: hex8,
+    have: fc.boolean(),
+    mapping: fc.constantFrom(...NAT_MAPPINGS),
+    mapped: fc.array(addr, { maxLength: 4 }),
   }),
   fc.integer({ min: 1, max: 32 }).chain((frags) =>
     rec({
