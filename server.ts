@@ -9,55 +9,10 @@ import {
   type ServerConfig,
   ServerState,
 } from "./lib/server/state.ts";
+import { Alarm } from "./lib/net/alarm.ts";
 import { openUdp } from "./lib/net/udp.ts";
 import { formatAddr } from "./lib/wire/addr.ts";
 import { onStopSignal } from "./lib/cli/signals.ts";
-
-/** setTimeout's largest delay (2^31 - 1 ms); a later deadline is slept towards in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * One timer for a state machine's deadlines: `arm()` after every step sleeps until
- * `deadline(now)`, then calls `fire(now)` and arms again. Arming for the time already armed
- * keeps the running timer, so a datagram that does not move the deadline costs no timer work.
- */
-export function deadlineTimer(
-  deadline: (now: number) => number | null,
-  fire: (now: number) => void,
-  clock: () => number = () => performance.now(),
-): { arm(): void; stop(): void } {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let armedFor: number | null = null;
-  let stopped = false;
-  const clear = () => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-    armedFor = null;
-  };
-  const arm = () => {
-    if (stopped) return;
-    const at = deadline(clock());
-    if (at !== null && at === armedFor) return;
-    clear();
-    if (at === null) return;
-    armedFor = at;
-    // Rounded up: waking a fraction of a millisecond early would only find nothing due.
-    const ms = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - clock())));
-    timer = setTimeout(() => {
-      timer = undefined;
-      armedFor = null;
-      fire(clock());
-      arm();
-    }, ms);
-  };
-  return {
-    arm,
-    stop() {
-      stopped = true;
-      clear();
-    },
-  };
-}
 
 export interface ServeOptions {
   host: string;
@@ -82,15 +37,21 @@ export async function serve(o: ServeOptions): Promise<number> {
     }
     out.length = 0;
   };
-  const timer = deadlineTimer((now) => state.nextDeadline(now), (now) => {
+  // After every step the alarm is set for the state's next deadline; setting it for the time
+  // it is already set for keeps the running timer.
+  const rearm = (now: number) => alarm.set(state.nextDeadline(now), now);
+  const alarm = new Alarm(() => {
+    const now = performance.now();
     state.tick(now, out);
     run();
+    rearm(now);
   });
   try {
     udp = openUdp(o.host, o.port, (bytes, from) => {
-      state.handle(bytes, from, performance.now(), out);
+      const now = performance.now();
+      state.handle(bytes, from, now, out);
       run();
-      timer.arm();
+      rearm(now);
     });
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
@@ -99,7 +60,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   }
   o.log.info(`listening on ${formatAddr(udp.local)} (UDP; p2pchat and STUN)`);
   o.onListening?.(udp.local.port);
-  timer.arm();
+  rearm(performance.now());
   let stop!: () => void;
   const stopped = new Promise<void>((r) => stop = r);
   const onSignal = () => stop();
@@ -107,7 +68,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   o.stop?.then(() => stop());
   await stopped;
   offSignals();
-  timer.stop();
+  alarm.clear();
   udp.close();
   const s = state.stats;
   const drops = [...s.drops].map(([k, v]) => `${k}=${v}`).join(" ") || "none";

@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { newIdentity } from "../../lib/identity/identity.ts";
 import { ErrorCode } from "../../lib/wire/codec.ts";
-import { deadlineTimer } from "../../server.ts";
 import {
   A,
   B,
@@ -106,46 +105,4 @@ Deno.test("deadline: time that runs backwards counts as the latest time seen", (
   join(feed, ID1, "alice", alice, A, 5000);
   join(feed, ID2, "bob", bob, B, 100);
   assert.equal(s.nextDeadline(0), 5000 + SILENCE, "bob was seen at 5000 as well");
-});
-
-Deno.test("deadline timer: sleeps until the deadline, fires once, then stays idle", async () => {
-  let at: number | null = performance.now() + 30;
-  const fired: number[] = [];
-  let done!: () => void;
-  const finished = new Promise<void>((r) => done = r);
-  const timer = deadlineTimer(() => at, (now) => {
-    fired.push(now);
-    at = null;
-    done();
-  });
-  const due = at!;
-  timer.arm();
-  timer.arm(); // the same deadline again: still one timer
-  await finished;
-  assert.equal(fired.length, 1);
-  assert.ok(fired[0]! >= due, `fired at ${fired[0]} before ${due}`);
-  // No timer is left running (the test sanitizer would fail otherwise).
-  timer.stop();
-});
-
-Deno.test("deadline timer: a deadline past setTimeout's range does not fire early", async () => {
-  let fired = 0;
-  const timer = deadlineTimer(() => performance.now() + 2 ** 40, () => fired++);
-  timer.arm();
-  await new Promise((r) => setTimeout(r, 30));
-  timer.stop();
-  assert.equal(fired, 0);
-});
-
-Deno.test("deadline timer: a deadline already past fires at once", async () => {
-  let at: number | null = performance.now() - 1000;
-  let fired = 0;
-  const timer = deadlineTimer(() => at, () => {
-    fired++;
-    at = null;
-  });
-  timer.arm();
-  await new Promise((r) => setTimeout(r, 20));
-  timer.stop();
-  assert.equal(fired, 1);
 });
