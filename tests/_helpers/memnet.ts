@@ -27,6 +27,56 @@ export interface Packet {
   bytes: Uint8Array;
 }
 
+/**
+ * A simulated NAT in front of one agent: `cone` maps each internal socket to one public port
+ * whatever the destination (endpoint-independent) and keeps the port; `symmetric` takes a new
+ * random port per destination. Both filter like port-restricted NATs: inbound only from an
+ * address and port the mapping has sent to.
+ */
+export interface SimNat {
+  kind: "cone" | "symmetric";
+  publicHost: string;
+  /** Randomness for symmetric port choice (seeded in tests for repeatable runs). */
+  random: () => number;
+}
+
+interface Mapping {
+  internal: Addr;
+  publicPort: number;
+  /** Remote endpoints it has sent to (the filter). */
+  sent: Set<string>;
+}
+
+class NatBox {
+  private byKey = new Map<string, Mapping>();
+  private byPort = new Map<number, Mapping>();
+  constructor(readonly cfg: SimNat) {}
+
+  outbound(from: Addr, to: Addr): Addr {
+    const key = this.cfg.kind === "cone" ? addrKey(from) : `${addrKey(from)}>${addrKey(to)}`;
+    let m = this.byKey.get(key);
+    if (!m) {
+      let port = from.port;
+      if (this.cfg.kind === "symmetric" || this.byPort.has(port)) {
+        do port = 1024 + Math.floor(this.cfg.random() * (65536 - 1024)); while (
+          this.byPort.has(port)
+        );
+      }
+      m = { internal: from, publicPort: port, sent: new Set() };
+      this.byKey.set(key, m);
+      this.byPort.set(port, m);
+    }
+    m.sent.add(addrKey(to));
+    return { host: this.cfg.publicHost, port: m.publicPort };
+  }
+
+  inbound(from: Addr, to: Addr): Addr | null {
+    const m = this.byPort.get(to.port);
+    if (!m || !m.sent.has(addrKey(from))) return null;
+    return m.internal;
+  }
+}
+
 /** Deadlines crossed in one `advance` at most: more means a machine that never settles. */
 const MAX_STEPS = 1_000_000;
 
@@ -41,6 +91,11 @@ export class MemNet {
   /** Times each machine's `tick` ran because its deadline came (wake-ups of a real host). */
   readonly wakeups = new Map<string, number>();
   private queue: Packet[] = [];
+  private nats = new Map<string, NatBox>();
+  /** Extra sockets agents opened (birthday punching): "name/via" -> internal address. */
+  private extra = new Map<string, Addr>();
+  /** Datagrams a NAT dropped on the way in. */
+  natDrops = 0;
   /** Return false to drop a datagram (e.g. to force the relay). */
   filter: (p: Packet) => boolean = () => true;
 
@@ -49,7 +104,8 @@ export class MemNet {
   }
 
   /** Adds a peer at `host` (default: 198.51.100.N:1000+N) and starts its registration. */
-  add(name: string, cfg: Partial<AgentConfig> = {}, host?: Addr): PeerAgent {
+  add(name: string, cfg: Partial<AgentConfig> = {}, host?: Addr, nat?: SimNat): PeerAgent {
+    if (nat) this.nats.set(name, new NatBox(nat));
     const n = this.agents.size + 1;
     const at = host ?? { host: `198.51.100.${n}`, port: 1000 + n };
     const id = newIdentity();
@@ -74,6 +130,11 @@ export class MemNet {
     return a;
   }
 
+  /** Extra sockets an agent holds open now. */
+  openSockets(name: string): number {
+    return [...this.extra.keys()].filter((k) => k.startsWith(`${name}/`)).length;
+  }
+
   agent(name: string): PeerAgent {
     const a = this.agents.get(name);
     if (!a) throw new Error(`no agent ${name}`);
@@ -88,17 +149,48 @@ export class MemNet {
   }
 
   run(name: string, acts: AgentAction[]): void {
+    const host = this.hosts.get(name)!;
     for (const x of acts) {
       if (x.type === "send") {
-        this.queue.push({ from: this.hosts.get(name)!, to: x.to, bytes: x.bytes });
+        const src = x.via ? this.extra.get(`${name}/${x.via}`) : host;
+        if (!src) continue; // a closed socket
+        const nat = this.nats.get(name);
+        this.queue.push({ from: nat ? nat.outbound(src, x.to) : src, to: x.to, bytes: x.bytes });
+      } else if (x.type === "open_socket") {
+        this.extra.set(`${name}/${x.via}`, { host: host.host, port: 30_000 + x.via });
+      } else if (x.type === "close_socket") {
+        this.extra.delete(`${name}/${x.via}`);
       } else if (x.type === "event") this.events.get(name)!.push(x.event);
       else if (x.type === "fatal") this.fatals.push(`${name}: ${x.message}`);
     }
   }
 
   /** A datagram handed to an agent as if it arrived from `from`. */
-  deliver(name: string, bytes: Uint8Array, from: Addr): void {
-    this.call(name, (out) => this.agent(name).handle(bytes, from, this.now, out));
+  deliver(name: string, bytes: Uint8Array, from: Addr, via = 0): void {
+    this.call(name, (out) => this.agent(name).handle(bytes, from, this.now, out, via));
+  }
+
+  /** Which agent and socket a datagram to `to` reaches, through its NAT if it has one. */
+  private route(p: Packet): { name: string; via: number } | null {
+    for (const [name, at] of this.hosts) {
+      const nat = this.nats.get(name);
+      let inside: Addr | null = p.to;
+      if (nat) {
+        if (p.to.host !== nat.cfg.publicHost) continue;
+        inside = nat.inbound(p.from, p.to);
+        if (!inside) {
+          this.natDrops++;
+          return null;
+        }
+      }
+      if (addrKey(at) === addrKey(inside)) return { name, via: 0 };
+      for (const [k, a] of this.extra) {
+        if (k.startsWith(`${name}/`) && addrKey(a) === addrKey(inside)) {
+          return { name, via: Number(k.slice(name.length + 1)) };
+        }
+      }
+    }
+    return null;
   }
 
   private serverOut(out: ServerAction[]): void {
@@ -117,9 +209,8 @@ export class MemNet {
         this.serverOut(out);
         continue;
       }
-      for (const [name, at] of this.hosts) {
-        if (addrKey(at) === addrKey(p.to)) this.deliver(name, p.bytes, p.from);
-      }
+      const dst = this.route(p);
+      if (dst) this.deliver(dst.name, p.bytes, p.from, dst.via);
     }
   }
 
