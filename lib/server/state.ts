@@ -39,7 +39,7 @@ import {
   RELAY_MIN_CHARGE,
   type ServerConfig,
 } from "./config.ts";
-import { Admission } from "./admission.ts";
+import { Admission, type Refusal } from "./admission.ts";
 import { isLanAddress } from "./ip.ts";
 import { memberOf, type Rec, Registry } from "./registry.ts";
 import { Bucket, LogLimiter } from "./limits.ts";
@@ -275,17 +275,33 @@ export class ServerState {
     if (owner?.holder && owner.holder.id !== m.id) {
       this.remove(owner.holder, now, out, "replaced by a new session");
     }
-    this.registry.expireNames(now); // so that a name past its TTL does not count below
-    const full = rec
-      ? this.admission.roomToMove(this.registry, rec.public, from)
-      : this.admission.capacity(this.registry, m.room, keyHex, from) ??
-        (owner ? null : this.admission.nameCapacity(this.registry, from));
+    const full = this.caps(m, keyHex, rec, owner === undefined, from, now);
     if (full) {
       if (full.warn) this.warn(...full.warn, now, out);
       return refuse(full.code, full.text);
     }
     if (rec) this.move(rec, m, from, now, out);
     else this.join(m, keyHex, from, now, out);
+  }
+
+  /**
+   * Why a registration does not fit, or null. A member moving (`rec`) needs room at its new
+   * source IP; a newcomer needs room on the server, in the room, for its IP and key, and,
+   * when its name is not bound yet (`newName`), in the name table.
+   */
+  private caps(
+    m: Register,
+    keyHex: string,
+    rec: Rec | undefined,
+    newName: boolean,
+    from: Addr,
+    now: number,
+  ): Refusal | null {
+    if (rec) return this.admission.roomToMove(this.registry, rec.public, from);
+    const full = this.admission.capacity(this.registry, m.room, keyHex, from);
+    if (full || !newName) return full;
+    this.registry.expireNames(now); // a name past its TTL must not take up room
+    return this.admission.nameCapacity(this.registry, from);
   }
 
   /**
