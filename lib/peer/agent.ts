@@ -120,6 +120,8 @@ export interface PeerInfo {
  * into a reflector.
  */
 export const MAX_HELLO_SOURCES = 8;
+/** How long a source counts against MAX_HELLO_SOURCES after its last handshake init. */
+export const HELLO_SOURCE_TTL_MS = 60_000;
 
 /** Sealed payloads authenticate the 3-byte header of the datagram that carries them. */
 const SEALED_AD = Uint8Array.of(MAGIC, VERSION, T.SEALED);
@@ -589,12 +591,16 @@ export class PeerAgent {
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
     if (!got) return;
     const [r, res] = got;
-    if (res.fresh) r.helloSources.clear();
+    // Distinct sources are bounded over time, not per init: a member minting fresh inits
+    // must not reset the bound and turn us into a reflector towards addresses it picks.
     const src = relayedFrom === null ? addrKey(from) : "relay";
-    if (!r.helloSources.has(src)) {
-      if (r.helloSources.size >= MAX_HELLO_SOURCES) return this.drop("hello_sources");
-      r.helloSources.add(src);
+    for (const [k, seen] of r.helloSources) {
+      if (now - seen > HELLO_SOURCE_TTL_MS) r.helloSources.delete(k);
     }
+    if (!r.helloSources.has(src) && r.helloSources.size >= MAX_HELLO_SOURCES) {
+      return this.drop("hello_sources");
+    }
+    r.helloSources.set(src, now);
     const ack = (to: Addr | null, nonce: string, ackVia: number) => {
       const pong: Message = { type: "pong", from: this.id, to: r.member.id, nonce, observed: from };
       const sealed = this.seal(r, HELLO_ACK_AD, pong, now)!;

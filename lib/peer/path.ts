@@ -67,7 +67,15 @@ export class PathMachine {
   private nextProbe = 0;
   private lastAck = 0;
   private nextKeepalive = 0;
-  private cands = new Map<string, { addr: Addr; kind: CandKind }>();
+  /**
+   * Candidates; `cold` once one went a whole punch window unanswered: later windows probe it
+   * once rather than every probe interval, so addresses a member announced (or a peer will
+   * never answer from) cannot be made a target of a steady stream of probes.
+   */
+  private cands = new Map<
+    string,
+    { addr: Addr; kind: CandKind; answered: boolean; cold: boolean }
+  >();
   private pending = new Map<string, { addr: Addr; sentAt: number; via: number }>();
   /** Gateway-mapped addresses the peer told us of (NAT_INFO): they survive setMember. */
   private mapped: Addr[] = [];
@@ -102,7 +110,7 @@ export class PathMachine {
       const refl = [...this.cands].filter(([, c]) => c.kind === "reflexive");
       if (refl.length >= MAX_REFLEXIVE) this.cands.delete(refl[0]![0]);
     }
-    this.cands.set(k, { addr, kind });
+    this.cands.set(k, { addr, kind, answered: false, cold: false });
   }
 
   /**
@@ -155,11 +163,12 @@ export class PathMachine {
         if (now >= this.phaseEnd) {
           this.phase = "idle";
           this.phaseEnd = now + this.cfg.retryDirectMs;
+          for (const c of this.cands.values()) if (!c.answered) c.cold = true;
           if (this.kind === "connecting") this.set("relay", null, null, out);
           if (this.kind === "relay") out.push({ type: "punch_failed" });
         } else if (now >= this.nextProbe) {
           this.nextProbe = now + this.cfg.probeIntervalMs;
-          for (const c of this.cands.values()) this.probe(c.addr, now, out);
+          for (const c of this.cands.values()) if (!c.cold) this.probe(c.addr, now, out);
         }
         break;
       case "idle":
@@ -271,6 +280,11 @@ export class PathMachine {
 
   private confirm(from: Addr, via: number, rtt: number, now: number): PathAction[] {
     const out: PathAction[] = [];
+    const c = this.cands.get(addrKey(from));
+    if (c) {
+      c.answered = true;
+      c.cold = false;
+    }
     const kind = this.classify(from);
     if (this.isPath(from, via)) {
       this.lastAck = now;

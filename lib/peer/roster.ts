@@ -23,8 +23,8 @@ export interface Remote {
   /** False while the key differs from the pinned one and the user has not run /trust. */
   trusted: boolean;
   nextRelayHello: number;
-  /** Sources that sent the peer's current handshake init (bounded: see the agent's onHello). */
-  helloSources: Set<string>;
+  /** Sources that sent the peer handshake inits lately, with when (see the agent's onHello). */
+  helloSources: Map<string, number>;
   /** What the peer told us of its NAT (NAT_INFO), once it has. */
   nat: { mapping: NatMapping; mapped: Addr[] } | null;
   /** Whether the peer has confirmed it has our NAT_INFO; until then we resend it. */
@@ -104,7 +104,7 @@ export class Roster {
       fingerprint: fp,
       trusted: false,
       nextRelayHello: 0,
-      helloSources: new Set(),
+      helloSources: new Map(),
       nat: null,
       natAcked: false,
       natTries: 0,

@@ -85,6 +85,8 @@ export class MemNet {
   readonly server: ServerState;
   readonly agents = new Map<string, PeerAgent>();
   readonly hosts = new Map<string, Addr>();
+  /** Each agent's identity (tests that act as a peer forge with it). */
+  readonly identities = new Map<string, ReturnType<typeof newIdentity>>();
   readonly events = new Map<string, PeerEvent[]>();
   readonly wire: Packet[] = [];
   readonly fatals: string[] = [];
@@ -109,6 +111,7 @@ export class MemNet {
     const n = this.agents.size + 1;
     const at = host ?? { host: `198.51.100.${n}`, port: 1000 + n };
     const id = newIdentity();
+    this.identities.set(name, id);
     const a = new PeerAgent({
       ...DEFAULT_AGENT_CONFIG,
       name,

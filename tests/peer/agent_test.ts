@@ -10,6 +10,7 @@ import { MemNet, SERVER as S } from "../_helpers/memnet.ts";
 import { type Addr, addrKey } from "../../lib/wire/addr.ts";
 import { decode, encode, ErrorCode, type Message, NO_TOKEN, T } from "../../lib/wire/codec.ts";
 import { MAX_HELLO_SOURCES } from "../../lib/peer/agent.ts";
+import { SecureLayer } from "../../lib/peer/secure.ts";
 
 const HOSTS: Record<string, Addr> = {
   alice: { host: "198.51.100.1", port: 1000 },
@@ -294,4 +295,39 @@ Deno.test("agent: an idle peer wakes only for its keepalives", () => {
   // (fewer when they coincide); a host on a fixed tick would have woken thousands of times.
   assert.ok(woke >= 4 && woke <= 12, `alice woke ${woke} times in 60 s`);
   assert.deepEqual(net.fatals, []);
+});
+
+Deno.test("agent: a member minting fresh handshakes cannot reset the reflection bound", () => {
+  const net = new Net();
+  const alice = net.add("alice");
+  const bob = net.add("bob");
+  net.advance(1000);
+  // Bob's own key: every init below is valid and fresh (a newer timestamp each).
+  const id = net.identities.get("bob")!;
+  const aliceId = net.identities.get("alice")!;
+  const forger = new SecureLayer(
+    { staticKey: { publicKey: id.xPublic, privateKey: id.xSecret }, sessionId: bob.id },
+    {},
+    (n) => crypto.getRandomValues(new Uint8Array(n)),
+  );
+  forger.addPeer(alice.id, aliceId.xPublic);
+  let acks = 0;
+  for (let i = 0; i < 40; i++) {
+    forger.restartHandshake(alice.id);
+    const init = forger.handshakeInit(alice.id, net.now, Date.now() + i);
+    const hello: Message = {
+      type: "hello",
+      from: bob.id,
+      to: alice.id,
+      nonce: "ab".repeat(8),
+      init,
+    };
+    const sent = inject(net, "alice", hello, { host: "192.0.2.150", port: 2000 + i });
+    acks += sent.filter((a) => {
+      const d = a.type === "send" ? decode(a.bytes) : null;
+      return d?.ok === true && d.value.type === "hello_ack";
+    }).length;
+    net.now += 10;
+  }
+  assert.ok(acks <= MAX_HELLO_SOURCES, `answered ${acks} spoofed sources`);
 });

@@ -121,3 +121,26 @@ Deno.test("path: the server-forwarded handshake makes us punch at once", () => {
   assert.ok(hellos(r).length >= 3);
   assert.equal(r.some((x) => x.type === "connect"), false, "no connect echo");
 });
+
+Deno.test("path: a candidate that never answered a whole window is probed once per later window", () => {
+  const m = machine();
+  m.start(0);
+  const count = (from: number, to: number) => {
+    let n = 0;
+    for (let t = from; t < to; t += 50) {
+      n += hellos(m.tick(t)).filter((h) => h.to.host === lan.host).length;
+    }
+    return n;
+  };
+  const first = count(0, cfg.ackTimeoutMs + cfg.punchWindowMs + 50);
+  assert.ok(first >= 20, `the first window probes the LAN address steadily (${first})`);
+  const t0 = cfg.ackTimeoutMs + cfg.punchWindowMs + 50;
+  const second = count(t0, t0 + cfg.retryDirectMs + cfg.punchWindowMs + 50);
+  assert.equal(second, 1, "the next window probes it once");
+  // It answers after all: it is probed as usual again.
+  const h = hellos(m.onHello(lan, "0000000000000def", t0 + 20_000)).find((x) =>
+    x.to.host === lan.host
+  )!;
+  m.onAck(lan, h.nonce, t0 + 20_001);
+  assert.equal(m.kind, "lan");
+});
