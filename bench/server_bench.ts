@@ -141,6 +141,8 @@ function startServer(port: number): Server {
       // Every bench client registers from 127.0.0.1; the per-IP limit is not what we measure.
       "--max-registrations",
       "100000",
+      "--max-per-ip",
+      "100000",
     ],
     cwd: ROOT,
     stdin: "null",

@@ -36,6 +36,9 @@ export type Invocation =
     maxPeers: number;
     nameTtlMs: number;
     maxNames: number;
+    maxNamesPerIp: number;
+    maxPerIp: number;
+    maxPerKey: number;
     registrationsPerMinute: number;
     relayBytesPerSec: number;
   }
@@ -152,9 +155,27 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     )
     .option(
       "--max-names <n>",
-      "reserved names kept after their owners left (oldest forgotten first beyond this)",
+      "names bound to keys, held or within their TTL (new names are refused beyond this)",
       intIn(1, 1e7, "--max-names"),
       DEFAULT_SERVER_CONFIG.maxNameBindings,
+    )
+    .option(
+      "--max-names-per-ip <n>",
+      "names bound by one source IP (IPv4 address or IPv6 /64)",
+      intIn(1, 1e7, "--max-names-per-ip"),
+      DEFAULT_SERVER_CONFIG.maxNamesPerIp,
+    )
+    .option(
+      "--max-per-ip <n>",
+      "live registrations per source IP (IPv4 address or IPv6 /64)",
+      intIn(1, 1e7, "--max-per-ip"),
+      DEFAULT_SERVER_CONFIG.maxPeersPerIp,
+    )
+    .option(
+      "--max-per-key <n>",
+      "live registrations per identity key",
+      intIn(1, 1e7, "--max-per-key"),
+      DEFAULT_SERVER_CONFIG.maxPeersPerKey,
     )
     .option(
       "--max-registrations <n>",
@@ -182,6 +203,9 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         maxPeers: o.maxPeers,
         nameTtlMs: o.nameTtl,
         maxNames: o.maxNames,
+        maxNamesPerIp: o.maxNamesPerIp,
+        maxPerIp: o.maxPerIp,
+        maxPerKey: o.maxPerKey,
         registrationsPerMinute: o.maxRegistrations,
         relayBytesPerSec: o.relayRate,
       };
