@@ -1,9 +1,11 @@
 /**
  * The encryption layer's costs (`deno bench bench/crypto_bench.ts`): a whole Noise IK handshake
- * (what connecting to a peer adds), and sealing and opening one full DATA fragment.
+ * (what connecting to a peer adds), sealing and opening one full DATA fragment, and the two
+ * public-key operations underneath: one X25519 DH and one Ed25519 sign plus strict verify.
  */
 import { SecureLayer } from "../lib/peer/secure.ts";
-import { newIdentity } from "../lib/identity/identity.ts";
+import { newIdentity, sign, verify } from "../lib/identity/identity.ts";
+import { dh } from "../lib/crypto/keys.ts";
 
 const A = "00000000000000a1", B = "00000000000000b2";
 const ids = [newIdentity(), newIdentity()];
@@ -31,4 +33,14 @@ const fragment = new Uint8Array(1058); // a full DATA fragment: 1024 bytes of te
 Deno.bench("seal + open one 1058-byte DATA fragment", () => {
   const body = alice.seal(B, header, fragment, 0)!;
   if (!bob.open(header, body, 0).ok) throw new Error("open failed");
+});
+
+// The handshake does eight of these; static keys are the common case.
+Deno.bench("X25519 DH (static keys)", () => {
+  if (dh(ids[0]!.xSecret, ids[1]!.xPublic) === null) throw new Error("dh failed");
+});
+
+const message = new Uint8Array(128); // about the size of a signed REGISTER
+Deno.bench("Ed25519 sign + strict verify (128-byte message)", () => {
+  if (!verify(ids[0]!.edPublic, message, sign(ids[0]!, message))) throw new Error("verify failed");
 });

@@ -1,10 +1,13 @@
 /**
- * X25519 keys: generation, derivation, Diffie-Hellman and short human-readable fingerprints.
- * Pure apart from the default random source, which callers can replace.
+ * X25519 keys: generation, derivation, Diffie-Hellman and short human-readable fingerprints,
+ * computed natively by the runtime (`node:crypto`, synchronous). Pure apart from the default
+ * random source, which callers can replace.
  * @module
  */
-import { x25519 } from "@noble/curves/ed25519.js";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { diffieHellman } from "node:crypto";
+import { privateKeyObject, publicKeyObject, rawPublicKey } from "./_key_objects.ts";
+import { sha256 } from "./hash.ts";
+import { fromHex } from "../wire/bytes.ts";
 
 /** Length in bytes of X25519 private keys, public keys and shared secrets. */
 export const KEY_LEN = 32;
@@ -36,7 +39,7 @@ export function publicKeyFromPrivate(privateKey: Uint8Array): Uint8Array {
   if (privateKey.length !== KEY_LEN) {
     throw new Error(`Cannot derive public key: private key is ${privateKey.length} bytes, not 32`);
   }
-  return x25519.getPublicKey(privateKey);
+  return rawPublicKey(privateKeyObject("x25519", privateKey));
 }
 
 /** Build a key pair from a private key (copied, so later changes by the caller do not leak in). */
@@ -50,22 +53,48 @@ export function keyPairFromPrivate(privateKey: Uint8Array): KeyPair {
  * has low order (or a wrong length): such a key would let an attacker force a known secret.
  */
 export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
-  if (privateKey.length !== KEY_LEN || publicKey.length !== KEY_LEN) return null;
+  if (!(privateKey instanceof Uint8Array) || privateKey.length !== KEY_LEN) return null;
+  if (!isValidPublicKey(publicKey)) return null;
+  let secret: Uint8Array;
   try {
-    return x25519.getSharedSecret(privateKey, publicKey);
+    secret = diffieHellman({
+      privateKey: privateKeyObject("x25519", privateKey),
+      publicKey: publicKeyObject("x25519", publicKey),
+    });
   } catch {
-    // noble throws exactly when the shared point is the identity, i.e. a low-order peer key.
+    // Not reached for 32-byte keys; the runtime also refuses an all-zero output by throwing.
     return null;
   }
+  let bits = 0;
+  for (const b of secret) bits |= b;
+  return bits === 0 ? null : new Uint8Array(secret);
 }
 
-// Any clamped scalar is 8·m with 0 < m < the group order, so it maps a point to the identity
-// iff the point has small order: one fixed scalar decides validity for every private key.
-const PROBE_SCALAR = new Uint8Array(KEY_LEN).fill(0x42);
+// Every u-coordinate of a point of order 1, 2, 4 or 8 on the curve or its twist, as X25519
+// reads it (bit 255 ignored, values up to 2^255 - 1 accepted unreduced). A clamped scalar is
+// 8·m, so it maps exactly these to the all-zero output, whatever the private key (libsodium
+// keeps the same list).
+const LOW_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000", // 0, order 2
+  "0100000000000000000000000000000000000000000000000000000000000000", // 1, order 4
+  "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", // order 8
+  "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157", // order 8
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p - 1, order 4
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p, i.e. 0
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p + 1, i.e. 1
+].map(fromHex);
 
-/** True when `publicKey` is 32 bytes and not a low-order point, so DH with it cannot fail. */
+/**
+ * True when `publicKey` is 32 bytes and not a low-order point, so DH with it cannot fail.
+ * A table look-up, no curve arithmetic.
+ */
 export function isValidPublicKey(publicKey: Uint8Array): boolean {
-  return dh(PROBE_SCALAR, publicKey) !== null;
+  if (!(publicKey instanceof Uint8Array) || publicKey.length !== KEY_LEN) return false;
+  return !LOW_ORDER.some((bad) => {
+    let diff = (publicKey[31]! & 0x7f) ^ bad[31]!;
+    for (let i = 0; i < 31; i++) diff |= publicKey[i]! ^ bad[i]!;
+    return diff === 0;
+  });
 }
 
 /**

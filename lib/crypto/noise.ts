@@ -2,7 +2,8 @@
  * Noise Protocol Framework, revision 34, for DH 25519, hash SHA256 and cipher AESGCM or
  * ChaChaPoly. Synchronous and pure: no I/O, no clock; randomness only for ephemeral keys,
  * and that is injectable. Handshake patterns are token lists, so any fundamental pattern runs
- * on the same engine (PSK modifiers are not supported).
+ * on the same engine (PSK modifiers are not supported). DH, AEAD, hash and HKDF are the
+ * runtime's native, synchronous `node:crypto` primitives.
  *
  * @example
  * const alice = HandshakeState.initialize({ pattern: "XX", cipher: "ChaChaPoly", initiator: true, s: aliceKeys });
@@ -14,10 +15,8 @@
  * b.receive.decryptWithAd(new Uint8Array(), a.send.encryptWithAd(new Uint8Array(), hello));
  * @module
  */
-import { gcm } from "@noble/ciphers/aes.js";
-import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
-import { hmac } from "@noble/hashes/hmac.js";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { createCipheriv, createDecipheriv } from "node:crypto";
+import { hkdfSha256, sha256 } from "./hash.ts";
 import {
   dh,
   generateKeyPair,
@@ -127,11 +126,29 @@ export function parseProtocolName(name: string): Result<Protocol> {
 // ---------------------------------------------------------------------------------------------
 // CipherState
 
+// One nonce buffer, rewritten for each call: the runtime copies it when the cipher is created,
+// and everything here is synchronous.
+const NONCE = new Uint8Array(12);
+const NONCE_VIEW = new DataView(NONCE.buffer);
+
 function nonceBytes(cipher: CipherName, n: bigint): Uint8Array {
-  const nonce = new Uint8Array(12);
   // Section 12: 32 zero bits then the counter, big-endian for AESGCM, little-endian for ChaChaPoly.
-  new DataView(nonce.buffer).setBigUint64(4, n, cipher === "ChaChaPoly");
-  return nonce;
+  NONCE_VIEW.setBigUint64(4, n, cipher === "ChaChaPoly");
+  return NONCE;
+}
+
+const AEAD_OPTIONS = { authTagLength: TAG_LEN };
+
+function nativeCipher(cipher: CipherName, k: Uint8Array, nonce: Uint8Array) {
+  return cipher === "AESGCM"
+    ? createCipheriv("aes-256-gcm", k, nonce, AEAD_OPTIONS)
+    : createCipheriv("chacha20-poly1305", k, nonce, AEAD_OPTIONS);
+}
+
+function nativeDecipher(cipher: CipherName, k: Uint8Array, nonce: Uint8Array) {
+  return cipher === "AESGCM"
+    ? createDecipheriv("aes-256-gcm", k, nonce, AEAD_OPTIONS)
+    : createDecipheriv("chacha20-poly1305", k, nonce, AEAD_OPTIONS);
 }
 
 function aeadEncrypt(
@@ -141,10 +158,14 @@ function aeadEncrypt(
   ad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array {
-  const nonce = nonceBytes(cipher, n);
-  return cipher === "AESGCM"
-    ? gcm(k, nonce, ad).encrypt(plaintext)
-    : chacha20poly1305(k, nonce, ad).encrypt(plaintext);
+  const c = nativeCipher(cipher, k, nonceBytes(cipher, n));
+  if (ad.length > 0) c.setAAD(ad);
+  const out = new Uint8Array(plaintext.length + TAG_LEN);
+  out.set(c.update(plaintext));
+  // Both are stream modes: final() has nothing left to emit, it only computes the tag.
+  c.final();
+  out.set(c.getAuthTag(), plaintext.length);
+  return out;
 }
 
 function aeadDecrypt(
@@ -154,11 +175,15 @@ function aeadDecrypt(
   ad: Uint8Array,
   ciphertext: Uint8Array,
 ): Uint8Array | null {
-  const nonce = nonceBytes(cipher, n);
+  const body = ciphertext.length - TAG_LEN;
   try {
-    return cipher === "AESGCM"
-      ? gcm(k, nonce, ad).decrypt(ciphertext)
-      : chacha20poly1305(k, nonce, ad).decrypt(ciphertext);
+    const d = nativeDecipher(cipher, k, nonceBytes(cipher, n));
+    if (ad.length > 0) d.setAAD(ad);
+    d.setAuthTag(ciphertext.subarray(body));
+    const out = new Uint8Array(d.update(ciphertext.subarray(0, body)));
+    // Throws on a wrong tag; the unauthenticated plaintext above is dropped then.
+    d.final();
+    return out;
   } catch {
     return null;
   }
@@ -256,15 +281,14 @@ export class CipherState {
 // ---------------------------------------------------------------------------------------------
 // SymmetricState
 
-/** HKDF as Noise defines it (section 4.3): HMAC-SHA256 extract, then chained expand outputs. */
+/**
+ * HKDF as Noise defines it (section 4.3): HMAC-SHA256 extract, then chained expand outputs.
+ * That is RFC 5869 HKDF with the chaining key as salt and empty info, so one native call.
+ */
 function hkdf(chainingKey: Uint8Array, ikm: Uint8Array, outputs: 2 | 3): Uint8Array[] {
-  const temp = hmac(sha256, chainingKey, ikm);
+  const okm = hkdfSha256(chainingKey, ikm, outputs * HASH_LEN);
   const out: Uint8Array[] = [];
-  let prev = EMPTY;
-  for (let i = 1; i <= outputs; i++) {
-    prev = hmac(sha256, temp, concat(prev, Uint8Array.of(i)));
-    out.push(prev);
-  }
+  for (let i = 0; i < outputs; i++) out.push(okm.slice(i * HASH_LEN, (i + 1) * HASH_LEN));
   return out;
 }
 
@@ -293,7 +317,7 @@ export class SymmetricState {
 
   /** Mix data into the handshake hash. */
   mixHash(data: Uint8Array): void {
-    this.#h = sha256(concat(this.#h, data));
+    this.#h = sha256(this.#h, data);
   }
 
   /** Mix key material into both chaining key and hash (used by PSK patterns). */

@@ -10,10 +10,17 @@
  * fingerprint(me.edPublic); // "3f1c-09ab-77d2-e410"
  * @module
  */
-import { ed25519 } from "@noble/curves/ed25519.js";
+import {
+  montgomeryPublic,
+  montgomerySecret,
+  publicFromSecret,
+  signWith,
+  verifyStrict,
+} from "../crypto/ed25519.ts";
 import {
   fingerprint as keyFingerprint,
   isValidPublicKey,
+  publicKeyFromPrivate,
   type RandomBytes,
   systemRandom,
 } from "../crypto/keys.ts";
@@ -54,13 +61,13 @@ export function identityFromSecret(edSecret: Uint8Array): Identity {
     throw new Error(`Cannot derive identity: secret key is ${edSecret.length} bytes, not 32`);
   }
   const secret = edSecret.slice();
-  const edPublic = ed25519.getPublicKey(secret);
+  const xSecret = montgomerySecret(secret);
+  // X25519's base point is the image of Ed25519's, so [xSecret]9 is the map of edPublic.
   return {
     edSecret: secret,
-    edPublic,
-    // toMontgomerySecret returns a view into a 64-byte hash; keep a buffer of our own.
-    xSecret: ed25519.utils.toMontgomerySecret(secret).slice(),
-    xPublic: ed25519.utils.toMontgomery(edPublic),
+    edPublic: publicFromSecret(secret),
+    xSecret,
+    xPublic: publicKeyFromPrivate(xSecret),
   };
 }
 
@@ -81,7 +88,7 @@ export function isFingerprint(s: string): boolean {
 
 /** Sign `msg` with the identity's Ed25519 key; returns 64 bytes. */
 export function sign(id: Identity, msg: Uint8Array): Uint8Array {
-  return ed25519.sign(msg, id.edSecret);
+  return signWith(id.edSecret, msg);
 }
 
 /**
@@ -89,16 +96,7 @@ export function sign(id: Identity, msg: Uint8Array): Uint8Array {
  * Never throws: any malformed key, signature or message gives `false`.
  */
 export function verify(edPublic: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
-  try {
-    if (
-      !(edPublic instanceof Uint8Array) || !(msg instanceof Uint8Array) ||
-      !(sig instanceof Uint8Array) || edPublic.length !== KEY_LEN ||
-      sig.length !== SIGNATURE_LEN
-    ) return false;
-    return ed25519.verify(sig, msg, edPublic, { zip215: false });
-  } catch {
-    return false;
-  }
+  return verifyStrict(edPublic, msg, sig);
 }
 
 /**
@@ -109,7 +107,7 @@ export function verify(edPublic: Uint8Array, msg: Uint8Array, sig: Uint8Array): 
 export function xPublicFromEd(edPublic: Uint8Array): Uint8Array | null {
   try {
     if (!(edPublic instanceof Uint8Array) || edPublic.length !== KEY_LEN) return null;
-    const x = ed25519.utils.toMontgomery(edPublic);
+    const x = montgomeryPublic(edPublic);
     return isValidPublicKey(x) ? x : null;
   } catch {
     return null;

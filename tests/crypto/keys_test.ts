@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import { x25519 } from "@noble/curves/ed25519.js";
 import { fromHex, toHex } from "../../lib/wire/bytes.ts";
 import {
   dh,
@@ -54,4 +56,79 @@ Deno.test("keys: fingerprint is the grouped hex of SHA-256's first 8 bytes", () 
   assert.notEqual(fp, fingerprint(fromHex(BOB_PUB)));
   // sha256("") = e3b0c442 98fc1c14 ...
   assert.equal(fingerprint(new Uint8Array()), "e3b0-c442-98fc-1c14");
+});
+
+// @noble/curves serves as an independent reference implementation below.
+Deno.test("keys: the low-order table is exactly what makes X25519 output zero", () => {
+  const table = [
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  ].map(fromHex);
+  // Bit 255 is ignored by X25519, so each entry also counts with it set.
+  const withHighBit = table.map((k) => Uint8Array.of(...k.subarray(0, 31), k[31]! | 0x80));
+  for (const k of [...table, ...withHighBit]) {
+    assert.throws(() => x25519.getSharedSecret(ALICE_PRIV, k), Error, toHex(k));
+    assert.equal(isValidPublicKey(k), false, toHex(k));
+    assert.equal(dh(ALICE_PRIV, k), null, toHex(k));
+  }
+});
+
+Deno.test("keys: DH and public keys match the reference, for random and unreduced keys", () => {
+  const unreduced: Uint8Array[] = [];
+  for (let low = 0xef; low <= 0xff; low++) {
+    // p + 2 ... p + 18: accepted by X25519 and reduced mod p.
+    unreduced.push(Uint8Array.of(low, ...new Array(30).fill(0xff), 0x7f));
+  }
+  const bob = fromHex(BOB_PUB);
+  unreduced.push(Uint8Array.of(...bob.subarray(0, 31), bob[31]! | 0x80));
+  for (const k of unreduced) {
+    assert.equal(toHex(dh(ALICE_PRIV, k)!), toHex(x25519.getSharedSecret(ALICE_PRIV, k)), toHex(k));
+  }
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
+      (priv, peer) => {
+        assert.equal(toHex(publicKeyFromPrivate(priv)), toHex(x25519.getPublicKey(priv)));
+        assert.equal(isValidPublicKey(peer), true);
+        assert.equal(toHex(dh(priv, peer)!), toHex(x25519.getSharedSecret(priv, peer)));
+      },
+    ),
+    { numRuns: 100 },
+  );
+});
+
+Deno.test("keys: a private key overwritten in place is used with its new bytes", () => {
+  const priv = ALICE_PRIV.slice();
+  assert.equal(toHex(dh(priv, fromHex(BOB_PUB))!), SHARED);
+  assert.equal(toHex(publicKeyFromPrivate(priv)), ALICE_PUB);
+  priv.set(BOB_PRIV);
+  assert.equal(toHex(publicKeyFromPrivate(priv)), BOB_PUB);
+  assert.equal(toHex(dh(priv, fromHex(ALICE_PUB))!), SHARED);
+});
+
+Deno.test("keys: results are plain arrays that own their buffers", () => {
+  const pair = keyPairFromPrivate(ALICE_PRIV);
+  const secret = dh(pair.privateKey, fromHex(BOB_PUB))!;
+  for (const b of [pair.publicKey, secret]) {
+    assert.equal(Object.getPrototypeOf(b), Uint8Array.prototype);
+    assert.equal(b.byteLength, b.buffer.byteLength);
+  }
+});
+
+Deno.test("keys: dh is null, never a throw, for keys of the wrong length or type", () => {
+  const junk = [new Uint8Array(31), new Uint8Array(33), "x", undefined, [
+    1,
+    2,
+  ]] as unknown as Uint8Array[];
+  for (const k of junk) {
+    assert.equal(dh(ALICE_PRIV, k), null);
+    assert.equal(dh(k, fromHex(BOB_PUB)), null);
+    assert.equal(isValidPublicKey(k), false);
+  }
 });
