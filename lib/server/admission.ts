@@ -4,7 +4,7 @@
  * registrations per source IP and per key, bound names in all and per source IP). It answers
  * yes or a refusal and changes nothing in the registry.
  */
-import { ed25519 } from "@noble/curves/ed25519.js";
+import { verifyStrict } from "../crypto/ed25519.ts";
 import type { Addr } from "../wire/addr.ts";
 import { ErrorCode, type Message, registerSigInput } from "../wire/codec.ts";
 import type { ServerConfig } from "./config.ts";
@@ -53,11 +53,7 @@ export class Admission {
 
   /** Whether `m` is signed by its key (strict RFC 8032: no small-order keys, no malleability). */
   keyProven(m: Register): boolean {
-    try {
-      return ed25519.verify(m.sig, registerSigInput(m), m.key, { zip215: false });
-    } catch {
-      return false;
-    }
+    return verifyStrict(m.key, registerSigInput(m), m.sig);
   }
 
   /** Whether a new member with `key` (hex) from `from` fits in `room`. */

@@ -3,8 +3,7 @@
  * Only a sender that receives at its source address can echo one, so a spoofed source can
  * never complete a registration.
  */
-import { hmac } from "@noble/hashes/hmac.js";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { hmacSha256 } from "../crypto/hash.ts";
 import { type Addr, formatAddr } from "../wire/addr.ts";
 import { COOKIE_LEN } from "../wire/codec.ts";
 import { equalBytes } from "../wire/bytes.ts";
@@ -17,7 +16,7 @@ export class Cookies {
   constructor(private secret: Uint8Array) {}
 
   private mac(from: Addr, bucket: number): Uint8Array {
-    return hmac(sha256, this.secret, enc.encode(`${bucket}|${formatAddr(from)}`)).subarray(
+    return hmacSha256(this.secret, enc.encode(`${bucket}|${formatAddr(from)}`)).subarray(
       0,
       COOKIE_LEN,
     );
