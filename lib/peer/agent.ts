@@ -131,7 +131,8 @@ const dec = new TextDecoder();
 const enc = new TextEncoder();
 
 export class PeerAgent {
-  readonly id: Id;
+  /** Our session id at the server; a new one if the server says another key holds it. */
+  id: Id;
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
   private msgNo = 0;
@@ -141,9 +142,9 @@ export class PeerAgent {
   private lastVia = 0;
   /** The caller's action array for the call in progress. */
   private out: AgentAction[] = [];
-  private readonly reg: Registration;
+  private reg: Registration;
   private readonly roster: Roster;
-  private readonly secure: SecureLayer;
+  private secure: SecureLayer;
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
@@ -153,11 +154,28 @@ export class PeerAgent {
       tx: new Sender(cfg.delivery),
       rx: new Receiver(),
     }));
-    this.secure = new SecureLayer(
-      { staticKey: cfg.identity.staticKey, sessionId: this.id },
-      cfg.secure,
-      cfg.random,
+    this.secure = this.newSecure();
+  }
+
+  private newSecure(): SecureLayer {
+    return new SecureLayer(
+      { staticKey: this.cfg.identity.staticKey, sessionId: this.id },
+      this.cfg.secure,
+      this.cfg.random,
     );
+  }
+
+  /**
+   * Another key registered our session id first (ids are public: someone raced us for it after
+   * a server restart, say). Start over under a fresh id: peers see us leave and come back.
+   */
+  private newId(now: number): void {
+    for (const r of [...this.roster.all()]) this.removeRemote(r.member.id);
+    this.id = toHex(this.cfg.random(8));
+    this.reg = new Registration({ ...this.cfg, id: this.id }, this.nonce);
+    this.secure = this.newSecure();
+    this.log("warn", "our session id is held by another key; registering under a new one");
+    this.reg.start(now, this.out);
   }
 
   // --- The host's entry points ---------------------------------------------------------------
@@ -509,6 +527,7 @@ export class PeerAgent {
       case "error": {
         const forgedError = this.reg.authenticError(m);
         if (forgedError) return this.drop(forgedError);
+        if (m.code === ErrorCode.ID_TAKEN && m.about === T.REGISTER) return this.newId(now);
         if (m.code !== ErrorCode.NO_SUCH_PEER) {
           return this.verdict(this.reg.onError(m, now, this.out));
         }

@@ -331,3 +331,30 @@ Deno.test("agent: a member minting fresh handshakes cannot reset the reflection 
   }
   assert.ok(acks <= MAX_HELLO_SOURCES, `answered ${acks} spoofed sources`);
 });
+
+Deno.test("agent: a session id held by another key makes us register under a new one", () => {
+  // Both agents draw the same first 8 random bytes, so the second asks for an id in use.
+  const sameFirstId = () => {
+    let first = true;
+    return (n: number) => {
+      if (first && n === 8) {
+        first = false;
+        return new Uint8Array(8).fill(7);
+      }
+      return crypto.getRandomValues(new Uint8Array(n));
+    };
+  };
+  const net = new Net();
+  const mallory = net.add("bob", { random: sameFirstId() });
+  net.advance(1000);
+  const alice = net.add("alice", { random: sameFirstId() });
+  const taken = alice.id;
+  assert.equal(taken, mallory.id);
+  net.advance(2000);
+  assert.notEqual(alice.id, taken, "a fresh id");
+  assert.ok(net.events.get("alice")!.some((e) => e.type === "ready"), "registered after all");
+  assert.deepEqual(net.fatals, []);
+  net.say("alice", "new id, same me");
+  net.advance(1000);
+  assert.deepEqual(net.texts("bob"), ["new id, same me"]);
+});
