@@ -3,13 +3,15 @@
  * fragmentation, per-fragment ACKs, retransmission with backoff, duplicate suppression,
  * in-order release. Pure: it returns the datagrams to send and the events to report.
  */
-import { type DataFields, MAX_FRAGS } from "../wire/codec.ts";
+import type { DataFields } from "../wire/codec.ts";
 import { concat } from "../wire/bytes.ts";
 
 /** Payload bytes per fragment: keeps DATA (+ relay wrapping) well under 1200 bytes. */
 export const FRAG_SIZE = 1024;
 /** Largest message, in UTF-8 bytes. */
 export const MAX_MESSAGE = 16 * 1024;
+/** Fragments in the largest message: MAX_MESSAGE in FRAG_SIZE chunks (16). */
+export const MAX_MESSAGE_FRAGS = Math.ceil(MAX_MESSAGE / FRAG_SIZE);
 
 export interface DeliveryConfig {
   initialRtoMs: number;
@@ -68,7 +70,7 @@ export class Sender {
   /** Queues a message; its fragments go out on the next `tick`. */
   send(msgNo: number, bytes: Uint8Array, direct: boolean, now: number): void {
     const chunks = split(bytes);
-    if (chunks.length > MAX_FRAGS) throw new RangeError("message too large");
+    if (chunks.length > MAX_MESSAGE_FRAGS) throw new RangeError("message too large");
     this.queue.push({
       seq: this.nextSeq++,
       msgNo,
@@ -172,11 +174,42 @@ export interface Received {
   bytes: Uint8Array;
 }
 
-interface Partial {
+/** Limits on what one peer can make us hold for it. */
+export interface ReceiverConfig {
+  /**
+   * Bytes of incomplete messages kept for the peer; beyond it fragments are dropped unacked
+   * (the sender retransmits them later). The next expected message is always taken, so the
+   * most held is this plus MAX_MESSAGE.
+   */
+  maxBufferedBytes: number;
+  /** An incomplete message is forgotten this long after its first fragment arrived. */
+  partialTimeoutMs: number;
+}
+
+export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
+  // The sender's default window of 1 KiB fragments: an unblocked sender never reaches it.
+  maxBufferedBytes: DEFAULT_DELIVERY_CONFIG.window * FRAG_SIZE,
+  // Past the sender's give-up (30 s) plus slack: only messages the sender abandoned time out.
+  partialTimeoutMs: 40_000,
+};
+
+/**
+ * Why a fragment was dropped unacked:
+ * - `oversize`: a chunk over FRAG_SIZE, more than MAX_MESSAGE_FRAGS fragments, or frag >= frags
+ * - `inconsistent`: its frags or msg_no differ from earlier fragments of the same seq
+ * - `window`: too far ahead of the next expected message
+ * - `buffer_full`: the peer already has `maxBufferedBytes` of incomplete messages with us
+ * - `expired`: (counted per message) an incomplete message timed out and was forgotten
+ */
+export type RxDropReason = "oversize" | "inconsistent" | "window" | "buffer_full" | "expired";
+
+interface Incomplete {
   msgNo: number;
   direct: boolean;
   chunks: (Uint8Array | undefined)[];
   left: number;
+  bytes: number;
+  firstAt: number;
 }
 
 /** How far ahead of the next expected message we buffer; beyond it, data is dropped unacked. */
@@ -184,16 +217,39 @@ const RX_WINDOW = 256;
 
 export class Receiver {
   private expected = 0;
-  private partial = new Map<number, Partial>();
+  /** By seq, in order of creation, so the oldest (first to time out) comes first. */
+  private partial = new Map<number, Incomplete>();
+  private bytes = 0;
+  /** The latest `now` seen: time only moves forward here. */
+  private now = 0;
   duplicates = 0;
+  /** Dropped fragments (and timed-out messages) counted by reason. */
+  readonly drops: Map<RxDropReason, number> = new Map();
+  private cfg: ReceiverConfig;
+
+  constructor(cfg: Partial<ReceiverConfig> = {}) {
+    this.cfg = { ...DEFAULT_RECEIVER_CONFIG, ...cfg };
+  }
+
+  /** Bytes of incomplete messages held now. */
+  get buffered(): number {
+    return this.bytes;
+  }
 
   /**
    * Takes one fragment. Returns whether to ACK it, and pushes messages now deliverable in order.
+   * `now` (ms) times out incomplete messages; without it the last time given is used.
    */
-  onData(f: Fragment, ready: Received[]): boolean {
+  onData(f: Fragment, ready: Received[], now: number = this.now): boolean {
+    this.tick(now);
+    if (
+      f.frags < 1 || f.frags > MAX_MESSAGE_FRAGS || f.frag >= f.frags || f.chunk.length > FRAG_SIZE
+    ) {
+      return this.drop("oversize");
+    }
     if (f.floor > this.expected) {
       // The sender gave up on everything below `floor`: stop waiting for it.
-      for (const s of this.partial.keys()) if (s < f.floor) this.partial.delete(s);
+      for (const s of this.partial.keys()) if (s < f.floor) this.forget(s);
       this.expected = f.floor;
       this.release(ready);
     }
@@ -201,28 +257,71 @@ export class Receiver {
       this.duplicates++;
       return true; // already delivered; the ACK was lost, so ACK again
     }
-    if (f.seq - this.expected >= RX_WINDOW) return false;
+    if (f.seq - this.expected >= RX_WINDOW) return this.drop("window");
     let p = this.partial.get(f.seq);
-    if (!p) {
-      p = { msgNo: f.msgNo, direct: f.direct, chunks: new Array(f.frags), left: f.frags };
-      this.partial.set(f.seq, p);
+    if (p && (p.chunks.length !== f.frags || p.msgNo !== f.msgNo)) {
+      return this.drop("inconsistent");
     }
-    if (p.chunks.length !== f.frags || p.msgNo !== f.msgNo) return false; // inconsistent: ignore
-    if (p.chunks[f.frag]) {
+    if (p?.chunks[f.frag]) {
       this.duplicates++;
       return true;
     }
+    // The next expected message is always taken, so a full buffer cannot block delivery.
+    if (f.seq !== this.expected && this.bytes + f.chunk.length > this.cfg.maxBufferedBytes) {
+      return this.drop("buffer_full");
+    }
+    if (!p) {
+      p = {
+        msgNo: f.msgNo,
+        direct: f.direct,
+        chunks: new Array(f.frags),
+        left: f.frags,
+        bytes: 0,
+        firstAt: this.now,
+      };
+      this.partial.set(f.seq, p);
+    }
     p.chunks[f.frag] = f.chunk.slice(); // the socket buffer is reused: keep a copy
     p.left--;
+    p.bytes += f.chunk.length;
+    this.bytes += f.chunk.length;
     this.release(ready);
     return true;
+  }
+
+  /** Forgets incomplete messages that have timed out by `now`. */
+  tick(now: number): void {
+    this.now = Math.max(this.now, now);
+    for (const [seq, p] of this.partial) {
+      if (this.now - p.firstAt < this.cfg.partialTimeoutMs) break;
+      this.forget(seq);
+      this.drop("expired");
+    }
+  }
+
+  /** When the oldest incomplete message times out (`tick` then has work), or null. */
+  nextDeadline(): number | null {
+    for (const p of this.partial.values()) return p.firstAt + this.cfg.partialTimeoutMs;
+    return null;
+  }
+
+  private drop(reason: RxDropReason): false {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+    return false;
+  }
+
+  private forget(seq: number): void {
+    const p = this.partial.get(seq);
+    if (!p) return;
+    this.bytes -= p.bytes;
+    this.partial.delete(seq);
   }
 
   private release(ready: Received[]): void {
     for (;;) {
       const p = this.partial.get(this.expected);
       if (!p || p.left > 0) return;
-      this.partial.delete(this.expected);
+      this.forget(this.expected);
       this.expected++;
       ready.push({
         msgNo: p.msgNo,

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   DEFAULT_DELIVERY_CONFIG,
+  DEFAULT_RECEIVER_CONFIG,
   FRAG_SIZE,
   type Fragment,
   MAX_MESSAGE,
+  MAX_MESSAGE_FRAGS,
   type Received,
   Receiver,
   Sender,
@@ -18,11 +20,12 @@ const bytes = (n: number, seed = 1) => Uint8Array.from({ length: n }, (_, i) => 
 function transfer(
   msgs: Uint8Array[],
   link: { loss: (i: number) => boolean; shuffle: boolean; dup: boolean },
+  maxBufferedBytes = DEFAULT_RECEIVER_CONFIG.maxBufferedBytes,
 ) {
   // Patient sender: with 30% loss each way a 30 s give-up can (rightly) fire; here we test
-  // ordering and exactly-once, so let it retry for longer.
+  // ordering and exactly-once, so let it retry for longer (and the receiver wait as long).
   const tx = new Sender({ ...cfg, giveUpMs: 600_000 });
-  const rx = new Receiver();
+  const rx = new Receiver({ partialTimeoutMs: 700_000, maxBufferedBytes });
   const ev: TxEvent[] = [];
   const got: Received[] = [];
   msgs.forEach((m, i) => tx.send(i + 1, m, false, 0));
@@ -33,10 +36,10 @@ function transfer(
     if (link.dup) frags = frags.flatMap((f) => [f, f]);
     for (const f of frags) {
       if (link.loss(i++)) continue;
-      if (rx.onData(f, got) && !link.loss(i++)) tx.onAck(f.seq, f.frag, ev);
+      if (rx.onData(f, got, now) && !link.loss(i++)) tx.onAck(f.seq, f.frag, ev);
     }
   }
-  return { ev, got };
+  return { ev, got, rx };
 }
 
 Deno.test("delivery: 16 KiB arrives whole in fragments of at most FRAG_SIZE", () => {
@@ -116,4 +119,130 @@ Deno.test("delivery: abandon reports every queued message", () => {
   tx.abandon(ev);
   assert.deepEqual(ev.map((e) => e.type), ["undelivered", "undelivered"]);
   assert.equal(tx.pending, 0);
+});
+
+// ---- receive limits: what one peer can make us hold ----
+
+/** One fragment from a (possibly hostile) peer. */
+const frag = (seq: number, f: number, frags: number, size: number, msgNo = seq + 1): Fragment => ({
+  seq,
+  floor: 0,
+  msgNo,
+  frag: f,
+  frags,
+  direct: false,
+  chunk: new Uint8Array(size).fill(seq & 0xff),
+});
+
+const limitCases: { name: string; f: Fragment; ack: boolean }[] = [
+  { name: "a full-size chunk", f: frag(0, 0, 2, FRAG_SIZE), ack: true },
+  { name: "a chunk one byte over FRAG_SIZE", f: frag(0, 0, 2, FRAG_SIZE + 1), ack: false },
+  { name: "a 1435-byte chunk (a full datagram)", f: frag(0, 0, 2, 1435), ack: false },
+  { name: "a 16-fragment message", f: frag(0, 15, MAX_MESSAGE_FRAGS, 1), ack: true },
+  { name: "a 17-fragment message", f: frag(0, 0, MAX_MESSAGE_FRAGS + 1, 1), ack: false },
+  { name: "a 32-fragment message", f: frag(0, 31, 32, 1), ack: false },
+  { name: "frag not below frags", f: frag(0, 2, 2, 1), ack: false },
+  { name: "zero frags", f: frag(0, 0, 0, 1), ack: false },
+];
+for (const c of limitCases) {
+  Deno.test(`delivery: receive limits: ${c.name} is ${c.ack ? "taken" : "dropped unacked"}`, () => {
+    const rx = new Receiver();
+    assert.equal(rx.onData(c.f, [], 0), c.ack);
+    assert.equal(rx.buffered, c.ack ? c.f.chunk.length : 0);
+    if (!c.ack) assert.equal(rx.drops.get("oversize"), 1);
+  });
+}
+
+Deno.test("delivery: the documented limits agree: 16 KiB is 16 fragments of 1 KiB", () => {
+  assert.equal(FRAG_SIZE, 1024);
+  assert.equal(MAX_MESSAGE, 16 * 1024);
+  assert.equal(MAX_MESSAGE_FRAGS, 16);
+  assert.throws(() => new Sender(cfg).send(1, bytes(MAX_MESSAGE + 1), false, 0), RangeError);
+});
+
+Deno.test("delivery: a peer flooding incomplete messages pins a bounded amount of memory", () => {
+  const rx = new Receiver();
+  const cap = DEFAULT_RECEIVER_CONFIG.maxBufferedBytes;
+  // The attack: every message in the receive window, all fragments but the last, as big as
+  // a datagram allows. Unbounded this holds 256 × 31 × 1435 bytes (~10.9 MiB) per peer.
+  let acked = 0;
+  for (let seq = 0; seq < 256; seq++) {
+    for (let f = 0; f < 31; f++) if (rx.onData(frag(seq, f, 32, 1435), [], 0)) acked++;
+  }
+  for (let seq = 0; seq < 256; seq++) {
+    for (let f = 0; f < MAX_MESSAGE_FRAGS - 1; f++) {
+      if (rx.onData(frag(seq, f, MAX_MESSAGE_FRAGS, FRAG_SIZE), [], 0)) acked++;
+    }
+  }
+  assert.ok(rx.buffered <= cap + MAX_MESSAGE, `holds ${rx.buffered} bytes`);
+  assert.equal(acked * FRAG_SIZE, rx.buffered, "only what is held was acknowledged");
+  assert.ok((rx.drops.get("buffer_full") ?? 0) > 0);
+});
+
+Deno.test("delivery: a full buffer still takes the next expected message, then frees up", () => {
+  const rx = new Receiver({ maxBufferedBytes: 4 * FRAG_SIZE });
+  const got: Received[] = [];
+  // seq 1..4 complete but stuck behind seq 0, which has not arrived.
+  for (let seq = 1; seq <= 4; seq++) assert.ok(rx.onData(frag(seq, 0, 1, FRAG_SIZE), got, 0));
+  assert.equal(rx.onData(frag(5, 0, 1, FRAG_SIZE), got, 0), false, "seq 5: no room, no ACK");
+  assert.ok(rx.onData(frag(0, 0, 2, FRAG_SIZE), got, 0), "seq 0 is taken even so");
+  assert.ok(rx.onData(frag(0, 1, 2, 10), got, 0));
+  assert.deepEqual(got.map((g) => g.msgNo), [1, 2, 3, 4, 5]);
+  assert.equal(rx.buffered, 0);
+  assert.ok(rx.onData(frag(5, 0, 1, FRAG_SIZE), got, 0), "the retransmission of seq 5 fits");
+  assert.deepEqual(got.map((g) => g.msgNo), [1, 2, 3, 4, 5, 6]);
+});
+
+Deno.test("delivery: a tiny receive buffer slows delivery but loses nothing", () => {
+  const msgs = [5000, 3000, 0, 4096, 1, 2500].map((n, i) => bytes(n, i + 3));
+  let s = 7;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const { got, ev, rx } = transfer(
+    msgs,
+    { loss: () => rnd() < 0.2, shuffle: true, dup: true },
+    2 * FRAG_SIZE,
+  );
+  assert.deepEqual(got.map((g) => g.msgNo), msgs.map((_, i) => i + 1));
+  got.forEach((g, i) => assert.deepEqual(g.bytes, msgs[i]));
+  assert.equal(ev.filter((e) => e.type === "delivered").length, msgs.length);
+  assert.ok((rx.drops.get("buffer_full") ?? 0) > 0, "the limit was reached");
+});
+
+Deno.test("delivery: an incomplete message times out and its memory is freed", () => {
+  const t = DEFAULT_RECEIVER_CONFIG.partialTimeoutMs;
+  assert.ok(t > cfg.giveUpMs, "a sender gives up before its message times out here");
+  const cases: { name: string; expire: (rx: Receiver, at: number) => void }[] = [
+    { name: "tick", expire: (rx, at) => rx.tick(at) },
+    {
+      name: "lazily, on the next fragment",
+      expire: (rx, at) => rx.onData(frag(9, 0, 2, 1), [], at),
+    },
+  ];
+  for (const c of cases) {
+    const rx = new Receiver();
+    const got: Received[] = [];
+    assert.equal(rx.nextDeadline(), null);
+    assert.ok(rx.onData(frag(0, 0, 2, FRAG_SIZE), got, 1000));
+    assert.ok(rx.onData(frag(1, 0, 2, FRAG_SIZE), got, 5000));
+    assert.equal(rx.nextDeadline(), 1000 + t, c.name);
+    c.expire(rx, 1000 + t - 1);
+    assert.ok(rx.buffered >= 2 * FRAG_SIZE, `${c.name}: not yet`);
+    c.expire(rx, 1000 + t);
+    assert.equal(rx.nextDeadline(), 5000 + t, c.name);
+    assert.equal(rx.drops.get("expired"), 1, c.name);
+    c.expire(rx, 5000 + t);
+    assert.equal(rx.drops.get("expired"), 2, c.name);
+    assert.ok(rx.buffered <= 1, `${c.name}: freed, holds ${rx.buffered}`);
+    // The forgotten first half is gone: its second half alone completes nothing.
+    assert.ok(rx.onData(frag(0, 1, 2, 5), got, 5000 + t));
+    assert.equal(got.length, 0, c.name);
+  }
+});
+
+Deno.test("delivery: without a time the receiver still works (nothing times out)", () => {
+  const rx = new Receiver();
+  const got: Received[] = [];
+  assert.ok(rx.onData(frag(0, 0, 2, 4), got));
+  assert.ok(rx.onData(frag(0, 1, 2, 4), got));
+  assert.equal(got.length, 1);
 });
