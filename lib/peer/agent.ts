@@ -36,6 +36,8 @@ import type { KeyPair } from "../crypto/keys.ts";
 import { memoryTrust, type TrustStore } from "../identity/known_peers.ts";
 import { type AgentAction, earliest } from "./actions.ts";
 import { Registration } from "./registration.ts";
+import { checkMac1, mac1Key, withMac1 } from "./mac1.ts";
+import { Bucket } from "../rate/bucket.ts";
 import { type Remote, Roster } from "./roster.ts";
 import {
   Birthday,
@@ -74,6 +76,11 @@ export interface AgentConfig {
   relayHelloMs: number;
   /** Birthday punching towards peers behind NATs with random per-destination ports. */
   birthday: BirthdayConfig;
+  /**
+   * Handshake inits that need Diffie-Hellman work (copies of answered ones do not), per second
+   * and burst: per claimed sender, and in all. Beyond them inits are dropped before any DH.
+   */
+  initRate: { perPeer: number; perPeerBurst: number; total: number; totalBurst: number };
   /** How often NAT_INFO is resent until the peer confirms it, and how many times at most. */
   natInfoRetryMs: number;
   natInfoTries: number;
@@ -95,6 +102,8 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   secure: {},
   relayHelloMs: 1000,
   birthday: DEFAULT_BIRTHDAY_CONFIG,
+  // A peer needs a new init per rekey (2 min) or reconnect; a room of 64 joining at once is 63.
+  initRate: { perPeer: 2, perPeerBurst: 8, total: 20, totalBurst: 80 },
   natInfoRetryMs: 1000,
   natInfoTries: 10,
   random: (n) => crypto.getRandomValues(new Uint8Array(n)),
@@ -145,6 +154,11 @@ export class PeerAgent {
   private reg: Registration;
   private readonly roster: Roster;
   private secure: SecureLayer;
+  /** Our mac1 key: what a HELLO to us must be MACed with. */
+  private readonly mac1: Uint8Array;
+  /** Inits that need DH work, over all peers (see AgentConfig.initRate). */
+  private readonly inits: Bucket;
+  private readonly peerInits = new Map<Id, Bucket>();
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
@@ -155,6 +169,8 @@ export class PeerAgent {
       rx: new Receiver(),
     }));
     this.secure = this.newSecure();
+    this.mac1 = mac1Key(cfg.identity.staticKey.publicKey);
+    this.inits = new Bucket(cfg.initRate.total, cfg.initRate.totalBurst, 0);
   }
 
   private newSecure(): SecureLayer {
@@ -467,6 +483,7 @@ export class PeerAgent {
 
   /** A remote just taken off the roster: end its session, report its messages and its leaving. */
   private forget(r: Remote): void {
+    this.peerInits.delete(r.member.id);
     this.endBirthday(r);
     this.closeBirthdayVia(r);
     this.secure.removePeer(r.member.id);
@@ -606,6 +623,12 @@ export class PeerAgent {
     relayedFrom: Id | null,
     via: number,
   ): void {
+    // Cheap checks first: a HELLO that does not even know our key costs one HMAC; one that
+    // needs DH work is rate-limited per claimed sender and in all before any is spent.
+    if (!checkMac1(m, this.mac1)) return this.drop("bad_mac1");
+    const claimed = this.claimed(m.from, m.to, relayedFrom);
+    if (!claimed) return;
+    if (!this.secure.isAnsweredInit(m.init) && !this.mayRunInit(claimed.member.id, now)) return;
     // Noise authenticates the initiator's static key against the one the server announced.
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
     if (!got) return;
@@ -910,7 +933,20 @@ export class PeerAgent {
 
   private hello(r: Remote, nonce: string, now: number): Message {
     const init = this.secure.handshakeInit(r.member.id, now, this.cfg.wall());
-    return { type: "hello", from: this.id, to: r.member.id, nonce, init };
+    return withMac1({ type: "hello", from: this.id, to: r.member.id, nonce, init }, r.mac1);
+  }
+
+  /** Takes one init's worth from the sender's and the total bucket; counts a drop if empty. */
+  private mayRunInit(id: Id, now: number): boolean {
+    const cfg = this.cfg.initRate;
+    let b = this.peerInits.get(id);
+    if (!b) {
+      b = new Bucket(cfg.perPeer, cfg.perPeerBurst, now);
+      this.peerInits.set(id, b);
+    }
+    if (!b.take(1, now)) return this.drop("init_rate_peer"), false;
+    if (!this.inits.take(1, now)) return this.drop("init_rate"), false;
+    return true;
   }
 
   private sendHello(r: Remote, to: Addr, nonce: string, now: number, via = 0): void {

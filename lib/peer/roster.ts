@@ -7,6 +7,7 @@ import { equalBytes } from "../wire/bytes.ts";
 import type { Id, Member, NatMapping } from "../wire/codec.ts";
 import { type Addr, sameAddr } from "../wire/addr.ts";
 import type { Birthday } from "./birthday.ts";
+import { mac1Key } from "./mac1.ts";
 import { fingerprint, xPublicFromEd } from "../identity/identity.ts";
 import type { TrustStatus, TrustStore } from "../identity/known_peers.ts";
 import type { PathMachine } from "./path.ts";
@@ -16,6 +17,8 @@ export interface Remote {
   member: Member;
   /** The X25519 key Noise authenticates the peer with, derived from its Ed25519 key. */
   xPublic: Uint8Array;
+  /** The peer's mac1 key, for the HELLOs we send it. */
+  mac1: Uint8Array;
   path: PathMachine;
   tx: Sender;
   rx: Receiver;
@@ -100,6 +103,7 @@ export class Roster {
     const remote: Remote = {
       member: m,
       xPublic: x,
+      mac1: mac1Key(x),
       ...this.parts(m),
       fingerprint: fp,
       trusted: false,

@@ -50,6 +50,8 @@ export const REPLY_CACHE_SIZE = 256;
 /** Remote static keys whose newest handshake timestamp is remembered. */
 export const TIMESTAMP_CACHE_SIZE = 4096;
 
+/** The init's sender index comes before the Noise message (whose first bytes are `e`). */
+const INDEX_LEN_BYTES = 4;
 const PROLOGUE_BYTES = new TextEncoder().encode(PROLOGUE);
 const TRANSPORT_PREFIX = SEALED_PREFIX_LEN;
 const ID_RE = /^[0-9a-f]{16}$/;
@@ -66,11 +68,22 @@ export interface SecureConfig {
   sessionTtlMs: number;
   /** Sessions kept per peer; the oldest is dropped when a new one completes. */
   maxSessionsPerPeer: number;
+  /**
+   * Refuse to seal or open on a session this old, rekeyed or not (more than `rekeyAfterMs`):
+   * a rekey that never completes cannot keep old keys in use.
+   */
+  rejectAfterMs: number;
+  /**
+   * Refuse to seal on a session that has sealed this many messages, or to open a counter this
+   * high (more than `rekeyAfterMessages`).
+   */
+  rejectAfterMessages: number;
 }
 
 /**
  * Defaults: rekey after 2 minutes or 2^20 messages (retried every 5 s until it completes), drop
- * after 5 idle minutes, 3 sessions.
+ * after 5 idle minutes, 3 sessions; a session is unusable after 3 minutes or 2^21 messages
+ * whatever happened to its rekey (WireGuard's reject-after, with its 1-minute margin).
  */
 export const DEFAULT_SECURE_CONFIG: Readonly<SecureConfig> = {
   rekeyAfterMs: 120_000,
@@ -78,6 +91,8 @@ export const DEFAULT_SECURE_CONFIG: Readonly<SecureConfig> = {
   rekeyRetryMs: 5000,
   sessionTtlMs: 300_000,
   maxSessionsPerPeer: 3,
+  rejectAfterMs: 180_000,
+  rejectAfterMessages: 2 ** 21,
 };
 
 /**
@@ -90,6 +105,7 @@ export const DEFAULT_SECURE_CONFIG: Readonly<SecureConfig> = {
  * - `unknown_index`: no session or pending handshake has that index
  * - `replay`: transport counter already accepted
  * - `too_old`: transport counter behind the replay window
+ * - `expired`: the session is past `rejectAfterMs`, or the counter past `rejectAfterMessages`
  * - `internal`: an unexpected exception (a bug), reported instead of thrown
  */
 export type SecureDropReason =
@@ -101,6 +117,7 @@ export type SecureDropReason =
   | "unknown_index"
   | "replay"
   | "too_old"
+  | "expired"
   | "internal";
 
 /** A dropped body. */
@@ -157,6 +174,8 @@ interface Peer {
   pending: Pending | null;
   /** Whether `tick` has asked for a rekey of the current session already. */
   rekeyReported: boolean;
+  /** When `tick` last asked for that rekey. */
+  rekeyReportedAt: number;
 }
 
 interface CachedReply {
@@ -200,9 +219,9 @@ function writeU64(w: Writer, v: bigint): Writer {
 
 const drop = (reason: SecureDropReason): SecureDrop => ({ ok: false, reason });
 
-/** The session to send on: the newest confirmed one, else the newest. */
-function sender(peer: Peer): Session | undefined {
-  return peer.sessions.findLast((s) => s.confirmed) ?? peer.sessions.at(-1);
+/** The session to send on: the newest usable confirmed one, else the newest usable one. */
+function sender(peer: Peer, usable: (s: Session) => boolean): Session | undefined {
+  return peer.sessions.findLast((s) => s.confirmed && usable(s)) ?? peer.sessions.findLast(usable);
 }
 
 /**
@@ -240,6 +259,8 @@ export class SecureLayer {
   readonly #timestamps = new Lru<string, bigint>(TIMESTAMP_CACHE_SIZE);
   /** Initiator: the last timestamp we sent, so ours stay increasing if the wall clock steps back. */
   #lastSentTimestamp = -1n;
+  /** The latest `now` we were given: what `hasSession` goes by when not told the time. */
+  #now = -Infinity;
 
   /**
    * Throws "Cannot create secure layer: ..." on a malformed key pair, session id or config.
@@ -267,6 +288,14 @@ export class SecureLayer {
     if (!Number.isInteger(c.maxSessionsPerPeer)) {
       throw why(`maxSessionsPerPeer must be an integer, got ${c.maxSessionsPerPeer}`);
     }
+    if (c.rejectAfterMs <= c.rekeyAfterMs) {
+      throw why(`rejectAfterMs (${c.rejectAfterMs}) must be more than rekeyAfterMs`);
+    }
+    if (c.rejectAfterMessages <= c.rekeyAfterMessages) {
+      throw why(
+        `rejectAfterMessages (${c.rejectAfterMessages}) must be more than rekeyAfterMessages`,
+      );
+    }
     this.#static = { publicKey: publicKey.slice(), privateKey: privateKey.slice() };
     this.#selfIdHex = self.sessionId;
     this.#selfId = fromHex(self.sessionId);
@@ -293,6 +322,7 @@ export class SecureLayer {
       sessions: [],
       pending: null,
       rekeyReported: false,
+      rekeyReportedAt: 0,
     });
   }
 
@@ -353,7 +383,20 @@ export class SecureLayer {
    * answered gets the identical reply (`fresh: false`) and no new session; otherwise the init's
    * timestamp must be newer than the last accepted from that key. Never throws.
    */
+  /**
+   * Whether `body` is a copy of an init already answered (its answer is cached): such copies
+   * cost no Diffie-Hellman work, so callers rate-limit only the others.
+   */
+  isAnsweredInit(body: Uint8Array): boolean {
+    if (body.length !== INIT_LEN) return false;
+    const cached = this.#replies.get(
+      toHex(body.subarray(INDEX_LEN_BYTES, INDEX_LEN_BYTES + KEY_LEN)),
+    );
+    return cached !== undefined && equalBytes(cached.init, body) && this.#isLive(cached.session);
+  }
+
   onHandshakeInit(body: Uint8Array, now: number): InitOutcome {
+    this.#clock(now);
     return this.#count(this.#guard(() => this.#onInit(body, now)));
   }
 
@@ -363,12 +406,18 @@ export class SecureLayer {
    * Never throws.
    */
   onHandshakeResp(body: Uint8Array, now: number): RespOutcome {
+    this.#clock(now);
     return this.#count(this.#guard(() => this.#onResp(body, now)));
   }
 
-  /** Whether a completed session with this peer exists. */
-  hasSession(peerId: string): boolean {
-    return (this.#peers.get(peerId)?.sessions.length ?? 0) > 0;
+  /**
+   * Whether a completed session with this peer can be sealed on at `now` (by default the latest
+   * time this layer was given): false once every session is past its reject-after limits, so
+   * the caller handshakes again.
+   */
+  hasSession(peerId: string, now: number = this.#now): boolean {
+    const peer = this.#peers.get(peerId);
+    return peer !== undefined && this.#sender(peer, now) !== undefined;
   }
 
   /** Number of completed sessions with this peer (at most `maxSessionsPerPeer`). */
@@ -378,12 +427,14 @@ export class SecureLayer {
 
   /**
    * Encrypt `plaintext` with the peer's newest session; returns the TRANSPORT body, or null
-   * without a session. `header` is the datagram header the caller puts in front (authenticated).
+   * without a usable session (none, or all past `rejectAfterMs` / `rejectAfterMessages`).
+   * `header` is the datagram header the caller puts in front (authenticated).
    * Throws only when the plaintext is too long for one Noise message (65519 bytes).
    */
   seal(peerId: string, header: Uint8Array, plaintext: Uint8Array, now: number): Uint8Array | null {
+    this.#clock(now);
     const peer = this.#peers.get(peerId);
-    const s = peer && sender(peer);
+    const s = peer && this.#sender(peer, now);
     if (!s) return null;
     const prefix = writeU64(new Writer(TRANSPORT_PREFIX).u32(s.remoteIndex), s.send.nonce)
       .finish();
@@ -395,16 +446,19 @@ export class SecureLayer {
 
   /** Decrypt a TRANSPORT body that came after `header`. Never throws. */
   open(header: Uint8Array, body: Uint8Array, now: number): OpenOutcome {
+    this.#clock(now);
     return this.#count(this.#guard(() => this.#open(header, body, now)));
   }
 
   /**
    * Housekeeping: drops sessions and unanswered handshakes idle for `sessionTtlMs`, and lists
    * peers whose current session is due for a rekey (by age or messages sealed). Each peer is
-   * listed once per session, and again every `rekeyRetryMs` while that rekey goes unanswered;
-   * the caller then calls `restartHandshake` and sends a new init.
+   * listed once per session, and again every `rekeyRetryMs` while that rekey goes unanswered
+   * (also once its sessions are past their reject-after limits); the caller then calls
+   * `restartHandshake` and sends a new init.
    */
   tick(now: number): { rekey: string[] } {
+    this.#clock(now);
     const ttl = this.#cfg.sessionTtlMs;
     const rekey: string[] = [];
     for (const peer of this.#peers.values()) {
@@ -412,37 +466,49 @@ export class SecureLayer {
       for (const s of peer.sessions) if (!live.includes(s)) this.#sessions.delete(s.index);
       peer.sessions = live;
       if (peer.pending && now - peer.pending.createdAt >= ttl) this.restartHandshake(peer.id);
-      const cur = sender(peer);
-      if (!cur) continue;
+      const cur = this.#sender(peer, now);
+      // Sessions remain, but none is usable any more: a new handshake is needed.
+      const rejected = !cur && peer.sessions.length > 0;
+      if (!cur && !rejected) continue;
       if (peer.rekeyReported) {
         // A lost rekey handshake is tried again rather than leaving the old session in use.
-        if (peer.pending && now - peer.pending.createdAt >= this.#cfg.rekeyRetryMs) {
+        const since = peer.pending?.createdAt ?? peer.rekeyReportedAt;
+        if (now - since >= this.#cfg.rekeyRetryMs) {
+          peer.rekeyReportedAt = now;
           rekey.push(peer.id);
         }
         continue;
       }
       if (
-        now - cur.createdAt >= this.#cfg.rekeyAfterMs || cur.sent >= this.#cfg.rekeyAfterMessages
+        !cur || now - cur.createdAt >= this.#cfg.rekeyAfterMs ||
+        cur.sent >= this.#cfg.rekeyAfterMessages
       ) {
         peer.rekeyReported = true;
+        peer.rekeyReportedAt = now;
         rekey.push(peer.id);
       }
     }
     return { rekey };
   }
 
-  /** When `tick` next has work: a session or handshake expiring, a rekey or its retry due. */
+  /**
+   * When `tick` next has work: a session or handshake expiring, a rekey or its retry due, or
+   * the session we send on reaching `rejectAfterMs` (`hasSession` may turn false then).
+   */
   nextDeadline(now: number): number | null {
+    this.#clock(now);
     const ttl = this.#cfg.sessionTtlMs;
     let at = Infinity;
     for (const peer of this.#peers.values()) {
       for (const s of peer.sessions) at = Math.min(at, s.lastUsed + ttl);
       if (peer.pending) at = Math.min(at, peer.pending.createdAt + ttl);
-      const cur = sender(peer);
-      if (!cur) continue;
+      const cur = this.#sender(peer, now);
+      if (!cur && peer.sessions.length === 0) continue;
+      if (cur) at = Math.min(at, cur.createdAt + this.#cfg.rejectAfterMs);
       if (peer.rekeyReported) {
-        if (peer.pending) at = Math.min(at, peer.pending.createdAt + this.#cfg.rekeyRetryMs);
-      } else if (cur.sent >= this.#cfg.rekeyAfterMessages) {
+        const since = peer.pending?.createdAt ?? peer.rekeyReportedAt;
+        at = Math.min(at, since + this.#cfg.rekeyRetryMs);
+      } else if (!cur || cur.sent >= this.#cfg.rekeyAfterMessages) {
         at = Math.min(at, now);
       } else {
         at = Math.min(at, cur.createdAt + this.#cfg.rekeyAfterMs);
@@ -522,6 +588,9 @@ export class SecureLayer {
     const counter = readU64(r);
     if (!s) return drop("unknown_index");
     if (counter > MAX_COUNTER) return drop("malformed");
+    if (this.#expired(s, now) || counter >= BigInt(this.#cfg.rejectAfterMessages)) {
+      return drop("expired");
+    }
     if (!s.window.check(counter)) {
       return drop(counter + s.window.windowSize < s.window.highest ? "too_old" : "replay");
     }
@@ -562,13 +631,30 @@ export class SecureLayer {
     peer.sessions.push(session);
     while (peer.sessions.length > this.#cfg.maxSessionsPerPeer) {
       // The oldest goes, unless it is the one we send on (then the next oldest).
-      const keep = sender(peer);
+      const keep = this.#sender(peer, now);
       const victim = peer.sessions.find((x) => x !== keep)!;
       peer.sessions.splice(peer.sessions.indexOf(victim), 1);
       this.#sessions.delete(victim.index);
     }
     peer.rekeyReported = false;
     return session;
+  }
+
+  /** The session to seal on at `now`: past neither reject-after limit. */
+  #sender(peer: Peer, now: number): Session | undefined {
+    return sender(
+      peer,
+      (s) => !this.#expired(s, now) && s.sent < this.#cfg.rejectAfterMessages,
+    );
+  }
+
+  /** Past `rejectAfterMs`: no longer sealed or opened on, whatever became of its rekey. */
+  #expired(s: Session, now: number): boolean {
+    return now - s.createdAt >= this.#cfg.rejectAfterMs;
+  }
+
+  #clock(now: number): void {
+    if (now > this.#now) this.#now = now;
   }
 
   /** A session still in use (not expired, evicted or removed with its peer). */

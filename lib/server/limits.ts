@@ -31,23 +31,7 @@ export class PerMinute {
   }
 }
 
-/** A token bucket: `rate` units per second, bursts up to `burst`. */
-export class Bucket {
-  private tokens: number;
-  private last: number;
-  constructor(private rate: number, private burst: number, now: number) {
-    this.tokens = burst;
-    this.last = now;
-  }
-
-  take(n: number, now: number): boolean {
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
-    if (this.tokens < n) return false;
-    this.tokens -= n;
-    return true;
-  }
-}
+export { Bucket } from "../rate/bucket.ts";
 
 /**
  * Lets a log line through at most once per `everyMs` per key, counting what it held back.

@@ -18,6 +18,7 @@ import {
   HS_RESP_LEN,
   ID_LEN,
   KEY_LEN,
+  MAC1_LEN,
   MAX_DATAGRAM,
   MAX_FRAGS,
   MAX_LEN8,
@@ -128,7 +129,8 @@ export type Message =
   | { type: "relay"; from: Id; token: string; to: Id; payload: Uint8Array }
   | { type: "relayed"; token: string; from: Id; payload: Uint8Array }
   /** Probe and Noise IK handshake init: the LAN-first handshake and every punch probe. */
-  | { type: "hello"; from: Id; to: Id; nonce: string; init: Uint8Array }
+  /** `mac1` proves the sender knows the responder's static key, before any DH is spent. */
+  | { type: "hello"; from: Id; to: Id; nonce: string; init: Uint8Array; mac1: Uint8Array }
   /** Noise IK response, then a sealed PONG echoing the HELLO's nonce. */
   | { type: "hello_ack"; from: Id; to: Id; resp: Uint8Array; sealed: Uint8Array }
   /** Encrypted peer traffic; the plaintext is one encoded PING, PONG, DATA or DATA_ACK. */
@@ -261,6 +263,7 @@ function fixed(n: number): Piece<Uint8Array> {
   };
 }
 const key = fixed(KEY_LEN);
+const mac1 = fixed(MAC1_LEN);
 const cookie = fixed(COOKIE_LEN);
 
 /** n bytes read; written as given (the encryption layer builds them to size). */
@@ -521,8 +524,15 @@ const LAYOUTS = {
       id.write(w, m.to);
       nonce.write(w, m.nonce);
       init.write(w, m.init);
+      mac1.write(w, m.mac1);
     },
-    read: (r) => ({ from: id.read(r), to: id.read(r), nonce: nonce.read(r), init: init.read(r) }),
+    read: (r) => ({
+      from: id.read(r),
+      to: id.read(r),
+      nonce: nonce.read(r),
+      init: init.read(r),
+      mac1: mac1.read(r),
+    }),
   },
   hello_ack: {
     code: 0x31,
@@ -673,6 +683,12 @@ export function memberSize(m: Member): number {
   // The 1s are the name's length byte and the locals' count byte.
   return ID_LEN + 1 + enc.encode(m.name).length + addrSize(m.public) + 1 +
     m.locals.slice(0, MAX_LOCALS).reduce((n, a) => n + addrSize(a), 0) + KEY_LEN;
+}
+
+/** What HELLO's mac1 covers: the whole datagram before the mac1 field. */
+export function helloMacInput(m: Extract<Message, { type: "hello" }>): Uint8Array {
+  const b = encode({ ...m, mac1: new Uint8Array(MAC1_LEN) });
+  return b.subarray(0, b.length - MAC1_LEN);
 }
 
 const SIG_CONTEXT = enc.encode("p2pchat register v1");

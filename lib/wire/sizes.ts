@@ -19,6 +19,8 @@ export const NONCE_LEN = 8;
 /** A member's Ed25519 identity key and a REGISTER's Ed25519 signature. */
 export const KEY_LEN = 32;
 export const SIG_LEN = 64;
+/** HELLO's mac1: a truncated HMAC-SHA256 keyed by the responder's static key (lib/peer/mac1.ts). */
+export const MAC1_LEN = 16;
 /** The server's address cookie: a truncated HMAC-SHA256 (lib/server/cookie.ts). */
 export const COOKIE_LEN = 16;
 /** An address: family u8, 4 or 16 address bytes, port u16. */

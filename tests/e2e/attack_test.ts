@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { freePort, type Harness, isType, type Proc, withHarness } from "./harness.ts";
 import { decode, encode, type Message } from "../../lib/wire/codec.ts";
 import { type Addr, formatAddr } from "../../lib/wire/addr.ts";
+import { mac1Key, withMac1 } from "../../lib/peer/mac1.ts";
 import { SecureLayer } from "../../lib/peer/secure.ts";
 import { newIdentity, xPublicFromEd } from "../../lib/identity/identity.ts";
 
@@ -246,7 +247,13 @@ attackTest(
       });
       forger.addPeer(a.id, xPublicFromEd(a.key)!);
       const init = forger.handshakeInit(a.id, performance.now(), Date.now());
-      const hello = encode({ type: "hello", from: b.id, to: a.id, nonce: "00".repeat(8), init });
+      // The right mac1 (alice's key is public to members): the Noise check is what must stop it.
+      const hello = encode(
+        withMac1(
+          { type: "hello", from: b.id, to: a.id, nonce: "00".repeat(8), init },
+          mac1Key(xPublicFromEd(a.key)!),
+        ),
+      );
       for (let i = 0; i < 3; i++) await mallory.send(hello, to);
       // Injection: sealed datagrams with made-up session indexes and random ciphertext, and
       // plaintext chat claiming to be from bob.

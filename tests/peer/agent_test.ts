@@ -9,8 +9,9 @@ import type { AgentAction, AgentConfig, PeerAgent } from "../../lib/peer/agent.t
 import { MemNet, SERVER as S } from "../_helpers/memnet.ts";
 import { type Addr, addrKey } from "../../lib/wire/addr.ts";
 import { decode, encode, ErrorCode, type Message, NO_TOKEN, T } from "../../lib/wire/codec.ts";
-import { MAX_HELLO_SOURCES } from "../../lib/peer/agent.ts";
+import { DEFAULT_AGENT_CONFIG, MAX_HELLO_SOURCES } from "../../lib/peer/agent.ts";
 import { SecureLayer } from "../../lib/peer/secure.ts";
+import { mac1Key, withMac1 } from "../../lib/peer/mac1.ts";
 
 const HOSTS: Record<string, Addr> = {
   alice: { host: "198.51.100.1", port: 1000 },
@@ -299,7 +300,10 @@ Deno.test("agent: an idle peer wakes only for its keepalives", () => {
 
 Deno.test("agent: a member minting fresh handshakes cannot reset the reflection bound", () => {
   const net = new Net();
-  const alice = net.add("alice");
+  // Rate limits out of the way: this is about the bound on answered sources alone.
+  const alice = net.add("alice", {
+    initRate: { perPeer: 1e6, perPeerBurst: 1e6, total: 1e6, totalBurst: 1e6 },
+  });
   const bob = net.add("bob");
   net.advance(1000);
   // Bob's own key: every init below is valid and fresh (a newer timestamp each).
@@ -315,13 +319,10 @@ Deno.test("agent: a member minting fresh handshakes cannot reset the reflection 
   for (let i = 0; i < 40; i++) {
     forger.restartHandshake(alice.id);
     const init = forger.handshakeInit(alice.id, net.now, Date.now() + i);
-    const hello: Message = {
-      type: "hello",
-      from: bob.id,
-      to: alice.id,
-      nonce: "ab".repeat(8),
-      init,
-    };
+    const hello = withMac1(
+      { type: "hello", from: bob.id, to: alice.id, nonce: "ab".repeat(8), init },
+      mac1Key(aliceId.xPublic),
+    );
     const sent = inject(net, "alice", hello, { host: "192.0.2.150", port: 2000 + i });
     acks += sent.filter((a) => {
       const d = a.type === "send" ? decode(a.bytes) : null;
@@ -357,4 +358,84 @@ Deno.test("agent: a session id held by another key makes us register under a new
   net.say("alice", "new id, same me");
   net.advance(1000);
   assert.deepEqual(net.texts("bob"), ["new id, same me"]);
+});
+
+/** Bob's identity as a forger: fresh, valid inits to alice at will. */
+function bobForger(net: Net) {
+  const id = net.identities.get("bob")!;
+  const alice = net.agent("alice");
+  const forger = new SecureLayer(
+    {
+      staticKey: { publicKey: id.xPublic, privateKey: id.xSecret },
+      sessionId: net.agent("bob").id,
+    },
+    {},
+    (n) => crypto.getRandomValues(new Uint8Array(n)),
+  );
+  forger.addPeer(alice.id, net.identities.get("alice")!.xPublic);
+  let i = 0;
+  return (mac = true): Message => {
+    forger.restartHandshake(alice.id);
+    const init = forger.handshakeInit(alice.id, net.now, Date.now() + ++i);
+    const m = {
+      type: "hello" as const,
+      from: net.agent("bob").id,
+      to: alice.id,
+      nonce: "cd".repeat(8),
+      init,
+    };
+    return mac
+      ? withMac1(m, mac1Key(net.identities.get("alice")!.xPublic))
+      : { ...m, mac1: new Uint8Array(16) };
+  };
+}
+
+Deno.test("agent: handshake inits that need DH work are rate-limited before any is spent", () => {
+  const net = new Net();
+  // Room for every session the forged inits make, so the cached one below stays live.
+  net.add("alice", { secure: { maxSessionsPerPeer: 64 } });
+  net.add("bob");
+  net.advance(1000);
+  const fresh = bobForger(net);
+  const src = HOSTS.bob!;
+  let answered = 0;
+  for (let i = 0; i < 200; i++) {
+    const sent = inject(net, "alice", fresh(), src);
+    answered += sent.filter((a) => {
+      const d = a.type === "send" ? decode(a.bytes) : null;
+      return d?.ok === true && d.value.type === "hello_ack";
+    }).length;
+  }
+  const burst = DEFAULT_AGENT_CONFIG.initRate.perPeerBurst;
+  assert.ok(answered <= burst, `answered ${answered} of 200 fresh inits at once`);
+  assert.ok((net.agent("alice").stats().init_rate_peer ?? 0) >= 200 - burst);
+  // Once the bucket refilled, an init is answered; a copy of it later, even with the bucket
+  // empty again, costs no DH and is answered from the cache.
+  net.now += 5000;
+  const copy = fresh();
+  assert.ok(inject(net, "alice", copy, src).length > 0, "answered after the refill");
+  for (let i = 0; i < 20; i++) inject(net, "alice", fresh(), src);
+  const before = net.agent("alice").stats().init_rate_peer ?? 0;
+  const again = inject(net, "alice", copy, src);
+  assert.equal(net.agent("alice").stats().init_rate_peer ?? 0, before, "the copy is not limited");
+  assert.ok(again.length > 0, "and answered");
+});
+
+Deno.test("agent: a HELLO without the right mac1 is dropped before any DH", () => {
+  const net = new Net();
+  net.add("alice");
+  net.add("bob");
+  net.advance(1000);
+  const fresh = bobForger(net);
+  for (let i = 0; i < 50; i++) inject(net, "alice", fresh(false), HOSTS.bob!);
+  const stats = net.agent("alice").stats();
+  assert.equal(stats.bad_mac1, 50);
+  // None reached the rate limiter or Noise.
+  assert.equal(stats.init_rate_peer ?? 0, 0);
+  assert.equal(stats.secure_stale_init ?? 0, 0);
+  // Junk the same size as a HELLO: also caught by mac1.
+  const junk = encode(fresh(false));
+  junk.set(crypto.getRandomValues(new Uint8Array(116)), 3 + 24);
+  inject(net, "alice", junk, HOSTS.bob!);
+  assert.equal(net.agent("alice").stats().bad_mac1, 51);
 });

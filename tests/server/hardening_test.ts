@@ -205,7 +205,14 @@ const payloads: { name: string; bytes: Uint8Array; forwarded: boolean }[] = [
   { name: "SEALED", bytes: encode({ type: "sealed", body: new Uint8Array(40) }), forwarded: true },
   {
     name: "HELLO",
-    bytes: encode({ type: "hello", from: ID1, to: ID2, nonce: ID1, init: new Uint8Array(116) }),
+    bytes: encode({
+      type: "hello",
+      from: ID1,
+      to: ID2,
+      nonce: ID1,
+      init: new Uint8Array(116),
+      mac1: new Uint8Array(16),
+    }),
     forwarded: true,
   },
   {
@@ -231,7 +238,14 @@ const payloads: { name: string; bytes: Uint8Array; forwarded: boolean }[] = [
   },
   {
     name: "a truncated HELLO",
-    bytes: encode({ type: "hello", from: ID1, to: ID2, nonce: ID1, init: new Uint8Array(116) })
+    bytes: encode({
+      type: "hello",
+      from: ID1,
+      to: ID2,
+      nonce: ID1,
+      init: new Uint8Array(116),
+      mac1: new Uint8Array(16),
+    })
       .subarray(0, 60),
     forwarded: false,
   },

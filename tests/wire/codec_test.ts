@@ -31,6 +31,7 @@ const TOK = "1122334455667788";
 const member = { id: B, name: "bob", public: pub, locals: [lan], key: K };
 const none = new Uint8Array(0);
 const INIT = new Uint8Array(HS_INIT_LEN).fill(0x11);
+const MAC1 = new Uint8Array(16).fill(0x44);
 const RESP = new Uint8Array(HS_RESP_LEN).fill(0x22);
 const SEALED = new Uint8Array(SEALED_MIN + 5).fill(0x33);
 
@@ -121,8 +122,8 @@ const samples: { m: Message; hex: string }[] = [
     hex: "500121" + TOK + A + "010203",
   },
   {
-    m: { type: "hello", from: A, to: B, nonce: N, init: INIT },
-    hex: "500130" + A + B + N + "11".repeat(116),
+    m: { type: "hello", from: A, to: B, nonce: N, init: INIT, mac1: MAC1 },
+    hex: "500130" + A + B + N + "11".repeat(116) + "44".repeat(16),
   },
   {
     m: { type: "hello_ack", from: A, to: B, resp: RESP, sealed: SEALED },
@@ -227,12 +228,13 @@ for (const { m, hex } of samples) {
 // Golden vectors; docs/PROTOCOL.md shows the same bytes.
 const golden: [string, Message][] = [
   ["500106" + A + TOK, { type: "keepalive", id: A, token: TOK }],
-  ["500130" + A + B + N + "11".repeat(116), {
+  ["500130" + A + B + N + "11".repeat(116) + "44".repeat(16), {
     type: "hello",
     from: A,
     to: B,
     nonce: N,
     init: INIT,
+    mac1: MAC1,
   }],
   [
     "500133" + A + B + N + "04cb007107" + "9c40",
@@ -430,6 +432,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     to: hex8,
     nonce: hex8,
     init: bytes(HS_INIT_LEN),
+    mac1: bytes(16),
   }),
   rec({
     type: fc.constant("hello_ack" as const),
