@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { generateKeyPair, type KeyPair } from "../../lib/crypto/keys.ts";
 import {
+  DEFAULT_SECURE_CONFIG,
   INIT_LEN,
   RESP_LEN,
   type SecureConfig,
@@ -420,6 +421,24 @@ Deno.test("secure: caller mistakes throw 'Cannot ...'", () => {
       () => new SecureLayer({ staticKey: keys, sessionId: A }, { sessionTtlMs: 0 }),
       /sessionTtlMs/,
     ],
+    [
+      "reject-after not past rekey-after",
+      () =>
+        new SecureLayer({ staticKey: keys, sessionId: A }, {
+          rekeyAfterMs: 1000,
+          rejectAfterMs: 1000,
+        }),
+      /rejectAfterMs/,
+    ],
+    [
+      "reject-after messages not past rekey-after messages",
+      () =>
+        new SecureLayer({ staticKey: keys, sessionId: A }, {
+          rekeyAfterMessages: 10,
+          rejectAfterMessages: 5,
+        }),
+      /rejectAfterMessages/,
+    ],
     ["bad peer id", () => party(A).layer.addPeer("B2B2B2B2B2B2B2B2", keys.publicKey), /id/],
     ["own id", () => party(A).layer.addPeer(A, keys.publicKey), /own/],
     ["bad key", () => party(A).layer.addPeer(B, new Uint8Array(32)), /static key/],
@@ -470,4 +489,98 @@ Deno.test("secure: a responder sends on its new session only once the initiator 
   const body = bob.layer.seal(A, HEADER, text("switched"), 70)!;
   const o = alice.layer.open(HEADER, body, 70);
   assert.ok(o.ok && str(o.plaintext) === "switched");
+});
+
+// ---- reject-after: a rekey that never completes does not keep a session alive ----
+
+Deno.test("secure: the default session limits are WireGuard's reject-after, past the rekey", () => {
+  assert.equal(DEFAULT_SECURE_CONFIG.rejectAfterMs, 180_000);
+  assert.ok(DEFAULT_SECURE_CONFIG.rejectAfterMs > DEFAULT_SECURE_CONFIG.rekeyAfterMs);
+  assert.equal(DEFAULT_SECURE_CONFIG.rejectAfterMessages, 2 ** 21);
+  assert.ok(DEFAULT_SECURE_CONFIG.rejectAfterMessages > DEFAULT_SECURE_CONFIG.rekeyAfterMessages);
+});
+
+Deno.test("secure: a session whose rekey never completes stops sealing and opening", () => {
+  const cfg = { rekeyAfterMs: 1000, rejectAfterMs: 1500, rekeyRetryMs: 200 };
+  for (const defaults of [false, true]) {
+    const [alice, bob] = pair(defaults ? {} : cfg);
+    const { rekeyAfterMs, rejectAfterMs } = defaults ? DEFAULT_SECURE_CONFIG : cfg;
+    handshake(alice, bob, 0, WALL);
+    assert.deepEqual(alice.layer.tick(rekeyAfterMs).rekey, [B]);
+    // Every rekey handshake is lost (or suppressed); the old session keeps being used ...
+    for (let t = rekeyAfterMs; t < rejectAfterMs; t += 100) {
+      alice.layer.restartHandshake(B);
+      alice.layer.handshakeInit(B, t, WALL + t);
+      assert.equal(roundTrip(alice, bob, "still", t), "still");
+      assert.equal(roundTrip(bob, alice, "still", t), "still");
+    }
+    const late = bob.layer.seal(A, HEADER, text("sealed just in time"), rejectAfterMs - 1)!;
+    assert.ok(alice.layer.hasSession(B, rejectAfterMs - 1));
+    // ... until it is too old, whatever became of the rekey.
+    const t = rejectAfterMs;
+    assert.equal(alice.layer.seal(B, HEADER, text("too late"), t), null);
+    assert.equal(alice.layer.hasSession(B, t), false);
+    assert.equal(alice.layer.hasSession(B), false, "by the latest time it was given");
+    assert.equal(reason(alice.layer.open(HEADER, late, t)), "expired");
+    assert.equal(alice.layer.drops.get("expired"), 1);
+    assert.equal(bob.layer.seal(A, HEADER, text("too late"), t), null);
+    assert.equal(bob.layer.hasSession(A, t), false);
+    // A handshake that completes gives a usable session again.
+    alice.layer.restartHandshake(B);
+    handshake(alice, bob, t + 10, WALL + t + 10);
+    assert.ok(alice.layer.hasSession(B));
+    assert.equal(roundTrip(alice, bob, "new keys", t + 20), "new keys");
+    assert.equal(roundTrip(bob, alice, "new keys", t + 20), "new keys");
+  }
+});
+
+Deno.test("secure: a session past rejectAfterMessages stops sealing; a counter that high drops", () => {
+  const limits = { rekeyAfterMessages: 2, rejectAfterMessages: 4 };
+  // Alice is limited as a sender: her fifth seal is refused.
+  const alice = party(A, limits);
+  const bob = party(B);
+  alice.layer.addPeer(B, bob.keys.publicKey);
+  bob.layer.addPeer(A, alice.keys.publicKey);
+  handshake(alice, bob);
+  for (let i = 0; i < 4; i++) assert.equal(roundTrip(alice, bob, `m${i}`), `m${i}`);
+  assert.equal(alice.layer.seal(B, HEADER, text("fifth"), 1), null);
+  assert.equal(alice.layer.hasSession(B, 1), false);
+  assert.deepEqual(alice.layer.tick(1).rekey, [B], "asked for a new session");
+  // Carol is limited as a receiver: the fifth message Bob seals (counter 4) is refused.
+  const carol = party(C, limits);
+  carol.layer.addPeer(B, bob.keys.publicKey);
+  bob.layer.addPeer(C, carol.keys.publicKey);
+  handshake(bob, carol);
+  for (let i = 0; i < 4; i++) assert.equal(roundTrip(bob, carol, `m${i}`), `m${i}`);
+  assert.equal(
+    reason(carol.layer.open(HEADER, bob.layer.seal(C, HEADER, text("5"), 2)!, 2)),
+    "expired",
+  );
+});
+
+Deno.test("secure: nextDeadline wakes the host when the session it sends on expires", () => {
+  const [alice, bob] = pair({ rekeyAfterMs: 1000, rejectAfterMs: 1500, rekeyRetryMs: 10_000 });
+  handshake(alice, bob, 0, WALL);
+  assert.equal(alice.layer.nextDeadline(0), 1000, "the rekey comes first");
+  assert.deepEqual(alice.layer.tick(1000).rekey, [B]);
+  alice.layer.restartHandshake(B);
+  alice.layer.handshakeInit(B, 1000, WALL + 1000); // lost
+  assert.equal(alice.layer.nextDeadline(1000), 1500, "then the expiry, before the retry");
+  assert.ok(alice.layer.hasSession(B, 1499));
+  assert.equal(alice.layer.hasSession(B, 1500), false);
+  assert.deepEqual(alice.layer.tick(1500).rekey, [], "the retry is not due yet");
+  assert.equal(alice.layer.nextDeadline(1500), 11_000, "the expired session sets no deadline");
+});
+
+Deno.test("secure: a rekey asked for but never started is asked for again", () => {
+  const [alice, bob] = pair({ rekeyAfterMs: 1000, rejectAfterMs: 1500, rekeyRetryMs: 300 });
+  handshake(alice, bob, 0, WALL);
+  assert.deepEqual(alice.layer.tick(1000).rekey, [B]);
+  // The host did not start a handshake (or its pending one was dropped): no init is pending.
+  alice.layer.restartHandshake(B);
+  assert.equal(alice.layer.nextDeadline(1000), 1300);
+  assert.deepEqual(alice.layer.tick(1299).rekey, []);
+  assert.deepEqual(alice.layer.tick(1300).rekey, [B]);
+  assert.deepEqual(alice.layer.tick(1599).rekey, [], "expired now, and asked 299 ms ago");
+  assert.deepEqual(alice.layer.tick(1600).rekey, [B], "still asking once expired");
 });
