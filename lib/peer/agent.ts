@@ -39,13 +39,8 @@ import { Registration } from "./registration.ts";
 import { checkMac1, mac1Key, withMac1 } from "./mac1.ts";
 import { Bucket } from "../rate/bucket.ts";
 import { type Remote, Roster } from "./roster.ts";
-import {
-  Birthday,
-  type BirthdayAction,
-  type BirthdayConfig,
-  birthdayRole,
-  DEFAULT_BIRTHDAY_CONFIG,
-} from "./birthday.ts";
+import { type BirthdayConfig, DEFAULT_BIRTHDAY_CONFIG } from "./birthday.ts";
+import { HardNat } from "./hard_nat.ts";
 
 export type { AgentAction } from "./actions.ts";
 
@@ -145,10 +140,6 @@ export class PeerAgent {
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
   private msgNo = 0;
-  /** What we know of our own NAT (set by the host from discovery and port mapping). */
-  private nat: { mapping: NatMapping; mapped: Addr[] } = { mapping: "unknown", mapped: [] };
-  /** Names of extra sockets (birthday punching); 0 is the main socket. */
-  private lastVia = 0;
   /** The caller's action array for the call in progress. */
   private out: AgentAction[] = [];
   private reg: Registration;
@@ -159,6 +150,7 @@ export class PeerAgent {
   /** Inits that need DH work, over all peers (see AgentConfig.initRate). */
   private readonly inits: Bucket;
   private readonly peerInits = new Map<Id, Bucket>();
+  private readonly hard: HardNat;
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
@@ -171,6 +163,17 @@ export class PeerAgent {
     this.secure = this.newSecure();
     this.mac1 = mac1Key(cfg.identity.staticKey.publicKey);
     this.inits = new Bucket(cfg.initRate.total, cfg.initRate.totalBurst, 0);
+    this.hard = new HardNat(cfg, {
+      selfId: () => this.id,
+      toPeer: (r, m, now, to, via) => this.toPeer(r, m, now, to, via),
+      pathActions: (r, acts, now) => this.pathActions(r, acts, now),
+      push: (a) => this.out.push(a),
+      log: (level, message) => this.log(level, message),
+      drop: (reason) => this.drop(reason),
+      hasSession: (r) => this.secure.hasSession(r.member.id),
+      remotes: () => this.roster.all(),
+      nonce: this.nonce,
+    });
   }
 
   private newSecure(): SecureLayer {
@@ -227,7 +230,7 @@ export class PeerAgent {
       for (const r of this.roster.all()) {
         if (!r.trusted) continue;
         this.pathActions(r, r.path.tick(now), now);
-        if (r.birthday?.active) this.birthdayTick(r, now);
+        this.hard.tick(r, now);
       }
       this.secureTick(now);
       this.flush(now);
@@ -248,8 +251,7 @@ export class PeerAgent {
       // Without a session fragments wait for one (`flush` skips them), so they set no deadline.
       if (session) at = earliest(at, r.tx.nextDeadline());
       else if (this.wantsRelayHello(r)) at = earliest(at, r.nextRelayHello);
-      if (session && this.wantsNatInfo(r)) at = earliest(at, r.nextNatInfo);
-      if (r.birthday?.active) at = earliest(at, r.birthday.nextDeadline());
+      at = earliest(at, this.hard.nextDeadline(r));
     }
     return at;
   }
@@ -260,12 +262,7 @@ export class PeerAgent {
    */
   setNat(nat: { mapping: NatMapping; mapped: Addr[] }, now: number, out: AgentAction[]): void {
     this.with(out, () => {
-      this.nat = { mapping: nat.mapping, mapped: nat.mapped.slice() };
-      for (const r of this.roster.all()) {
-        r.natAcked = false;
-        r.natTries = 0;
-        r.nextNatInfo = now;
-      }
+      this.hard.setNat(nat, now);
       this.flush(now);
     });
   }
@@ -277,12 +274,7 @@ export class PeerAgent {
 
   /** Birthday attempts so far, and how each ended, for /peers and tests. */
   birthdays(): { peer: string; role: string; probes: number; active: boolean }[] {
-    const out = [];
-    for (const r of this.roster.all()) {
-      const b = r.birthday;
-      if (b) out.push({ peer: r.member.name, role: b.role, probes: b.probes, active: b.active });
-    }
-    return out;
+    return this.hard.attempts();
   }
 
   // --- The chat API ----------------------------------------------------------------------------
@@ -484,8 +476,7 @@ export class PeerAgent {
   /** A remote just taken off the roster: end its session, report its messages and its leaving. */
   private forget(r: Remote): void {
     this.peerInits.delete(r.member.id);
-    this.endBirthday(r);
-    this.closeBirthdayVia(r);
+    this.hard.forget(r);
     this.secure.removePeer(r.member.id);
     const ev: TxEvent[] = [];
     r.tx.abandon(ev);
@@ -699,15 +690,9 @@ export class PeerAgent {
     if (r.path.classify(from) === "lan" && !this.cfg.locals.some((l) => sameAddr(l, m.observed))) {
       return this.drop("lan_not_seen_locally");
     }
-    const b = r.birthday;
-    if (
-      b?.active && m.nonce === r.birthdayNonce && via === 0 && from.host === r.member.public.host
-    ) {
-      // An authenticated answer to one of the easy side's birthday probes: that port is the way.
-      const rtt = now - (b.probedAt(from.port) ?? now);
-      this.pathActions(r, r.path.adopt(from, 0, rtt, now), now);
-      return;
-    }
+    const rtt = this.hard.birthdayAnswer(r, m.nonce, from, via, now);
+    // An authenticated answer to one of the easy side's birthday probes: that port is the way.
+    if (rtt !== null) return this.pathActions(r, r.path.adopt(from, 0, rtt, now), now);
     this.pathActions(r, r.path.onAck(from, m.nonce, now, via), now);
   }
 
@@ -747,7 +732,7 @@ export class PeerAgent {
         if (!relayed) this.onPong(r, m, from, now, via);
         return;
       case "nat_info":
-        return this.onNatInfo(r, m, now);
+        return this.hard.onNatInfo(r, m, now);
       case "data": {
         const ready: Received[] = [];
         if (r.rx.onData(m, ready)) {
@@ -781,124 +766,6 @@ export class PeerAgent {
       default:
         this.drop("inner_type");
     }
-  }
-
-  // --- NAT info and birthday punching ---------------------------------------------------------
-
-  /** Resend NAT_INFO until the peer confirms it has ours (bounded). */
-  private wantsNatInfo(r: Remote): boolean {
-    return r.trusted && !r.natAcked && r.natTries < this.cfg.natInfoTries;
-  }
-
-  private sendNatInfo(r: Remote, now: number): void {
-    r.natTries++;
-    r.nextNatInfo = now + this.cfg.natInfoRetryMs;
-    this.toPeer(r, {
-      type: "nat_info",
-      from: this.id,
-      to: r.member.id,
-      have: r.nat !== null,
-      mapping: this.nat.mapping,
-      mapped: this.nat.mapped,
-    }, now);
-  }
-
-  private onNatInfo(r: Remote, m: Extract<Message, { type: "nat_info" }>, now: number): void {
-    const first = r.nat === null;
-    r.nat = { mapping: m.mapping, mapped: m.mapped };
-    if (m.have) r.natAcked = true;
-    // The peer lacks ours: answer at once (one answer per message it sends, never more).
-    else this.sendNatInfo(r, now);
-    this.pathActions(r, r.path.setMapped(m.mapped, now), now);
-    if (first && r.punchFailed) this.maybeBirthday(r, now);
-  }
-
-  /** After a failed punch window: birthday punching if one side is hard and the other easy. */
-  private maybeBirthday(r: Remote, now: number): void {
-    const cfg = this.cfg.birthday;
-    if (r.birthday?.active || !r.nat || r.path.sendAddr) return;
-    if (!this.secure.hasSession(r.member.id)) return;
-    const role = birthdayRole(this.nat.mapping, r.nat.mapping);
-    if (!role) return;
-    // One hard attempt at a time over all peers: each holds `sockets` sockets open.
-    if (role === "hard") {
-      for (const o of this.roster.all()) {
-        if (o.birthday?.active && o.birthday.role === "hard") return;
-      }
-    }
-    r.birthdayStarts = r.birthdayStarts.filter((t) => now - t < 3_600_000);
-    if (r.birthdayStarts.length >= cfg.maxPerHour) return this.drop("birthday_cap");
-    r.birthdayStarts.push(now);
-    r.birthdayNonce = this.nonce();
-    const b = new Birthday(role, r.member.public, cfg, now, this.cfg.random, () => ++this.lastVia);
-    r.birthday = b;
-    this.log("info", `birthday punching towards ${r.member.name} (we are the ${role} side)`);
-    const acts: BirthdayAction[] = [];
-    b.start(acts);
-    b.tick(now, acts);
-    this.birthdayActions(r, acts, now);
-  }
-
-  private birthdayTick(r: Remote, now: number): void {
-    const acts: BirthdayAction[] = [];
-    r.birthday!.tick(now, acts);
-    this.birthdayActions(r, acts, now);
-    if (!r.birthday!.active && !r.path.sendAddr) {
-      this.log("info", `birthday punching towards ${r.member.name} found no path; relaying`);
-    }
-  }
-
-  private birthdayActions(r: Remote, acts: BirthdayAction[], now: number): void {
-    for (const a of acts) {
-      switch (a.type) {
-        case "open":
-          this.out.push({ type: "open_socket", via: a.via });
-          break;
-        case "close":
-          this.out.push({ type: "close_socket", via: a.via });
-          break;
-        case "probe": {
-          const ping: Message = {
-            type: "ping",
-            from: this.id,
-            to: r.member.id,
-            nonce: r.birthdayNonce,
-          };
-          this.toPeer(r, ping, now, a.to, a.via);
-          break;
-        }
-      }
-    }
-  }
-
-  /** A path came up or went: a running birthday attempt ends, a dead birthday socket closes. */
-  private pathChanged(r: Remote, kind: string): void {
-    const b = r.birthday;
-    if (kind !== "relay" && b?.active) {
-      const acts: BirthdayAction[] = [];
-      if (b.owns(r.path.via)) {
-        r.birthdayVia = r.path.via;
-        b.won(r.path.via, acts);
-      } else {
-        b.stop(acts);
-      }
-      this.birthdayActions(r, acts, 0);
-    }
-    if (kind !== "relay") r.punchFailed = false;
-    if (r.birthdayVia !== 0 && r.path.via !== r.birthdayVia) this.closeBirthdayVia(r);
-  }
-
-  private endBirthday(r: Remote): void {
-    if (!r.birthday?.active) return;
-    const acts: BirthdayAction[] = [];
-    r.birthday.stop(acts);
-    this.birthdayActions(r, acts, 0);
-  }
-
-  private closeBirthdayVia(r: Remote): void {
-    if (r.birthdayVia === 0) return;
-    this.out.push({ type: "close_socket", via: r.birthdayVia });
-    r.birthdayVia = 0;
   }
 
   // --- Sending ---------------------------------------------------------------------------------
@@ -964,7 +831,7 @@ export class PeerAgent {
     for (const r of this.roster.all()) {
       // Without a session nothing can be sent; the fragments stay due and go once it is up.
       if (!this.secure.hasSession(r.member.id)) continue;
-      if (this.wantsNatInfo(r) && now >= r.nextNatInfo) this.sendNatInfo(r, now);
+      this.hard.flush(r, now);
       for (const f of r.tx.tick(now, ev)) {
         this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
       }
@@ -1032,8 +899,7 @@ export class PeerAgent {
           break;
         }
         case "punch_failed":
-          r.punchFailed = true;
-          this.maybeBirthday(r, now);
+          this.hard.onPunchFailed(r, now);
           break;
         case "connect":
           this.send(this.cfg.server, {
@@ -1046,7 +912,7 @@ export class PeerAgent {
           break;
         case "path":
           if (a.kind === "connecting") break;
-          this.pathChanged(r, a.kind);
+          this.hard.pathChanged(r, a.kind);
           this.emit({
             type: "path",
             peer: r.member.name,
