@@ -1,6 +1,7 @@
 /**
- * Atomic file replacement: write a temp file beside the target, flush it, then move it into
- * place, so readers see the old file or the new one and never a torn write.
+ * Atomic file replacement: write a temp file beside the target, flush it, move it into place,
+ * then flush the directory, so readers see the old file or the new one and never a torn write,
+ * and the new name survives a crash.
  * @module
  */
 import { basename, dirname, join } from "node:path";
@@ -39,21 +40,44 @@ export async function writeFileAtomic(
     if (Deno.build.os !== "windows") await Deno.chmod(tmp, options.mode);
     if (options.overwrite) {
       await Deno.rename(tmp, path);
+      await syncDir(dirname(path));
       return true;
     }
     try {
       await Deno.link(tmp, path);
-      return true;
     } catch (e) {
       if (e instanceof Deno.errors.AlreadyExists) return false;
       // A file system without hard links: check, then rename (a small race, but no clobber
       // of a file that was there before we started).
       if (await exists(path)) return false;
       await Deno.rename(tmp, path);
-      return true;
     }
+    await syncDir(dirname(path));
+    return true;
   } finally {
     await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+/**
+ * Flushes a directory, so a rename or link in it is on disk. Where that is not supported
+ * (Windows cannot open a directory this way; some file systems refuse to sync one) it is
+ * skipped: the file itself was already flushed.
+ */
+async function syncDir(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  let d: Deno.FsFile;
+  try {
+    d = await Deno.open(dir, { read: true });
+  } catch {
+    return;
+  }
+  try {
+    await d.sync();
+  } catch {
+    // Not supported here (EINVAL on some file systems): nothing more we can do.
+  } finally {
+    d.close();
   }
 }
 

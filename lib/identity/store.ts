@@ -8,7 +8,7 @@
  * const known = await KnownPeersFile.open(join(dir, KNOWN_PEERS_FILE));
  * @module
  */
-import { dirname, posix, win32 } from "node:path";
+import { dirname, posix, resolve, win32 } from "node:path";
 import { type RandomBytes, systemRandom } from "../crypto/keys.ts";
 import { writeFileAtomic } from "./_atomic.ts";
 import { decodeIdentityFile, encodeIdentityFile, type Identity, newIdentity } from "./identity.ts";
@@ -22,6 +22,14 @@ export const KNOWN_PEERS_FILE = "known_peers.json";
 const APP = "p2pchat";
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
+/** Mode bits that make the identity unusable: any access by group or others. */
+const IDENTITY_FORBIDDEN = 0o077;
+/** Known peers are not secret, but whoever can write them chooses whom we trust. */
+const KNOWN_PEERS_FORBIDDEN = 0o022;
+/** Known-peers files bigger than this are refused: a table of pins is nowhere near it. */
+export const MAX_KNOWN_PEERS_BYTES = 4 * 1024 * 1024;
+/** Where `KnownPeersFile` keeps the table as it was before its last save. */
+export const KNOWN_PEERS_BACKUP_SUFFIX = ".bak";
 
 /** Reads an environment variable; `Deno.env.get` by default, a table in tests. */
 export type EnvGet = (name: string) => string | undefined;
@@ -66,12 +74,15 @@ export interface LoadedIdentity {
  * Load the identity at `path`, or create one there if the file does not exist: the parent
  * directory is made with mode 0700, the file written atomically with mode 0600, and an
  * existing file is never replaced (if another process wins the race, its identity is used).
- * Refuses a file that group or others can read on Unix, and a file that does not decode.
+ * On Unix, refuses a file owned by another user or that group or others can read, write or
+ * execute, and tightens the config directory (`configDir()`) to 0700 if we own it; Windows
+ * reports no modes, so nothing is checked there. Refuses a file that does not decode.
  */
 export async function loadOrCreateIdentity(
   path: string,
   random: RandomBytes = systemRandom,
 ): Promise<LoadedIdentity> {
+  await tightenConfigDir(dirname(path));
   const existing = await readIdentity(path);
   if (existing !== null) return { identity: existing, created: false };
   const identity = newIdentity(random);
@@ -105,9 +116,8 @@ async function readIdentity(path: string): Promise<Identity | null> {
     throw cannotRead(messageOf(e), e);
   }
   if (!info.isFile) throw cannotRead("not a regular file");
-  if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o044) !== 0) {
-    throw new Error(`Cannot use identity ${path}: it is readable by others (chmod 600 it)`);
-  }
+  const unsafe = unsafeFile(info, IDENTITY_FORBIDDEN);
+  if (unsafe !== null) throw new Error(`Cannot use identity ${path}: ${unsafe}`);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -122,7 +132,9 @@ async function readIdentity(path: string): Promise<Identity | null> {
 /**
  * The known-peers table backed by a file. Reads once at `open`; each `pin` merges into what
  * is on disk now (so two running chats do not drop each other's pins) and saves atomically
- * with mode 0600.
+ * with mode 0600, first copying the table it replaces to `<path>.bak`. A file that does not
+ * decode, is too big, or (on Unix) is owned by another user or writable by others is an
+ * error, never replaced.
  */
 export class KnownPeersFile {
   readonly path: string;
@@ -138,7 +150,8 @@ export class KnownPeersFile {
 
   /** Open the table at `path`; a missing file is an empty table, a corrupt one an error. */
   static async open(path: string): Promise<KnownPeersFile> {
-    return new KnownPeersFile(path, (await readKnownPeers(path)) ?? new KnownPeers());
+    await tightenConfigDir(dirname(path));
+    return new KnownPeersFile(path, (await readKnownPeers(path))?.peers ?? new KnownPeers());
   }
 
   /** "new", "match" or "changed": see `KnownPeers.check`. */
@@ -171,10 +184,17 @@ export class KnownPeersFile {
   async #save(): Promise<void> {
     if (this.#pending.size === 0) return; // an earlier save already wrote this pin
     const batch = [...this.#pending];
-    const merged = (await readKnownPeers(this.path)) ?? new KnownPeers();
+    const onDisk = await readKnownPeers(this.path);
+    const merged = onDisk?.peers ?? new KnownPeers();
     for (const [key, fp] of batch) merged.pin(key, fp);
     try {
       await Deno.mkdir(dirname(this.path), { recursive: true, mode: DIR_MODE });
+      if (onDisk) {
+        await writeFileAtomic(this.path + KNOWN_PEERS_BACKUP_SUFFIX, onDisk.text, {
+          mode: FILE_MODE,
+          overwrite: true,
+        });
+      }
       await writeFileAtomic(this.path, encodeKnownPeers(merged), {
         mode: FILE_MODE,
         overwrite: true,
@@ -191,18 +211,106 @@ export class KnownPeersFile {
   }
 }
 
-/** The table at `path`, or null if there is no such file; throws on anything else. */
-async function readKnownPeers(path: string): Promise<KnownPeers | null> {
+/**
+ * The table at `path` and its text, or null if there is no such file; throws "Cannot read
+ * known peers ..." or "Cannot use known peers ..." on anything else, naming the backup if
+ * there is one.
+ */
+async function readKnownPeers(path: string): Promise<{ peers: KnownPeers; text: string } | null> {
+  const fail = async (reason: string, cause?: unknown) => {
+    const bak = path + KNOWN_PEERS_BACKUP_SUFFIX;
+    const hint = (await isFile(bak)) ? ` (the table before the last save is in ${bak})` : "";
+    return new Error(`Cannot read known peers ${path}: ${reason}${hint}`, { cause });
+  };
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw await fail(messageOf(e), e);
+  }
+  if (!info.isFile) throw await fail("not a regular file");
+  const unsafe = unsafeFile(info, KNOWN_PEERS_FORBIDDEN);
+  if (unsafe !== null) throw new Error(`Cannot use known peers ${path}: ${unsafe}`);
+  if (info.size > MAX_KNOWN_PEERS_BYTES) {
+    throw await fail(`${info.size} bytes is more than the ${MAX_KNOWN_PEERS_BYTES} allowed`);
+  }
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new Error(`Cannot read known peers ${path}: ${messageOf(e)}`, { cause: e });
+    throw await fail(messageOf(e), e);
   }
   const decoded = decodeKnownPeers(text);
-  if (!decoded.ok) throw new Error(`Cannot read known peers ${path}: ${decoded.reason}`);
-  return decoded.value;
+  if (!decoded.ok) throw await fail(decoded.reason);
+  return { peers: decoded.value, text };
+}
+
+/**
+ * Why a file only we should control must not be used, or null: owned by another user, or
+ * `forbidden` mode bits set. Unix only: on Windows `Deno.stat` gives no mode (null) and
+ * nothing is checked. Without permission to ask for our uid (`--allow-sys`) the owner is not
+ * checked.
+ */
+function unsafeFile(info: Deno.FileInfo, forbidden: number): string | null {
+  if (Deno.build.os === "windows" || info.mode === null) return null;
+  const me = ourUid();
+  if (me !== null && info.uid !== null && info.uid !== me) {
+    return `it is owned by another user (uid ${info.uid}, we are ${me})`;
+  }
+  const open = info.mode & forbidden;
+  if (open === 0) return null;
+  const how = [open & 0o044 ? "readable" : "", open & 0o022 ? "writable" : ""]
+    .filter((w) => w !== "").join(" and ") || "accessible";
+  return `it is ${how} by others (chmod 600 it)`;
+}
+
+/**
+ * Closes the config directory (`configDir()`) to others: mode 0700 if we own it and it is
+ * anything looser. Other directories (say the parent of an `--identity` file) are left alone,
+ * and so is a directory we do not own. A no-op on Windows and when it does not exist yet.
+ */
+async function tightenConfigDir(dir: string): Promise<void> {
+  if (Deno.build.os === "windows" || !isConfigDir(dir)) return;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw new Error(`Cannot use config directory ${dir}: ${messageOf(e)}`, { cause: e });
+  }
+  if (!info.isDirectory || info.mode === null || (info.mode & 0o077) === 0) return;
+  const me = ourUid();
+  if (me === null || info.uid !== me) return;
+  try {
+    await Deno.chmod(dir, DIR_MODE);
+  } catch (e) {
+    throw new Error(`Cannot make config directory ${dir} private: ${messageOf(e)}`, { cause: e });
+  }
+}
+
+function isConfigDir(dir: string): boolean {
+  try {
+    return resolve(dir) === resolve(configDir());
+  } catch {
+    return false; // no config directory (or no permission to read the environment)
+  }
+}
+
+function ourUid(): number | null {
+  try {
+    return Deno.uid();
+  } catch {
+    return null; // no --allow-sys
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
 }
 
 function messageOf(e: unknown): string {

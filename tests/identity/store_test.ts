@@ -5,9 +5,11 @@ import { writeFileAtomic } from "../../lib/identity/_atomic.ts";
 import {
   configDir,
   IDENTITY_FILE,
+  KNOWN_PEERS_BACKUP_SUFFIX,
   KNOWN_PEERS_FILE,
   KnownPeersFile,
   loadOrCreateIdentity,
+  MAX_KNOWN_PEERS_BYTES,
 } from "../../lib/identity/store.ts";
 
 const unix = Deno.build.os !== "windows";
@@ -290,4 +292,199 @@ Deno.test("known peers: a corrupt file is an error and a bad pin is refused", as
     assert.equal(known.check(BOB, FP1), "new");
     await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
   });
+});
+
+// ---- hardening: owners, modes, the config directory, backups, durability ----
+
+/** Root can make files owned by someone else; others cannot, and skip those tests. */
+const root = unix && Deno.uid() === 0;
+const OTHER_UID = 54321;
+
+/** Runs `fn` with XDG_CONFIG_HOME pointing into a temp dir (so `configDir()` is in it). */
+function withConfigHome(fn: (dir: string, cfg: string) => Promise<void>): Promise<void> {
+  return withTempDir(async (dir) => {
+    const old = Deno.env.get("XDG_CONFIG_HOME");
+    Deno.env.set("XDG_CONFIG_HOME", join(dir, "xdg"));
+    try {
+      await fn(dir, configDir());
+    } finally {
+      if (old === undefined) Deno.env.delete("XDG_CONFIG_HOME");
+      else Deno.env.set("XDG_CONFIG_HOME", old);
+    }
+  });
+}
+
+const identityModes: [number, string][] = [
+  [0o620, "writable"],
+  [0o602, "writable"],
+  [0o660, "readable and writable"],
+  [0o666, "readable and writable"],
+  [0o610, "accessible"],
+  [0o701, "accessible"],
+];
+Deno.test({
+  name: "store: an identity file others can write or execute is refused",
+  ignore: !unix,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, IDENTITY_FILE);
+      await loadOrCreateIdentity(path);
+      for (const [mode, how] of identityModes) {
+        await Deno.chmod(path, mode);
+        await assert.rejects(
+          loadOrCreateIdentity(path),
+          new Error(`Cannot use identity ${path}: it is ${how} by others (chmod 600 it)`),
+          mode.toString(8),
+        );
+      }
+      await Deno.chmod(path, 0o600);
+      assert.equal((await loadOrCreateIdentity(path)).created, false);
+    }),
+});
+
+Deno.test({
+  name: "store: an identity file owned by another user is refused",
+  ignore: !root,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, IDENTITY_FILE);
+      await loadOrCreateIdentity(path);
+      await Deno.chown(path, OTHER_UID, null);
+      await assert.rejects(
+        loadOrCreateIdentity(path),
+        new Error(
+          `Cannot use identity ${path}: it is owned by another user (uid ${OTHER_UID}, we are 0)`,
+        ),
+      );
+    }),
+});
+
+Deno.test({
+  name: "store: the config directory is made private; other directories are left alone",
+  ignore: Deno.build.os !== "linux" && Deno.build.os !== "freebsd",
+  fn: () =>
+    withConfigHome(async (dir, cfg) => {
+      await Deno.mkdir(cfg, { recursive: true });
+      const cases: [string, () => Promise<unknown>][] = [
+        ["loading the identity", () => loadOrCreateIdentity(join(cfg, IDENTITY_FILE))],
+        ["opening known peers", () => KnownPeersFile.open(join(cfg, KNOWN_PEERS_FILE))],
+      ];
+      for (const [name, open] of cases) {
+        await Deno.chmod(cfg, 0o755);
+        await open();
+        assert.equal(await modeOf(cfg), 0o700, name);
+      }
+      // A directory that only holds an --identity file is not ours to change.
+      const other = join(dir, "elsewhere");
+      await Deno.mkdir(other);
+      await Deno.chmod(other, 0o755);
+      await loadOrCreateIdentity(join(other, IDENTITY_FILE));
+      assert.equal(await modeOf(other), 0o755);
+      if (root) {
+        await Deno.chown(cfg, OTHER_UID, null);
+        await Deno.chmod(cfg, 0o755);
+        await loadOrCreateIdentity(join(cfg, IDENTITY_FILE));
+        assert.equal(await modeOf(cfg), 0o755, "not ours: left alone");
+      }
+    }),
+});
+
+Deno.test({
+  name: "known peers: a file others can write, or another user owns, is refused",
+  ignore: !unix,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, KNOWN_PEERS_FILE);
+      await (await KnownPeersFile.open(path)).pin(BOB, FP1);
+      for (const mode of [0o620, 0o602, 0o666]) {
+        await Deno.chmod(path, mode);
+        await assert.rejects(
+          KnownPeersFile.open(path),
+          (e: Error) => {
+            assert.match(e.message, /writable by others \(chmod 600 it\)$/);
+            return e.message.startsWith(`Cannot use known peers ${path}: it is `);
+          },
+          mode.toString(8),
+        );
+      }
+      await Deno.chmod(path, 0o644);
+      assert.equal((await KnownPeersFile.open(path)).check(BOB, FP1), "match", "readable is fine");
+      if (root) {
+        await Deno.chown(path, OTHER_UID, null);
+        await assert.rejects(KnownPeersFile.open(path), /owned by another user/);
+      }
+    }),
+});
+
+Deno.test("known peers: a directory or an oversized file is an error", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, KNOWN_PEERS_FILE);
+    await Deno.mkdir(path);
+    await assert.rejects(
+      KnownPeersFile.open(path),
+      new Error(`Cannot read known peers ${path}: not a regular file`),
+    );
+    await Deno.remove(path);
+    const big = `{"version":1,"peers":{},"pad":"${"x".repeat(MAX_KNOWN_PEERS_BYTES)}"}`;
+    await Deno.writeTextFile(path, big, { mode: 0o600 });
+    await assert.rejects(KnownPeersFile.open(path), /is more than the 4194304 allowed$/);
+  });
+});
+
+Deno.test("known peers: saves keep the previous table, and a corrupt file names it", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, KNOWN_PEERS_FILE);
+    const bak = path + KNOWN_PEERS_BACKUP_SUFFIX;
+    const known = await KnownPeersFile.open(path);
+    await known.pin("a", FP1);
+    await assert.rejects(Deno.stat(bak), Deno.errors.NotFound, "nothing to back up yet");
+    const before = await Deno.readTextFile(path);
+    await known.pin("b", FP2);
+    assert.equal(await Deno.readTextFile(bak), before, "the table before the last save");
+    if (unix) assert.equal(await modeOf(bak), 0o600);
+    // The file is damaged (a bad disk, a careless edit): an error that says where the backup is.
+    await Deno.writeTextFile(path, `{"version":1,"peers":{"a":`);
+    await assert.rejects(
+      KnownPeersFile.open(path),
+      new Error(
+        `Cannot read known peers ${path}: not valid JSON (the table before the last save is in ${bak})`,
+      ),
+    );
+    // A pin made meanwhile is refused too, and neither file is replaced.
+    await assert.rejects(known.pin("c", FP1), /Cannot read known peers/);
+    assert.equal(await Deno.readTextFile(path), `{"version":1,"peers":{"a":`);
+    assert.equal(await Deno.readTextFile(bak), before);
+  });
+});
+
+Deno.test({
+  name: "atomic write: the directory is flushed after the file is moved into place",
+  ignore: !unix,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const path = join(dir, "f");
+      const synced: { dir: string; fileThere: boolean }[] = [];
+      const deno = Deno as { open: typeof Deno.open };
+      const open = deno.open;
+      deno.open = async (p, o) => {
+        const f = await open(p, o);
+        if (String(p) === dir) {
+          const sync = f.sync.bind(f);
+          f.sync = async () => {
+            synced.push({ dir: String(p), fileThere: (await Deno.stat(path)).isFile });
+            await sync();
+          };
+        }
+        return f;
+      };
+      try {
+        for (const overwrite of [false, true]) {
+          synced.length = 0;
+          assert.ok(await writeFileAtomic(path, `v${overwrite}`, { mode: 0o600, overwrite }));
+          assert.deepEqual(synced, [{ dir, fileThere: true }], `overwrite: ${overwrite}`);
+        }
+      } finally {
+        deno.open = open;
+      }
+    }),
 });
