@@ -2,8 +2,8 @@
  * Noise Protocol Framework, revision 34, for DH 25519, hash SHA256 and cipher AESGCM or
  * ChaChaPoly. Synchronous and pure: no I/O, no clock; randomness only for ephemeral keys,
  * and that is injectable. Handshake patterns are token lists, so any fundamental pattern runs
- * on the same engine (PSK modifiers are not supported). DH, AEAD, hash and HKDF are the
- * runtime's native, synchronous `node:crypto` primitives.
+ * on the same engine, with or without `pskN` modifiers (section 9: `IKpsk1`, `NNpsk0+psk2`).
+ * DH, AEAD, hash and HKDF are the runtime's native, synchronous `node:crypto` primitives.
  *
  * @example
  * const alice = HandshakeState.initialize({ pattern: "XX", cipher: "ChaChaPoly", initiator: true, s: aliceKeys });
@@ -51,8 +51,8 @@ export type CipherName = "AESGCM" | "ChaChaPoly";
 // ---------------------------------------------------------------------------------------------
 // Handshake patterns
 
-/** A handshake token (section 7). */
-export type Token = "e" | "s" | "ee" | "es" | "se" | "ss";
+/** A handshake token (section 7), or `psk` (section 9: mix a pre-shared key). */
+export type Token = "e" | "s" | "ee" | "es" | "se" | "ss" | "psk";
 /** A pre-message token: keys known before the handshake starts. */
 export type PreToken = "e" | "s";
 
@@ -95,6 +95,39 @@ export const PATTERNS = {
 /** Name of a built-in pattern. */
 export type PatternName = keyof typeof PATTERNS;
 
+/** PSK pre-shared key length (section 9.1). */
+export const PSK_LEN = 32;
+
+/**
+ * A pattern with PSK modifiers (section 9.2): `psk0` puts a `psk` token at the start of the
+ * first message, `pskN` at the end of message N. Throws when a position is past the last
+ * message or repeated. Modifiers are named in the order given.
+ * @example
+ * const ikpsk1 = withPsk(PATTERNS.IK, 1); // name "IKpsk1": -> e, es, s, ss, psk
+ */
+export function withPsk(base: HandshakePattern, ...positions: number[]): HandshakePattern {
+  const messages = base.messages.map((m) => [...m]);
+  for (const [i, n] of positions.entries()) {
+    if (!Number.isInteger(n) || n < 0 || n > messages.length || positions.indexOf(n) !== i) {
+      throw new Error(`Cannot add psk${n} to ${base.name}: no such message, or repeated`);
+    }
+    if (n === 0) messages[0]!.unshift("psk");
+    else messages[n - 1]!.push("psk");
+  }
+  const name = base.name + positions.map((n) => `psk${n}`).join("+");
+  return { ...base, name, messages };
+}
+
+/** Whether a pattern uses a PSK: then every `e` is also mixed into the key (section 9.2). */
+function isPskPattern(p: HandshakePattern): boolean {
+  return p.messages.some((m) => m.includes("psk"));
+}
+
+/** How many `psk` tokens, hence pre-shared keys, a pattern takes. */
+export function pskCount(p: HandshakePattern): number {
+  return p.messages.reduce((n, m) => n + m.filter((t) => t === "psk").length, 0);
+}
+
 /** A parsed protocol name such as `Noise_IK_25519_ChaChaPoly_SHA256`. */
 export interface Protocol {
   readonly pattern: HandshakePattern;
@@ -107,7 +140,8 @@ export function protocolName(pattern: HandshakePattern, cipher: CipherName): str
 }
 
 /**
- * Parse a protocol name this module supports (built-in pattern, 25519, SHA256, no modifiers).
+ * Parse a protocol name this module supports: a built-in pattern, optionally with PSK
+ * modifiers (`IKpsk2`, `NNpsk0+psk2`), then 25519, AESGCM or ChaChaPoly, and SHA256.
  * @example
  * const p = parseProtocolName("Noise_XX_25519_AESGCM_SHA256");
  * if (p.ok) HandshakeState.initialize({ ...p.value, initiator: true, s });
@@ -119,8 +153,19 @@ export function parseProtocolName(name: string): Result<Protocol> {
   if (dhName !== "25519") return fail(`unsupported DH "${dhName}"`);
   if (cipher !== "AESGCM" && cipher !== "ChaChaPoly") return fail(`unsupported cipher "${cipher}"`);
   if (hash !== "SHA256") return fail(`unsupported hash "${hash}"`);
-  if (!Object.hasOwn(PATTERNS, pat)) return fail(`unsupported handshake pattern "${pat}"`);
-  return ok({ pattern: PATTERNS[pat as PatternName], cipher });
+  const mods = /^([A-Z]+)((?:psk\d+)(?:\+psk\d+)*)?$/.exec(pat);
+  const base = mods?.[1] ?? "";
+  if (!mods || !Object.hasOwn(PATTERNS, base)) {
+    return fail(`unsupported handshake pattern "${pat}"`);
+  }
+  const plain = PATTERNS[base as PatternName];
+  if (mods[2] === undefined) return ok({ pattern: plain, cipher });
+  const positions = mods[2].split("+").map((m) => Number(m.slice(3)));
+  try {
+    return ok({ pattern: withPsk(plain, ...positions), cipher });
+  } catch {
+    return fail(`unsupported handshake pattern "${pat}"`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,6 +432,8 @@ export interface HandshakeOptions {
   readonly rs?: Uint8Array;
   /** Remote ephemeral public key, only for patterns with an ephemeral pre-message. */
   readonly re?: Uint8Array;
+  /** Pre-shared keys (32 bytes each), one per `psk` token in order; only for PSK patterns. */
+  readonly psks?: readonly Uint8Array[];
   /** Random source for the ephemeral key. */
   readonly random?: RandomBytes;
 }
@@ -426,11 +473,16 @@ export class HandshakeState {
   #index = 0;
   #split = false;
   readonly #random: RandomBytes;
+  readonly #psks: readonly Uint8Array[];
+  /** Whether `e` tokens also call MixKey (section 9.2). */
+  readonly #psk: boolean;
 
   private constructor(o: HandshakeOptions, pattern: HandshakePattern) {
     this.pattern = pattern;
     this.initiator = o.initiator;
     this.#random = o.random ?? systemRandom;
+    this.#psks = (o.psks ?? []).map((k) => k.slice());
+    this.#psk = isPskPattern(pattern);
     this.#ss = new SymmetricState(protocolName(pattern, o.cipher), o.cipher);
     this.#s = o.s ?? null;
     this.#keys = { e: o.e ?? null, re: o.re?.slice() ?? null, rs: o.rs?.slice() ?? null };
@@ -474,6 +526,11 @@ export class HandshakeState {
       if (!needed && key !== undefined) throw why(`pattern does not take a remote ${name} key`);
       if (key !== undefined && !isValidPublicKey(key)) throw why(`remote ${name} key is invalid`);
     }
+    const psks = o.psks ?? [];
+    if (psks.length !== pskCount(pattern)) {
+      throw why(`pattern takes ${pskCount(pattern)} pre-shared keys, got ${psks.length}`);
+    }
+    if (psks.some((k) => k.length !== PSK_LEN)) throw why("pre-shared keys must be 32 bytes");
 
     const hs = new HandshakeState(o, pattern);
     hs.#ss.mixHash(o.prologue ?? EMPTY);
@@ -489,6 +546,7 @@ export class HandshakeState {
           ? (local ? hs.#s?.publicKey : hs.#keys.rs)
           : (local ? hs.#keys.e?.publicKey : hs.#keys.re);
         hs.#ss.mixHash(key!);
+        if (t === "e" && hs.#psk) hs.#ss.mixKey(key!);
       }
     }
     return hs;
@@ -513,6 +571,16 @@ export class HandshakeState {
   /** The current handshake hash h. */
   getHandshakeHash(): Uint8Array {
     return this.#ss.getHandshakeHash();
+  }
+
+  /** The pre-shared key for the `psk` tokens of the current message, from its first. */
+  #pskAt(n: number): Uint8Array {
+    const before = this.pattern.messages.slice(0, this.#index).reduce(
+      (c, m) => c + m.filter((t) => t === "psk").length,
+      0,
+    );
+    // initialize() checked there is one per token.
+    return this.#psks[before + n]!;
   }
 
   /** The DH pair a token calls for, from our point of view (section 5.3). */
@@ -546,11 +614,15 @@ export class HandshakeState {
     const ss = this.#ss.clone();
     const keys = { ...this.#keys };
     const parts: Uint8Array[] = [];
+    let psks = 0;
     for (const t of this.pattern.messages[this.#index] ?? []) {
       if (t === "e") {
         keys.e ??= generateKeyPair(this.#random);
         parts.push(keys.e.publicKey);
         ss.mixHash(keys.e.publicKey);
+        if (this.#psk) ss.mixKey(keys.e.publicKey);
+      } else if (t === "psk") {
+        ss.mixKeyAndHash(this.#pskAt(psks++));
       } else if (t === "s") {
         parts.push(ss.encryptAndHash(this.#s!.publicKey));
       } else {
@@ -593,8 +665,11 @@ export class HandshakeState {
     const ss = this.#ss.clone();
     const keys = { ...this.#keys };
     let pos = 0;
+    let psks = 0;
     for (const t of this.pattern.messages[this.#index] ?? []) {
-      if (t === "e" || t === "s") {
+      if (t === "psk") {
+        ss.mixKeyAndHash(this.#pskAt(psks++));
+      } else if (t === "e" || t === "s") {
         const len = t === "s" && ss.hasKey() ? KEY_LEN + TAG_LEN : KEY_LEN;
         if (message.length - pos < len) {
           return fail(`truncated: missing remote ${t === "e" ? "ephemeral" : "static"} key`);
@@ -605,6 +680,7 @@ export class HandshakeState {
         if (t === "e") {
           key = field.slice();
           ss.mixHash(key);
+          if (this.#psk) ss.mixKey(key);
         } else {
           const r = ss.decryptAndHash(field);
           if (!r.ok) return fail(`remote static key: ${r.reason}`);

@@ -11,6 +11,7 @@ import {
   parseProtocolName,
   type PatternName,
   PATTERNS,
+  withPsk,
 } from "../../lib/crypto/noise.ts";
 import { ReplayWindow } from "../../lib/crypto/replay.ts";
 
@@ -27,14 +28,22 @@ interface Vector {
   resp_static?: string;
   resp_ephemeral?: string;
   resp_remote_static?: string;
+  init_psks?: string[];
+  resp_psks?: string[];
   handshake_hash?: string;
   messages: { payload: string; ciphertext: string }[];
 }
 
-const VECTORS_URL = new URL("../fixtures/noise-25519-sha256.json", import.meta.url);
-const vectors: Vector[] = JSON.parse(Deno.readTextFileSync(VECTORS_URL)).vectors;
-// Only plain Noise_<pattern>_25519_<AESGCM|ChaChaPoly>_SHA256: the parser rejects PSK and others.
+const read = (file: string): Vector[] =>
+  JSON.parse(Deno.readTextFileSync(new URL(`../fixtures/${file}`, import.meta.url))).vectors;
+// The fundamental patterns, and the same with PSK modifiers (IKpsk1 is a locked room's).
+const vectors: Vector[] = [
+  ...read("noise-25519-sha256.json"),
+  ...read("noise-psk-25519-sha256.json"),
+];
+// Only Noise_<pattern>[pskN]_25519_<AESGCM|ChaChaPoly>_SHA256: the parser rejects others.
 const supported = vectors.filter((v) => parseProtocolName(v.protocol_name).ok);
+const hexList = (l: string[] | undefined) => l?.map(fromHex);
 const kp = (hex: string | undefined): KeyPair | undefined =>
   hex === undefined ? undefined : keyPairFromPrivate(fromHex(hex));
 const pub = (hex: string | undefined) => (hex === undefined ? undefined : fromHex(hex));
@@ -50,6 +59,7 @@ function runVector(v: Vector): string {
     s: kp(v.init_static),
     e: kp(v.init_ephemeral),
     rs: pub(v.init_remote_static),
+    psks: hexList(v.init_psks),
   });
   const resp = HandshakeState.initialize({
     ...proto.value,
@@ -58,6 +68,7 @@ function runVector(v: Vector): string {
     s: kp(v.resp_static),
     e: kp(v.resp_ephemeral),
     rs: pub(v.resp_remote_static),
+    psks: hexList(v.resp_psks),
   });
   const handshakeLen = proto.value.pattern.messages.length;
   assert.ok(v.messages.length >= handshakeLen, "vector has every handshake message");
@@ -100,7 +111,7 @@ function runVector(v: Vector): string {
 
 for (const v of supported) Deno.test(`noise vector ${v.protocol_name}`, () => void runVector(v));
 
-Deno.test("noise vectors: every supported vector ran, including IK and XX", () => {
+Deno.test("noise vectors: every supported vector ran, including IK, XX, IKpsk1 and IKpsk2", () => {
   // Runs them again rather than relying on test order, so it also holds under --filter.
   const ran = new Map<string, number>();
   for (const v of supported) {
@@ -109,12 +120,15 @@ Deno.test("noise vectors: every supported vector ran, including IK and XX", () =
   }
   const summary = [...ran].map(([p, n]) => `${p}=${n}`).join(" ");
   console.log(
-    `noise vectors passed: ${summary} (total ${supported.length} of ${vectors.length} in file)`,
+    `noise vectors passed: ${summary} (total ${supported.length} of ${vectors.length} in the fixtures)`,
   );
   assert.ok(supported.length > 0);
   assert.equal([...ran.values()].reduce((x, y) => x + y, 0), supported.length);
   assert.ok((ran.get("IK") ?? 0) > 0, "IK vectors ran");
   assert.ok((ran.get("XX") ?? 0) > 0, "XX vectors ran");
+  assert.equal(ran.get("IKpsk1"), 2, "IKpsk1 vectors ran (AESGCM and ChaChaPoly)");
+  assert.equal(ran.get("IKpsk2"), 2, "IKpsk2 vectors ran");
+  assert.equal(supported.length, vectors.length, "every vector in the fixtures is supported");
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +228,67 @@ Deno.test("noise: different prologues make the handshake fail", () => {
   });
   const r = resp.readMessage(init.writeMessage(bytes("x")));
   assert.equal(r.ok, false);
+});
+
+// ---------------------------------------------------------------------------------------------
+// PSK modifiers: what a locked room relies on.
+
+/** IKpsk1 (or plain IK with `psk` null) for one side, responder key `sr`. */
+function ikSide(initiator: boolean, s: KeyPair, psk: Uint8Array | null, rs?: Uint8Array) {
+  return HandshakeState.initialize({
+    pattern: psk ? withPsk(PATTERNS.IK, 1) : "IK",
+    cipher: "ChaChaPoly",
+    initiator,
+    s,
+    rs,
+    psks: psk ? [psk] : undefined,
+  });
+}
+
+const pskCases: { name: string; init: number | null; resp: number | null; ok: boolean }[] = [
+  { name: "the same psk completes", init: 1, resp: 1, ok: true },
+  { name: "another psk fails at the responder's first read", init: 1, resp: 2, ok: false },
+  { name: "no psk against a psk responder fails", init: null, resp: 1, ok: false },
+  { name: "a psk against a plain IK responder fails", init: 1, resp: null, ok: false },
+];
+for (const c of pskCases) {
+  Deno.test(`noise IKpsk1: ${c.name}`, () => {
+    const si = generateKeyPair(), sr = generateKeyPair();
+    const psk = (n: number | null) => n === null ? null : new Uint8Array(32).fill(n);
+    const init = ikSide(true, si, psk(c.init), sr.publicKey);
+    const resp = ikSide(false, sr, psk(c.resp));
+    const first = resp.readMessage(init.writeMessage(bytes("id and timestamp")));
+    // With the psk in the first message, a responder never answers someone without it.
+    assert.equal(first.ok, c.ok);
+    if (!c.ok) {
+      assert.equal(resp.turn, "read", "a failed read leaves the responder waiting");
+      return;
+    }
+    assert.ok(init.readMessage(resp.writeMessage()).ok);
+    const a = init.split(), b = resp.split();
+    const got = b.receive.decryptWithAd(EMPTY, a.send.encryptWithAd(EMPTY, bytes("hi")));
+    assert.ok(got.ok);
+  });
+}
+
+Deno.test("noise: psk patterns take exactly their pre-shared keys, 32 bytes each", () => {
+  const s = generateKeyPair(), rs = generateKeyPair().publicKey;
+  const base = { cipher: "ChaChaPoly" as const, initiator: true, s, rs };
+  const ikpsk1 = withPsk(PATTERNS.IK, 1);
+  assert.equal(ikpsk1.name, "IKpsk1");
+  assert.deepEqual(ikpsk1.messages, [["e", "es", "s", "ss", "psk"], ["e", "ee", "se"]]);
+  assert.deepEqual(PATTERNS.IK.messages[0], ["e", "es", "s", "ss"], "the base is not changed");
+  assert.throws(() => HandshakeState.initialize({ ...base, pattern: ikpsk1 }), /1 pre-shared/);
+  assert.throws(
+    () => HandshakeState.initialize({ ...base, pattern: ikpsk1, psks: [new Uint8Array(16)] }),
+    /32 bytes/,
+  );
+  assert.throws(
+    () => HandshakeState.initialize({ ...base, pattern: "IK", psks: [new Uint8Array(32)] }),
+    /0 pre-shared/,
+  );
+  assert.throws(() => withPsk(PATTERNS.IK, 3), /no such message/);
+  assert.throws(() => withPsk(PATTERNS.IK, 1, 1), /repeated/);
 });
 
 Deno.test("noise: IK to the wrong responder key fails at the responder", () => {
@@ -363,7 +438,10 @@ Deno.test("noise: split only once, only when complete", () => {
 Deno.test("noise: parseProtocolName", () => {
   for (
     const bad of [
-      "Noise_XXpsk3_25519_AESGCM_SHA256",
+      "Noise_XXpsk4_25519_AESGCM_SHA256",
+      "Noise_XXpsk3+psk3_25519_AESGCM_SHA256",
+      "Noise_XXpsk_25519_AESGCM_SHA256",
+      "Noise_XXfallback_25519_AESGCM_SHA256",
       "Noise_XX_448_AESGCM_SHA256",
       "Noise_XX_25519_AESGCM_BLAKE2s",
       "nope",
@@ -376,6 +454,10 @@ Deno.test("noise: parseProtocolName", () => {
   assert.equal(p.value.pattern, PATTERNS.IK);
   assert.equal(p.value.cipher, "ChaChaPoly");
   assert.equal(parseProtocolName("Noise_toString_25519_AESGCM_SHA256").ok, false);
+  const psk = parseProtocolName("Noise_NNpsk0+psk2_25519_ChaChaPoly_SHA256");
+  assert.ok(psk.ok);
+  assert.equal(psk.value.pattern.name, "NNpsk0+psk2");
+  assert.deepEqual(psk.value.pattern.messages, [["psk", "e"], ["e", "ee", "psk"]]);
 });
 
 // ---------------------------------------------------------------------------------------------
