@@ -33,11 +33,17 @@ export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
 }
 
 /**
- * HKDF-SHA256 (RFC 5869) with empty info: extract with `salt`, then `length` bytes of output.
- * Noise's HKDF(ck, ikm) is exactly this with salt = ck, its outputs the 32-byte slices.
+ * HKDF-SHA256 (RFC 5869): extract with `salt`, then `length` bytes of output for `info`
+ * (empty by default). Noise's HKDF(ck, ikm) is exactly this with salt = ck and empty info,
+ * its outputs the 32-byte slices.
  * @example
  * const okm = hkdfSha256(ck, dhOutput, 64); // ck' = okm[0..32], k = okm[32..64]
  */
-export function hkdfSha256(salt: Uint8Array, ikm: Uint8Array, length: number): Uint8Array {
-  return new Uint8Array(hkdfSync("sha256", ikm, salt, EMPTY, length));
+export function hkdfSha256(
+  salt: Uint8Array,
+  ikm: Uint8Array,
+  length: number,
+  info: Uint8Array = EMPTY,
+): Uint8Array {
+  return new Uint8Array(hkdfSync("sha256", ikm, salt, info, length));
 }
