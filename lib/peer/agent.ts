@@ -231,6 +231,7 @@ export class PeerAgent {
         if (!r.trusted) continue;
         this.pathActions(r, r.path.tick(now), now);
         this.hard.tick(r, now);
+        r.rx.tick(now);
       }
       this.secureTick(now);
       this.flush(now);
@@ -252,6 +253,7 @@ export class PeerAgent {
       if (session) at = earliest(at, r.tx.nextDeadline());
       else if (this.wantsRelayHello(r)) at = earliest(at, r.nextRelayHello);
       at = earliest(at, this.hard.nextDeadline(r));
+      at = earliest(at, r.rx.nextDeadline());
     }
     return at;
   }
@@ -360,6 +362,9 @@ export class PeerAgent {
     const all: Record<string, number> = {};
     for (const [k, v] of this.drops) all[k] = v;
     for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
+    for (const r of this.roster.all()) {
+      for (const [k, v] of r.rx.drops) all[`rx_${k}`] = (all[`rx_${k}`] ?? 0) + v;
+    }
     return all;
   }
 
@@ -735,7 +740,7 @@ export class PeerAgent {
         return this.hard.onNatInfo(r, m, now);
       case "data": {
         const ready: Received[] = [];
-        if (r.rx.onData(m, ready)) {
+        if (r.rx.onData(m, ready, now)) {
           // ACK the way the data came, so a one-way path problem cannot strand it.
           const ack: Message = {
             type: "data_ack",

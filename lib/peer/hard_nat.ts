@@ -6,6 +6,7 @@
  * sealing; this module decides, through the small `HardNatHost` interface.
  */
 import type { Addr } from "../wire/addr.ts";
+import { equalText } from "../wire/bytes.ts";
 import type { Id, Message, NatMapping } from "../wire/codec.ts";
 import type { AgentAction } from "./actions.ts";
 import { Birthday, type BirthdayAction, type BirthdayConfig, birthdayRole } from "./birthday.ts";
@@ -102,7 +103,7 @@ export class HardNat {
   /** Whether a PONG from `from` answers one of the easy side's birthday probes: its RTT if so. */
   birthdayAnswer(r: Remote, nonce: string, from: Addr, via: number, now: number): number | null {
     const b = r.birthday;
-    if (!b?.active || nonce !== r.birthdayNonce || via !== 0) return null;
+    if (!b?.active || !equalText(nonce, r.birthdayNonce) || via !== 0) return null;
     if (from.host !== r.member.public.host) return null;
     return now - (b.probedAt(from.port) ?? now);
   }

@@ -15,6 +15,7 @@ import {
   T,
 } from "../wire/codec.ts";
 import type { AgentAction } from "./actions.ts";
+import { equalText } from "../wire/bytes.ts";
 
 export interface RegistrationConfig {
   id: Id;
@@ -153,10 +154,13 @@ export class Registration {
    * (to invent or remove members, say) is dropped here.
    */
   authentic(m: Message): Verdict {
-    if ("token" in m && m.type !== "register_ok" && m.type !== "error" && m.token !== this.tok) {
+    if (
+      "token" in m && m.type !== "register_ok" && m.type !== "error" &&
+      !equalText(m.token, this.tok)
+    ) {
       return "server_token";
     }
-    if ((m.type === "cookie" || m.type === "register_ok") && m.nonce !== this.regNonce) {
+    if ((m.type === "cookie" || m.type === "register_ok") && !equalText(m.nonce, this.regNonce)) {
       return "server_nonce";
     }
     return null;
@@ -197,8 +201,8 @@ export class Registration {
    * answers to REGISTER its nonce; anything else is forged.
    */
   authenticError(m: ServerError): Verdict {
-    const aboutUs = m.token === this.tok && this.tok !== NO_TOKEN;
-    const aboutRegister = m.token === this.regNonce && this.state === "registering";
+    const aboutUs = equalText(m.token, this.tok) && this.tok !== NO_TOKEN;
+    const aboutRegister = equalText(m.token, this.regNonce) && this.state === "registering";
     if ((m.code === ErrorCode.UNKNOWN_PEER || m.code === ErrorCode.NO_SUCH_PEER) && !aboutUs) {
       return "server_token";
     }

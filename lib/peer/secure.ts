@@ -378,12 +378,6 @@ export class SecureLayer {
   }
 
   /**
-   * Responder side: answer a HANDSHAKE_INIT body. The initiator is identified by the session id
-   * in the payload and must use the static key registered for it. A copy of an init already
-   * answered gets the identical reply (`fresh: false`) and no new session; otherwise the init's
-   * timestamp must be newer than the last accepted from that key. Never throws.
-   */
-  /**
    * Whether `body` is a copy of an init already answered (its answer is cached): such copies
    * cost no Diffie-Hellman work, so callers rate-limit only the others.
    */
@@ -395,6 +389,12 @@ export class SecureLayer {
     return cached !== undefined && equalBytes(cached.init, body) && this.#isLive(cached.session);
   }
 
+  /**
+   * Responder side: answer a HANDSHAKE_INIT body. The initiator is identified by the session id
+   * in the payload and must use the static key registered for it. A copy of an init already
+   * answered gets the identical reply (`fresh: false`) and no new session; otherwise the init's
+   * timestamp must be newer than the last accepted from that key. Never throws.
+   */
   onHandshakeInit(body: Uint8Array, now: number): InitOutcome {
     this.#clock(now);
     return this.#count(this.#guard(() => this.#onInit(body, now)));
