@@ -21,15 +21,16 @@
  */
 import { scryptSync } from "node:crypto";
 import { hkdfSha256 } from "./hash.ts";
-import { publicFromSecret, SIGNATURE_LEN, signWith, verifyStrict } from "./ed25519.ts";
+import { publicFromSecret, signWith, verifyStrict } from "./ed25519.ts";
 import { concat } from "../wire/bytes.ts";
+import { ROOM_PROOF_LEN } from "../wire/sizes.ts";
 
 /** scrypt cost: about 0.1-0.2 s and 32 MiB per derivation, once per join. */
 export const ROOM_SCRYPT = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 } as const;
 /** Length of the verifier (an Ed25519 public key) and of the psk. */
 export const ROOM_KEY_LEN = 32;
-/** A proof: the verifier it claims, then the signature by the room's signing key. */
-export const ROOM_PROOF_LEN = ROOM_KEY_LEN + SIGNATURE_LEN;
+/** A proof, as REGISTER carries it: the verifier it claims, then the signature (96 bytes). */
+export { ROOM_PROOF_LEN };
 
 const enc = new TextEncoder();
 const EMPTY = new Uint8Array(0);

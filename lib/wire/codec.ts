@@ -26,6 +26,7 @@ import {
   MAX_NAME,
   MAX_TEXT,
   NONCE_LEN,
+  ROOM_PROOF_LEN,
   SEALED_MIN,
   SIG_LEN,
   TOKEN_LEN,
@@ -41,6 +42,7 @@ export {
   MAX_LOCALS,
   MAX_NAME,
   MAX_SEND,
+  ROOM_PROOF_LEN,
   SEALED_MIN,
   SIG_LEN,
 } from "./sizes.ts";
@@ -60,6 +62,11 @@ export const ErrorCode = {
   BAD_SIGNATURE: 9,
   /** The session id is registered with another key (pick a new id). */
   ID_TAKEN: 10,
+  /**
+   * The room's lock does not match: a locked room without its secret or with a wrong one, or
+   * a secret for an open room that has members.
+   */
+  WRONG_SECRET: 11,
 } as const;
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
 
@@ -95,6 +102,11 @@ export type Message =
     cookie: Uint8Array;
     /** Empty without a cookie; else Ed25519 over registerSigInput(). */
     sig: Uint8Array;
+    /**
+     * Locked rooms only, and only with a cookie: the room verifier and its signature over
+     * roomProofInput() (lib/crypto/room.ts). Absent for an open room.
+     */
+    proof?: Uint8Array;
   }
   | { type: "cookie"; nonce: string; cookie: Uint8Array }
   | {
@@ -250,6 +262,7 @@ function var8(allowed: readonly number[]): Piece<Uint8Array> {
 const optCookie = var8([0, COOKIE_LEN]);
 const noSig = var8([0]);
 const sig = var8([SIG_LEN]);
+const roomProof = var8([ROOM_PROOF_LEN]);
 
 /** Exactly n bytes: shorter values are zero-padded and longer ones cut, so encode stays total. */
 function fixed(n: number): Piece<Uint8Array> {
@@ -385,6 +398,8 @@ const LAYOUTS = {
       key.write(w, m.key);
       optCookie.write(w, m.cookie);
       sig.write(w, m.sig);
+      // Open rooms write nothing here, so their REGISTERs are what they always were.
+      if (m.cookie.length > 0 && m.proof && m.proof.length > 0) roomProof.write(w, m.proof);
     },
     read(r) {
       const head = {
@@ -396,8 +411,11 @@ const LAYOUTS = {
         key: key.read(r),
         cookie: optCookie.read(r),
       };
-      // Only a REGISTER that echoes a cookie is signed (the signature covers the cookie).
-      return { ...head, sig: (head.cookie.length ? sig : noSig).read(r) };
+      // Only a REGISTER that echoes a cookie is signed (the signature covers the cookie), and
+      // only a signed one may end with a room proof (the signature covers that too).
+      const signed = { ...head, sig: (head.cookie.length ? sig : noSig).read(r) };
+      if (head.cookie.length === 0 || r.remaining === 0) return signed;
+      return { ...signed, proof: roomProof.read(r) };
     },
   },
   register_ok: {
@@ -695,13 +713,28 @@ const SIG_CONTEXT = enc.encode("p2pchat register v1");
 
 /**
  * What a REGISTER's signature covers: a context string and the whole message with its cookie
- * but without the signature, so a signature proves the key holder asked for exactly this
- * name, room and address list, after seeing this cookie.
+ * (and room proof) but without the signature, so a signature proves the key holder asked for
+ * exactly this name, room and address list, after seeing this cookie.
  */
 export function registerSigInput(m: Extract<Message, { type: "register" }>): Uint8Array {
-  const body = encode({ ...m, sig: new Uint8Array(0) });
-  const out = new Uint8Array(SIG_CONTEXT.length + body.length);
-  out.set(SIG_CONTEXT);
-  out.set(body, SIG_CONTEXT.length);
+  return withContext(SIG_CONTEXT, encode({ ...m, sig: new Uint8Array(0) }));
+}
+
+const PROOF_CONTEXT = enc.encode("p2pchat room proof v1");
+
+/**
+ * What a locked room's proof signs: a context string and the REGISTER without its signature
+ * and proof. It includes the cookie (this source address, this minute), the id, nonce, name,
+ * room and key, so a captured proof is worth nothing for any other registration.
+ */
+export function roomProofInput(m: Extract<Message, { type: "register" }>): Uint8Array {
+  const { proof: _, ...rest } = m;
+  return withContext(PROOF_CONTEXT, encode({ ...rest, sig: new Uint8Array(0) }));
+}
+
+function withContext(context: Uint8Array, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(context.length + body.length);
+  out.set(context);
+  out.set(body, context.length);
   return out;
 }

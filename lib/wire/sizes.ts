@@ -21,6 +21,8 @@ export const KEY_LEN = 32;
 export const SIG_LEN = 64;
 /** HELLO's mac1: a truncated HMAC-SHA256 keyed by the responder's static key (lib/peer/mac1.ts). */
 export const MAC1_LEN = 16;
+/** A locked room's proof in REGISTER: the room verifier (Ed25519 key) and its signature. */
+export const ROOM_PROOF_LEN = KEY_LEN + SIG_LEN;
 /** The server's address cookie: a truncated HMAC-SHA256 (lib/server/cookie.ts). */
 export const COOKIE_LEN = 16;
 /** An address: family u8, 4 or 16 address bytes, port u16. */

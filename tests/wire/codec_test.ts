@@ -11,6 +11,7 @@ import {
   type Message,
   NAT_MAPPINGS,
   registerSigInput,
+  roomProofInput,
   SEALED_MIN,
   T,
 } from "../../lib/wire/codec.ts";
@@ -73,6 +74,23 @@ const samples: { m: Message; hex: string }[] = [
     },
     hex: "500101" + A + N + "05616c696365" + "056c6f626279" + "00" + KEY + "10" + "01".repeat(16) +
       "40" + "02".repeat(64),
+  },
+  {
+    // A locked room: the same REGISTER, then its room proof (verifier 32 · signature 64).
+    m: {
+      type: "register",
+      id: A,
+      nonce: N,
+      name: "alice",
+      room: "lobby",
+      locals: [],
+      key: K,
+      cookie: new Uint8Array(16).fill(1),
+      sig: new Uint8Array(64).fill(2),
+      proof: new Uint8Array(96).fill(4),
+    },
+    hex: "500101" + A + N + "05616c696365" + "056c6f626279" + "00" + KEY + "10" + "01".repeat(16) +
+      "40" + "02".repeat(64) + "60" + "04".repeat(96),
   },
   {
     m: { type: "cookie", nonce: N, cookie: new Uint8Array(16).fill(3) },
@@ -211,6 +229,10 @@ for (const { m, hex } of samples) {
       // Messages ending in an open-ended payload stay valid when cut inside the payload.
       // Sealed bodies have a minimum (index, counter, tag); the samples carry 5 bytes more.
       const slack = m.type === "sealed" || m.type === "hello_ack" ? 5 : n;
+      // A locked-room REGISTER cut just before its proof reads as an open-room one; its
+      // signature covers the proof, so the server refuses it (tests/server/locked_test.ts).
+      const proofCut = m.type === "register" && m.proof !== undefined && n === b.length - 97;
+      if (d.ok && proofCut) continue;
       if (d.ok) assert.ok(OPEN_ENDED.has(m.type) && n >= b.length - slack, `cut at ${n}`);
       else assert.equal(d.reason, n < HEADER_LEN ? "short" : "truncated", `cut at ${n}`);
     }
@@ -218,9 +240,11 @@ for (const { m, hex } of samples) {
 
   Deno.test(`codec: ${m.type} with a trailing byte is rejected`, () => {
     if (OPEN_ENDED.has(m.type)) return;
+    // After a signed open-room REGISTER, a further byte is the length of a room proof.
+    const proofLength = m.type === "register" && m.cookie.length > 0 && !m.proof;
     assert.deepEqual(decode(concat(encode(m), Uint8Array.of(0))), {
       ok: false,
-      reason: "trailing bytes",
+      reason: proofLength ? "bad length" : "trailing bytes",
     });
   });
 }
@@ -310,6 +334,24 @@ const bad: [string, string, string][] = [
     "500101" + A + N + "0161" + "0161" + "00" + KEY + "10" + "00".repeat(16) + "00",
     "bad length",
   ],
+  [
+    "room proof of a wrong length",
+    "500101" + A + N + "0161" + "0161" + "00" + KEY + "10" + "00".repeat(16) + "40" +
+    "00".repeat(64) + "20" + "00".repeat(32),
+    "bad length",
+  ],
+  [
+    // An open room writes no proof at all: an empty one would be a second way to say it.
+    "an empty room proof",
+    "500101" + A + N + "0161" + "0161" + "00" + KEY + "10" + "00".repeat(16) + "40" +
+    "00".repeat(64) + "00",
+    "bad length",
+  ],
+  [
+    "room proof without a cookie",
+    "500101" + A + N + "0161" + "0161" + "00" + KEY + "00" + "00" + "60" + "00".repeat(96),
+    "trailing bytes",
+  ],
   ["sealed body under the minimum", "500150" + "33".repeat(SEALED_MIN - 1), "truncated"],
 ];
 for (const [name, hex, reason] of bad) {
@@ -375,6 +417,7 @@ const sealedBody = fc.uint8Array({ minLength: SEALED_MIN, maxLength: SEALED_MIN 
 const signed = fc.oneof(
   fc.constant({ cookie: none, sig: none }),
   rec({ cookie: bytes(16), sig: bytes(64) }),
+  rec({ cookie: bytes(16), sig: bytes(64), proof: bytes(96) }),
 );
 
 const arbMessage: fc.Arbitrary<Message> = fc.oneof(
@@ -512,6 +555,23 @@ Deno.test("codec: memberSize is the encoded size of a member entry", () => {
       assert.equal(memberSize(m), joined.length - HEADER_LEN - TOKEN_LEN);
     }),
     { numRuns: 1000 },
+  );
+});
+
+Deno.test("codec: a room proof signs the REGISTER without sig and proof; the sig covers the proof", () => {
+  const m = samples[2]!.m as Extract<Message, { type: "register" }>;
+  const bare = encode({ ...m, sig: none, proof: undefined });
+  assert.deepEqual(
+    roomProofInput(m),
+    concat(new TextEncoder().encode("p2pchat room proof v1"), bare),
+  );
+  const signedPart = registerSigInput(m);
+  assert.equal(toHex(signedPart).endsWith("00" + "60" + "04".repeat(96)), true);
+  assert.notDeepEqual(registerSigInput({ ...m, proof: new Uint8Array(96).fill(5) }), signedPart);
+  // Without a cookie nothing is signed, so no proof is written either.
+  assert.deepEqual(
+    encode({ ...m, cookie: none, sig: none }),
+    encode({ ...m, cookie: none, sig: none, proof: undefined }),
   );
 });
 
