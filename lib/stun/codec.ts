@@ -15,9 +15,13 @@ export const METHOD_BINDING = 0x001;
 const FINGERPRINT_XOR = 0x5354554e;
 const INTEGRITY_SIZE = 20;
 
-/** Attribute type numbers (RFC 8489 section 18.3, RFC 8445 for the ICE ones). */
+/** Attribute type numbers (RFC 8489 section 18.3, RFC 8445 for the ICE ones, RFC 5780). */
 export const StunAttr = {
   MAPPED_ADDRESS: 0x0001,
+  /** RFC 5780: "answer from the other address and/or port". */
+  CHANGE_REQUEST: 0x0003,
+  /** RFC 3489's name for what RFC 5780 calls OTHER-ADDRESS (same layout). */
+  CHANGED_ADDRESS: 0x0005,
   USERNAME: 0x0006,
   MESSAGE_INTEGRITY: 0x0008,
   ERROR_CODE: 0x0009,
@@ -28,11 +32,19 @@ export const StunAttr = {
   XOR_MAPPED_ADDRESS: 0x0020,
   PRIORITY: 0x0024,
   USE_CANDIDATE: 0x0025,
+  /** RFC 5780: pads a message to test fragmentation. */
+  PADDING: 0x0026,
+  /** RFC 5780: "send the answer to this port of my address". */
+  RESPONSE_PORT: 0x0027,
   SOFTWARE: 0x8022,
   ALTERNATE_SERVER: 0x8023,
   FINGERPRINT: 0x8028,
   ICE_CONTROLLED: 0x8029,
   ICE_CONTROLLING: 0x802a,
+  /** RFC 5780: the server address the response was sent from. */
+  RESPONSE_ORIGIN: 0x802b,
+  /** RFC 5780: the server's address with the other IP and the other port. */
+  OTHER_ADDRESS: 0x802c,
 } as const;
 
 export type StunClass = "request" | "indication" | "success" | "error";
@@ -375,4 +387,100 @@ export function decodeErrorCode(value: Uint8Array): { code: number; reason: stri
   if (cls < 3 || cls > 6 || num > 99) return null;
   const reason = decodeText(value.subarray(4));
   return reason === null ? null : { code: cls * 100 + num, reason };
+}
+
+// ---- RFC 5780 (NAT behaviour discovery) ---------------------------------------------------
+//
+// | attribute          | type   | value                                                         |
+// | ------------------ | ------ | ------------------------------------------------------------- |
+// | CHANGE-REQUEST     | 0x0003 | u32: bit 0x4 change IP, bit 0x2 change port, others zero      |
+// | RESPONSE-PORT      | 0x0027 | port u16 · 2 zero bytes                                       |
+// | RESPONSE-ORIGIN    | 0x802b | as MAPPED-ADDRESS: 0 · family u8 (1, 2) · port u16 · address |
+// | OTHER-ADDRESS      | 0x802c | as MAPPED-ADDRESS                                             |
+
+/** The two flags of CHANGE-REQUEST. */
+export interface ChangeRequest {
+  ip: boolean;
+  port: boolean;
+}
+
+const CHANGE_IP = 0x4;
+const CHANGE_PORT = 0x2;
+
+/**
+ * Builds a CHANGE-REQUEST attribute (RFC 5780 section 7.2).
+ * @example changeRequestAttr({ ip: true, port: true }) // 00 03 00 04 00 00 00 06
+ */
+export function changeRequestAttr(change: ChangeRequest): StunAttribute {
+  const value = new Uint8Array(4);
+  value[3] = (change.ip ? CHANGE_IP : 0) | (change.port ? CHANGE_PORT : 0);
+  return { type: StunAttr.CHANGE_REQUEST, value };
+}
+
+/** Decodes a CHANGE-REQUEST value; bits other than the two flags are ignored, as RFC 5780 asks. */
+export function decodeChangeRequest(value: Uint8Array): Result<ChangeRequest> {
+  if (value.length !== 4) return { ok: false, reason: `CHANGE-REQUEST has length ${value.length}` };
+  const flags = value[3]!;
+  return { ok: true, value: { ip: (flags & CHANGE_IP) !== 0, port: (flags & CHANGE_PORT) !== 0 } };
+}
+
+/**
+ * Builds a RESPONSE-PORT attribute (RFC 5780 section 7.5).
+ * @throws RangeError if `port` is not in 0..65535.
+ */
+export function responsePortAttr(port: number): StunAttribute {
+  if (!Number.isInteger(port) || port < 0 || port > 0xffff) {
+    throw new RangeError(`Cannot encode RESPONSE-PORT: port ${port} is out of range`);
+  }
+  const value = new Uint8Array(4);
+  put16(value, 0, port);
+  return { type: StunAttr.RESPONSE_PORT, value };
+}
+
+/** Decodes a RESPONSE-PORT value into the port. */
+export function decodeResponsePort(value: Uint8Array): Result<number> {
+  if (value.length !== 4) return { ok: false, reason: `RESPONSE-PORT has length ${value.length}` };
+  return { ok: true, value: u16(value, 0) };
+}
+
+/**
+ * Builds an attribute in MAPPED-ADDRESS layout (not XORed): MAPPED-ADDRESS, RESPONSE-ORIGIN,
+ * OTHER-ADDRESS, CHANGED-ADDRESS. Decode its value with decodeAddressAttr.
+ * @throws RangeError if `addr.host` is not an IP literal or the port is out of range.
+ * @example addressAttr(StunAttr.OTHER_ADDRESS, { host: "192.0.2.1", port: 3479 })
+ */
+export function addressAttr(type: number, addr: Addr): StunAttribute {
+  const ip = hostBytes(addr.host);
+  if (!ip) throw new RangeError(`Cannot encode address: "${addr.host}" is not an IP literal`);
+  if (!Number.isInteger(addr.port) || addr.port < 0 || addr.port > 0xffff) {
+    throw new RangeError(`Cannot encode address: port ${addr.port} is out of range`);
+  }
+  const value = new Uint8Array(4 + ip.length);
+  value[1] = ip.length === 4 ? 1 : 2;
+  put16(value, 2, addr.port);
+  value.set(ip, 4);
+  return { type, value };
+}
+
+/** Decodes a value in MAPPED-ADDRESS layout (RESPONSE-ORIGIN, OTHER-ADDRESS, ...). */
+export function decodeAddressAttr(value: Uint8Array): Result<Addr> {
+  const a = decodeMappedAddress(value);
+  return a ? { ok: true, value: a } : { ok: false, reason: "malformed address attribute" };
+}
+
+/** Builds UNKNOWN-ATTRIBUTES (RFC 8489 section 14.9): the types a 420 error did not understand. */
+export function unknownAttributesAttr(types: readonly number[]): StunAttribute {
+  const value = new Uint8Array(types.length * 2);
+  types.forEach((t, i) => put16(value, i * 2, t & 0xffff));
+  return { type: StunAttr.UNKNOWN_ATTRIBUTES, value };
+}
+
+/** Decodes an UNKNOWN-ATTRIBUTES value into attribute types. */
+export function decodeUnknownAttributes(value: Uint8Array): Result<number[]> {
+  if (value.length % 2 !== 0) {
+    return { ok: false, reason: `UNKNOWN-ATTRIBUTES has odd length ${value.length}` };
+  }
+  const out: number[] = [];
+  for (let i = 0; i < value.length; i += 2) out.push(u16(value, i));
+  return { ok: true, value: out };
 }
