@@ -187,8 +187,11 @@ export interface ReceiverConfig {
 }
 
 export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
-  // The sender's default window of 1 KiB fragments: an unblocked sender never reaches it.
-  maxBufferedBytes: DEFAULT_DELIVERY_CONFIG.window * FRAG_SIZE,
+  // Not the sender's window: fragments it has had acknowledged still wait here while one
+  // earlier fragment is lost, so a healthy sender under loss buffers several windows' worth
+  // (a 20%-loss lab run stalled at one window). 1 MiB per peer still bounds what a room of
+  // hostile members can pin (63 MiB at 64 members).
+  maxBufferedBytes: 1024 * 1024,
   // Past the sender's give-up (30 s) plus slack: only messages the sender abandoned time out.
   partialTimeoutMs: 40_000,
 };
