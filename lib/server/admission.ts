@@ -1,12 +1,14 @@
 /**
  * Who may register: proof of the source address (cookies), proof of the key (signature), the
- * per-source registration rate, and the capacity caps (peers, rooms, members per room, live
- * registrations per source IP and per key, bound names in all and per source IP). It answers
- * yes or a refusal and changes nothing in the registry.
+ * per-source registration rate, proof of a locked room's secret, and the capacity caps (peers,
+ * rooms, members per room, live registrations per source IP and per key, bound names in all
+ * and per source IP). It answers yes or a refusal and changes nothing in the registry.
  */
 import { verifyStrict } from "../crypto/ed25519.ts";
+import { proofVerifier, roomProofValid } from "../crypto/room.ts";
 import type { Addr } from "../wire/addr.ts";
-import { ErrorCode, type Message, registerSigInput } from "../wire/codec.ts";
+import { equalBytes } from "../wire/bytes.ts";
+import { ErrorCode, type Message, registerSigInput, roomProofInput } from "../wire/codec.ts";
 import type { ServerConfig } from "./config.ts";
 import { Cookies } from "./cookie.ts";
 import { limitKey } from "./ip.ts";
@@ -54,6 +56,33 @@ export class Admission {
   /** Whether `m` is signed by its key (strict RFC 8032: no small-order keys, no malleability). */
   keyProven(m: Register): boolean {
     return verifyStrict(m.key, registerSigInput(m), m.sig);
+  }
+
+  /**
+   * Whether `m` may enter its room as far as the lock goes: a locked room needs a proof under
+   * its verifier, bound to this REGISTER (cookie, id, nonce, name, key); an open room with
+   * members takes no proof (it cannot be locked while it has members); an empty room with no
+   * lock takes either, and a proof there locks it. Checked before anything about names or
+   * members, so a refused stranger learns nothing of them.
+   */
+  roomLock(reg: Registry, m: Register, from: Addr, now: number): Refusal | null {
+    const lock = reg.lockOf(m.room, now);
+    const wrong: Refusal = {
+      code: ErrorCode.WRONG_SECRET,
+      text: "wrong room secret",
+      warn: [`secret:${limitKey(from.host)}`, `wrong room secret from ${from.host}`],
+    };
+    if (!m.proof) {
+      return lock ? { ...wrong, text: `room "${m.room}" is locked: it needs its secret` } : null;
+    }
+    if (!lock && (reg.roomSize(m.room) ?? 0) > 0) {
+      return {
+        code: ErrorCode.WRONG_SECRET,
+        text: `room "${m.room}" is open: it cannot be locked while it has members`,
+      };
+    }
+    if (lock && !equalBytes(proofVerifier(m.proof), lock)) return wrong;
+    return roomProofValid(m.proof, roomProofInput(m)) ? null : wrong;
   }
 
   /** Whether a new member with `key` (hex) from `from` fits in `room`. */

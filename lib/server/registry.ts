@@ -1,13 +1,15 @@
 /**
- * Who is registered: members by session id and by room and name, and which key owns each
- * name (while its holder is registered and for the name TTL after). Bookkeeping only: the
- * limits live in admission.ts, the messages in state.ts.
+ * Who is registered: members by session id and by room and name, which key owns each name
+ * (while its holder is registered and for the name TTL after), and the verifier of each locked
+ * room (while it has members and for the name TTL after). Bookkeeping only: the limits live in
+ * admission.ts, the messages in state.ts.
  *
  * Times passed in must not decrease (state.ts makes sure): members are kept in the order
- * they were last heard from and released names in the order they were released, so the
- * first of each is the next to expire.
+ * they were last heard from, released names and room locks in the order they were released,
+ * so the first of each is the next to expire.
  */
 import type { Addr } from "../wire/addr.ts";
+import { equalBytes } from "../wire/bytes.ts";
 import type { Id, Member } from "../wire/codec.ts";
 import type { Bucket } from "./limits.ts";
 import { limitKey } from "./ip.ts";
@@ -56,6 +58,17 @@ export interface Owner {
 
 const bindingKey = (room: string, name: string) => `${room}\0${name}`;
 
+/**
+ * A locked room's verifier (an Ed25519 public key, lib/crypto/room.ts). Kept while the room has
+ * members and for the name TTL after it empties, as its last member's name is, so the two end
+ * together and locks never outnumber bound names.
+ */
+interface Lock {
+  verifier: Uint8Array;
+  /** When the room emptied; null while it has members. */
+  releasedAt: number | null;
+}
+
 export class Registry {
   /** In `lastSeen` order (a member heard from again moves to the end). */
   private byId = new Map<Id, Rec>();
@@ -68,6 +81,9 @@ export class Registry {
   private perKey = new Counter();
   /** Bindings per source that made them. */
   private namesPerSource = new Counter();
+  /** Room locks by room, and the ones of empty rooms in release order. */
+  private locks = new Map<string, Lock>();
+  private releasedLocks = new Map<string, Lock>();
 
   constructor(private cfg: ServerConfig) {}
 
@@ -113,6 +129,16 @@ export class Registry {
     return this.rooms.get(room)?.size;
   }
 
+  /**
+   * The verifier of `room` if it is locked at `now` (it has members who proved it, or emptied
+   * less than the name TTL ago); undefined for an open room.
+   */
+  lockOf(room: string, now: number): Uint8Array | undefined {
+    const l = this.locks.get(room);
+    if (!l || (l.releasedAt !== null && now >= l.releasedAt + this.cfg.nameTtlMs)) return undefined;
+    return l.verifier;
+  }
+
   /** The owner of `name` in `room` at `now`, or undefined when anyone may take it. */
   owner(room: string, name: string, now: number): Owner | undefined {
     const b = this.bindings.get(bindingKey(room, name));
@@ -125,9 +151,11 @@ export class Registry {
   /**
    * Adds a member and binds its name to its key: the name's binding if the key already owns
    * it (held again, its TTL restarts at the next release), else a new one. The caller checks
-   * owner() and the name caps first.
+   * owner() and the name caps first. `verifier`: the room's, when it is locked (the caller
+   * checked the proof against lockOf()); without one, a lock past its TTL is dropped.
    */
-  add(r: Rec): void {
+  add(r: Rec, verifier?: Uint8Array): void {
+    this.holdLock(r.room, verifier);
     this.byId.set(r.id, r);
     this.perSource.add(limitKey(r.public.host), 1);
     this.perKey.add(r.keyHex, 1);
@@ -167,7 +195,14 @@ export class Registry {
     this.perKey.add(r.keyHex, -1);
     const room = this.rooms.get(r.room);
     if (room?.get(r.name) === r) room.delete(r.name);
-    if (room && room.size === 0) this.rooms.delete(r.room);
+    if (room && room.size === 0) {
+      this.rooms.delete(r.room);
+      const l = this.locks.get(r.room);
+      if (l) {
+        l.releasedAt = now;
+        this.releasedLocks.set(r.room, l);
+      }
+    }
     const k = bindingKey(r.room, r.name);
     const b = this.bindings.get(k);
     if (b && b.holder === r.id) {
@@ -187,12 +222,35 @@ export class Registry {
     return out;
   }
 
-  /** Forgets the released names whose TTL is over at `now`. */
+  /** Forgets the released names and room locks whose TTL is over at `now`. */
   expireNames(now: number): void {
+    for (const [room, l] of this.releasedLocks) {
+      if (now < l.releasedAt! + this.cfg.nameTtlMs) break;
+      this.releasedLocks.delete(room);
+      this.locks.delete(room);
+    }
     for (const [k, b] of this.released) {
       if (now < b.releasedAt + this.cfg.nameTtlMs) return;
       this.unbind(k, b);
     }
+  }
+
+  /** Rooms locked now, or emptied within the name TTL and not yet forgotten. */
+  get lockCount(): number {
+    return this.locks.size;
+  }
+
+  /** A member joins `room`: its lock is held (made, if new); an open member ends a stale one. */
+  private holdLock(room: string, verifier: Uint8Array | undefined): void {
+    const l = this.locks.get(room);
+    this.releasedLocks.delete(room);
+    if (!verifier) {
+      // Only reachable once the lock's TTL is over (admission refuses open members before).
+      if (l) this.locks.delete(room);
+      return;
+    }
+    if (l && equalBytes(l.verifier, verifier)) l.releasedAt = null;
+    else this.locks.set(room, { verifier: verifier.slice(), releasedAt: null });
   }
 
   private unbind(k: string, b: Binding): void {
@@ -210,6 +268,11 @@ export class Registry {
     }
     for (const b of this.released.values()) {
       const end = b.releasedAt + this.cfg.nameTtlMs;
+      if (at === null || end < at) at = end;
+      break;
+    }
+    for (const l of this.releasedLocks.values()) {
+      const end = l.releasedAt! + this.cfg.nameTtlMs;
       if (at === null || end < at) at = end;
       break;
     }

@@ -40,6 +40,7 @@ import {
   type ServerConfig,
 } from "./config.ts";
 import { Admission, type Refusal } from "./admission.ts";
+import { proofVerifier } from "../crypto/room.ts";
 import { isLanAddress } from "./ip.ts";
 import { memberOf, type Rec, Registry } from "./registry.ts";
 import { Bucket, LogLimiter } from "./limits.ts";
@@ -215,8 +216,9 @@ export class ServerState {
 
   /**
    * REGISTER, in order: prove the address (cookie) → answer a resend as before → rate →
-   * prove the key → valid name and room → the id is free or ours → the name is free or ours →
-   * room for a newcomer (or at the new source IP, for a member moving) → join (or move).
+   * prove the key → valid name and room → the room's secret, if locked → the id is free or
+   * ours → the name is free or ours → room for a newcomer (or at the new source IP, for a
+   * member moving) → join (or move).
    */
   private register(m: Register, got: number, from: Addr, now: number, out: ServerAction[]): void {
     /** ERROR about this REGISTER, echoing its nonce; `drop` counts it under that reason. */
@@ -253,6 +255,12 @@ export class ServerState {
     }
     if (!validName(m.name)) return refuse(ErrorCode.BAD_NAME, `invalid name "${m.name}"`);
     if (!validName(m.room)) return refuse(ErrorCode.BAD_ROOM, `invalid room "${m.room}"`);
+    // Before anything about ids, names or members: a stranger to a locked room learns nothing.
+    const locked = this.admission.roomLock(this.registry, m, from, now);
+    if (locked) {
+      if (locked.warn) this.warn(...locked.warn, now, out);
+      return refuse(locked.code, locked.text, "wrong_room_secret");
+    }
     const keyHex = toHex(m.key);
     let rec = this.registry.get(m.id);
     // Ids are in every member list: holding one must not let another key take it over.
@@ -335,7 +343,7 @@ export class ServerState {
       relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * RELAY_BURST_S, now),
       connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
     };
-    this.registry.add(rec);
+    this.registry.add(rec, m.proof && proofVerifier(m.proof));
     this.stats.registered++;
     out.push({
       type: "log",
