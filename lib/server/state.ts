@@ -6,7 +6,8 @@
  * Time never runs backwards here: an earlier `now` than one already seen counts as that one.
  *
  * Abuse resistance: to a source that has not echoed a cookie, the server never answers with
- * more bytes than it received (STUN Binding responses excepted, as in coturn); registrations
+ * more bytes than it received (STUN Binding responses excepted, as in coturn: a fixed size of at
+ * most 64 bytes for IPv4, see stun.ts); registrations
  * must prove the key (Ed25519 signature) and the address (cookie); later requests carry a
  * per-registration token only the registered address ever received.
  *
@@ -29,8 +30,8 @@ import {
   T,
 } from "../wire/codec.ts";
 import { validName } from "../wire/names.ts";
-import { decodeStun, looksLikeStun } from "../stun/codec.ts";
-import { bindingResponse, isBindingRequest } from "../stun/binding.ts";
+import { looksLikeStun } from "../stun/codec.ts";
+import { answerStun, PRIMARY_ONLY, type StunLayout, type StunSocket } from "./stun.ts";
 import {
   CONNECT_BURST,
   CONNECT_RATE,
@@ -49,7 +50,8 @@ export { DEFAULT_SERVER_CONFIG, type ServerConfig } from "./config.ts";
 export { limitKey } from "./ip.ts";
 
 export type ServerAction =
-  | { type: "send"; to: Addr; bytes: Uint8Array }
+  /** `socket`: which STUN socket sends it (lib/server/stun.ts); absent means the primary. */
+  | { type: "send"; to: Addr; bytes: Uint8Array; socket?: StunSocket }
   | { type: "log"; level: "debug" | "info" | "warn"; message: string };
 
 type Register = Extract<Message, { type: "register" }>;
@@ -104,6 +106,11 @@ export class ServerState {
   private logs = new LogLimiter();
   /** The latest `now` seen; see `clock`. */
   private last = -Infinity;
+  /**
+   * Where the STUN sockets are bound (the host sets it once they are): decides which socket
+   * answers a CHANGE-REQUEST and whether answers carry the RFC 5780 attributes.
+   */
+  stunLayout: StunLayout = PRIMARY_ONLY;
 
   constructor(
     readonly cfg: ServerConfig = DEFAULT_SERVER_CONFIG,
@@ -163,6 +170,17 @@ export class ServerState {
   }
 
   /**
+   * A datagram on one of the STUN-only sockets (1-3, see lib/server/stun.ts): Binding requests
+   * are answered, everything else is dropped; p2pchat lives on the primary socket alone.
+   */
+  handleStunOnly(b: Uint8Array, from: Addr, via: StunSocket, t: number, out: ServerAction[]): void {
+    this.clock(t);
+    this.stats.received++;
+    if (!looksLikeStun(b)) return this.stats.drop("not_stun_on_stun_socket");
+    this.stun(b, from, out, via);
+  }
+
+  /**
    * Expires members that stopped sending keepalives, and name bindings past their time: all
    * whose deadline (see nextDeadline) is `now` or earlier.
    */
@@ -194,13 +212,16 @@ export class ServerState {
     else this.stats.drop("reply_too_large");
   }
 
-  private stun(b: Uint8Array, from: Addr, out: ServerAction[]): void {
-    const d = decodeStun(b);
-    if (!d.ok) return this.stats.drop("stun_malformed");
-    if (!isBindingRequest(d.value)) return this.stats.drop("stun_unsupported");
+  private stun(b: Uint8Array, from: Addr, out: ServerAction[], via: StunSocket = 0): void {
+    const a = answerStun(b, from, via, this.stunLayout);
+    if (!a.ok) return this.stats.drop(a.reason);
     this.stats.stun++;
-    // Fixed 32-40 bytes whatever the request: the one allowed exception to `small`.
-    out.push({ type: "send", to: from, bytes: bindingResponse(d.value, from) });
+    // A fixed size whatever the request (32-64 bytes for IPv4): the one exception to `small`.
+    out.push(
+      a.socket === 0
+        ? { type: "send", to: from, bytes: a.bytes }
+        : { type: "send", to: from, bytes: a.bytes, socket: a.socket },
+    );
   }
 
   private error(
