@@ -33,6 +33,7 @@ import {
 import type { PeerEvent } from "./events.ts";
 import { type SecureConfig, type SecureDrop, SecureLayer } from "./secure.ts";
 import type { KeyPair } from "../crypto/keys.ts";
+import type { RoomKeys } from "../crypto/room.ts";
 import { memoryTrust, type TrustStore } from "../identity/known_peers.ts";
 import { type AgentAction, earliest } from "./actions.ts";
 import { Registration } from "./registration.ts";
@@ -56,6 +57,11 @@ export interface AgentConfig {
     /** X25519 static key pair for Noise, derived from the Ed25519 identity. */
     staticKey: KeyPair;
   };
+  /**
+   * A locked room's keys (lib/crypto/room.ts, from its secret): registrations prove the secret
+   * to the server, handshakes are IKpsk1 with its psk. Absent for an open room.
+   */
+  roomKeys?: RoomKeys;
   /** Where peer keys are pinned; defaults to memory only. */
   trust?: TrustStore;
   /** Keepalive interval towards the server; the server may ask for a shorter one. */
@@ -178,7 +184,11 @@ export class PeerAgent {
 
   private newSecure(): SecureLayer {
     return new SecureLayer(
-      { staticKey: this.cfg.identity.staticKey, sessionId: this.id },
+      {
+        staticKey: this.cfg.identity.staticKey,
+        sessionId: this.id,
+        roomPsk: this.cfg.roomKeys?.psk,
+      },
       this.cfg.secure,
       this.cfg.random,
     );
@@ -507,6 +517,7 @@ export class PeerAgent {
             room: this.cfg.room,
             public: formatAddr(m.public),
             local: this.cfg.locals.map(formatAddr),
+            locked: this.cfg.roomKeys !== undefined,
           });
         }
         for (const mem of m.members) if (mem.id !== this.id) this.learn(mem, now);

@@ -1,6 +1,7 @@
 /** What a peer reports to its user: the `--json` lines, one object each (see README). */
 export type PeerEvent =
-  | { type: "ready"; name: string; room: string; public: string; local: string[] }
+  /** `locked`: the room has a secret, and every peer in it proved it (to us and the server). */
+  | { type: "ready"; name: string; room: string; public: string; local: string[]; locked: boolean }
   | { type: "peer"; name: string; state: "joined"; fingerprint: string }
   | { type: "peer"; name: string; state: "left" }
   /** The peer's key differs from the one pinned for its name: nothing flows until /trust. */

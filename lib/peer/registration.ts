@@ -12,9 +12,11 @@ import {
   type Message,
   NO_TOKEN,
   registerSigInput,
+  roomProofInput,
   T,
 } from "../wire/codec.ts";
 import type { AgentAction } from "./actions.ts";
+import { proveRoom, type RoomKeys } from "../crypto/room.ts";
 import { equalText } from "../wire/bytes.ts";
 
 export interface RegistrationConfig {
@@ -24,6 +26,8 @@ export interface RegistrationConfig {
   server: Addr;
   locals: Addr[];
   identity: { key: Uint8Array; sign: (msg: Uint8Array) => Uint8Array };
+  /** A locked room's keys: every signed REGISTER carries a proof of its secret. */
+  roomKeys?: RoomKeys;
   /** Keepalive interval towards the server; the server may ask for a shorter one. */
   keepaliveMs: number;
   /** How long the first registration may go unanswered before we give up. */
@@ -47,12 +51,14 @@ const FATAL: ReadonlySet<number> = new Set([
   ErrorCode.SERVER_FULL,
   ErrorCode.BAD_VERSION,
   ErrorCode.BAD_SIGNATURE,
+  ErrorCode.WRONG_SECRET,
 ]);
 /** Of those, the ones that are the user's mistake (exit status 2). */
 const USER_MISTAKE: ReadonlySet<number> = new Set([
   ErrorCode.NAME_TAKEN,
   ErrorCode.BAD_NAME,
   ErrorCode.BAD_ROOM,
+  ErrorCode.WRONG_SECRET,
 ]);
 
 export class Registration {
@@ -262,7 +268,11 @@ export class Registration {
       cookie,
       sig: new Uint8Array(0),
     };
-    if (cookie.length > 0) m.sig = this.cfg.identity.sign(registerSigInput(m));
+    if (cookie.length > 0) {
+      // The proof is bound to this cookie and registration; the signature then covers it.
+      if (this.cfg.roomKeys) m.proof = proveRoom(this.cfg.roomKeys, roomProofInput(m));
+      m.sig = this.cfg.identity.sign(registerSigInput(m));
+    }
     this.send(out, m);
   }
 

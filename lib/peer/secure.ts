@@ -3,7 +3,9 @@
  * (`Noise_IK_25519_ChaChaPoly_SHA256`, prologue "p2pchat/1") and then counter-nonce
  * ChaChaPoly transport with a sliding replay window, after WireGuard. Pure and synchronous:
  * time comes in as `now` (monotonic ms) and `wall` (wall-clock ms, only for handshake
- * timestamps); randomness is injectable.
+ * timestamps); randomness is injectable. In a locked room both sides hold the room's psk and
+ * use `Noise_IKpsk1_25519_ChaChaPoly_SHA256` instead: the psk ends the first message, so an
+ * init from anyone without it fails to decrypt and gets no answer (and never an IK one).
  *
  * Bodies follow the 3-byte p2pchat header, which the caller adds and strips:
  *
@@ -17,7 +19,14 @@
  * header followed by index and counter, i.e. everything in the datagram before the ciphertext.
  * @module
  */
-import { type CipherState, HandshakeState } from "../crypto/noise.ts";
+import {
+  type CipherState,
+  type HandshakePattern,
+  HandshakeState,
+  PATTERNS,
+  PSK_LEN,
+  withPsk,
+} from "../crypto/noise.ts";
 import {
   isValidPublicKey,
   KEY_LEN,
@@ -98,7 +107,8 @@ export const DEFAULT_SECURE_CONFIG: Readonly<SecureConfig> = {
 /**
  * Why an incoming body was dropped:
  * - `malformed`: wrong length, bad counter or unexpected payload
- * - `decrypt_failed`: Noise or AEAD authentication failed (tampered, wrong key, not for us)
+ * - `decrypt_failed`: Noise or AEAD authentication failed (tampered, wrong key, not for us,
+ *   or an init without our room's psk)
  * - `unknown_static`: the initiator's session id is not registered with `addPeer`
  * - `key_mismatch`: the initiator's static key differs from the one registered for its id
  * - `stale_init`: the init's timestamp is not newer than the last one accepted from that key
@@ -138,7 +148,13 @@ export type OpenOutcome = { ok: true; peerId: string; plaintext: Uint8Array } | 
 export interface SecureSelf {
   readonly staticKey: KeyPair;
   readonly sessionId: string;
+  /** A locked room's psk (lib/crypto/room.ts): handshakes are IKpsk1 with it, else IK. */
+  readonly roomPsk?: Uint8Array;
 }
+
+/** The handshake of an open room, and of a locked one (its psk mixed in after message 1). */
+const IK = PATTERNS.IK;
+const IK_PSK1 = withPsk(PATTERNS.IK, 1);
 
 interface Session {
   readonly index: number;
@@ -248,6 +264,8 @@ export class SecureLayer {
   readonly #selfIdHex: string;
   readonly #cfg: SecureConfig;
   readonly #random: RandomBytes;
+  /** IK, or IKpsk1 with the room's psk. */
+  readonly #noise: { pattern: HandshakePattern; psks?: Uint8Array[] };
   readonly #peers = new Map<string, Peer>();
   readonly #sessions = new Map<number, Session>();
   readonly #pending = new Map<number, Pending>();
@@ -296,6 +314,12 @@ export class SecureLayer {
         `rejectAfterMessages (${c.rejectAfterMessages}) must be more than rekeyAfterMessages`,
       );
     }
+    if (self.roomPsk !== undefined && self.roomPsk.length !== PSK_LEN) {
+      throw why(`room psk must be ${PSK_LEN} bytes, got ${self.roomPsk.length}`);
+    }
+    this.#noise = self.roomPsk
+      ? { pattern: IK_PSK1, psks: [self.roomPsk.slice()] }
+      : { pattern: IK };
     this.#static = { publicKey: publicKey.slice(), privateKey: privateKey.slice() };
     this.#selfIdHex = self.sessionId;
     this.#selfId = fromHex(self.sessionId);
@@ -352,7 +376,7 @@ export class SecureLayer {
     const timestamp = wallMs > this.#lastSentTimestamp ? wallMs : this.#lastSentTimestamp + 1n;
     this.#lastSentTimestamp = timestamp;
     const hs = HandshakeState.initialize({
-      pattern: "IK",
+      ...this.#noise,
       cipher: "ChaChaPoly",
       initiator: true,
       prologue: PROLOGUE_BYTES,
@@ -529,7 +553,7 @@ export class SecureLayer {
     }
 
     const hs = HandshakeState.initialize({
-      pattern: "IK",
+      ...this.#noise,
       cipher: "ChaChaPoly",
       initiator: false,
       prologue: PROLOGUE_BYTES,
