@@ -9,6 +9,7 @@ import { writeAll } from "./lib/cli/output.ts";
 import { NAME_RULE, validName } from "./lib/wire/names.ts";
 import { serve } from "./server.ts";
 import { runJoin } from "./lib/cli/join.ts";
+import { runNat } from "./lib/cli/nat.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
 import { resolveAddr } from "./lib/net/resolve.ts";
@@ -67,8 +68,12 @@ async function run(inv: Invocation): Promise<number> {
           registrationsPerMinute: inv.registrationsPerMinute,
           relayBytesPerSec: inv.relayBytesPerSec,
         },
+        altHost: inv.altHost,
+        altPort: inv.altPort,
         log: setupLogging(inv.logLevel),
       });
+    case "nat":
+      return await runNat(inv, { out: (s) => writeAll(Deno.stdout, s) });
     case "join": {
       let name = inv.name;
       if (name === undefined) {

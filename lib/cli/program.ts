@@ -4,14 +4,17 @@
  */
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
-import { type Addr, parseHostPort } from "../wire/addr.ts";
+import { type Addr, ipv4Bytes, parseHostPort } from "../wire/addr.ts";
 import { NAME_RULE, validName } from "../wire/names.ts";
 import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
 import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
 import { LOG_LEVELS } from "./log.ts";
+import { TIMEOUT_MS } from "../nat/discovery.ts";
 
 export const DEFAULT_PORT = 8848;
+/** The STUN port (RFC 8489) `nat --stun` uses when none is given. */
+export const STUN_PORT = 3478;
 
 /** A mistake of the user's: print `message` on one line, exit 2. */
 export class UsageError extends Error {}
@@ -41,6 +44,17 @@ export type Invocation =
     maxPerKey: number;
     registrationsPerMinute: number;
     relayBytesPerSec: number;
+    /** RFC 5780: the server's second address (STUN only). */
+    altHost: string | undefined;
+    /** Second STUN port; undefined: port + 1 if free; 0: none. */
+    altPort: number | undefined;
+  }
+  | {
+    cmd: "nat";
+    target: Addr;
+    kind: "p2pchat" | "stun";
+    json: boolean;
+    timeoutMs: number;
   }
   | {
     cmd: "join";
@@ -86,6 +100,19 @@ function serverAddr(v: string): Addr {
   const r = parseHostPort(v, DEFAULT_PORT);
   if (!r.ok) throw new InvalidArgumentError(`"${v}" is not HOST:PORT: ${r.reason}`);
   return r.value;
+}
+
+function stunAddr(v: string): Addr {
+  const r = parseHostPort(v, STUN_PORT);
+  if (!r.ok) throw new InvalidArgumentError(`"${v}" is not HOST:PORT: ${r.reason}`);
+  return r.value;
+}
+
+function ipv4(v: string): string {
+  if (!ipv4Bytes(v) || /(^|\.)0\d/.test(v)) {
+    throw new InvalidArgumentError(`"${v}" is not an IPv4 address`);
+  }
+  return v;
 }
 
 function name(v: string): string {
@@ -189,9 +216,36 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       intIn(1024, 1e9, "--relay-rate"),
       DEFAULT_SERVER_CONFIG.relayBytesPerSec,
     )
+    .option(
+      "--alt-host <addr>",
+      "the server's second IPv4 address: answer RFC 5780 NAT discovery (STUN) on it too; " +
+        "--host must then be an address of the server, not 0.0.0.0",
+      ipv4,
+    )
+    .option(
+      "--alt-port <port>",
+      "second STUN port for NAT discovery (default: --port + 1, if free; 0 = none)",
+      intIn(0, 65535, "--alt-port"),
+    )
     .addOption(levelOption().default("info" as const))
     .exitOverride()
     .action((o) => {
+      if (o.altHost !== undefined) {
+        if (!ipv4Bytes(o.host) || o.host === "0.0.0.0") {
+          throw new UsageError(
+            `Cannot use --alt-host: --host must be one of the server's IPv4 addresses, not "${o.host}"`,
+          );
+        }
+        if (o.altHost === o.host) {
+          throw new UsageError("Cannot use --alt-host: it must differ from --host");
+        }
+        if (o.altPort === 0) {
+          throw new UsageError("Cannot use --alt-host with --alt-port 0: RFC 5780 needs both");
+        }
+      }
+      if (o.altPort !== undefined && o.altPort !== 0 && o.altPort === o.port) {
+        throw new UsageError("Cannot use --alt-port: it must differ from --port");
+      }
       result = {
         cmd: "serve",
         host: o.host,
@@ -208,6 +262,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         maxPerKey: o.maxPerKey,
         registrationsPerMinute: o.maxRegistrations,
         relayBytesPerSec: o.relayRate,
+        altHost: o.altHost,
+        altPort: o.altPort,
       };
     });
 
@@ -220,6 +276,44 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     });
 
   const envServer = io.env("P2PCHAT_SERVER");
+  program.command("nat")
+    .description(
+      "find out how your NAT behaves: mapping, filtering, port allocation, hairpinning " +
+        "(RFC 5780 tests against the server's STUN)",
+    )
+    .option(
+      "--server <host:port>",
+      "p2pchat server to test against (env P2PCHAT_SERVER)",
+      serverAddr,
+    )
+    .option("--stun <host:port>", "any RFC 5780 STUN server instead (port default 3478)", stunAddr)
+    .option("--json", "one JSON object on stdout", false)
+    .addOption(
+      // Kept in ms; help shows the default in seconds, as the flag takes it.
+      new Option("--timeout <seconds>", "give up on each request after this long (a run takes ~2x)")
+        .argParser((v: string) => secondsIn(v, 0.2, 30))
+        .default(TIMEOUT_MS, String(TIMEOUT_MS / 1000)),
+    )
+    .exitOverride()
+    .action((o) => {
+      if (o.server && o.stun) throw new UsageError("Cannot use --server and --stun together");
+      let target = o.stun ?? o.server;
+      if (!target) {
+        try {
+          target = envServer ? serverAddr(envServer) : { host: "127.0.0.1", port: DEFAULT_PORT };
+        } catch (e) {
+          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
+        }
+      }
+      result = {
+        cmd: "nat",
+        target,
+        kind: o.stun ? "stun" : "p2pchat",
+        json: o.json,
+        timeoutMs: o.timeout,
+      };
+    });
+
   program.command("join")
     .description("join a room as a peer and chat (type /help once in)")
     .option("--name <name>", `your name in the room (${NAME_RULE})`, name)

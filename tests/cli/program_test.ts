@@ -114,3 +114,76 @@ Deno.test("cli: /trust and /stats parse", () => {
   assert.equal(parseLine("/trust").kind, "error");
   assert.deepEqual(parseLine("/stats"), { kind: "stats" });
 });
+
+Deno.test("cli: nat defaults, --server, --stun, env, --json, --timeout", () => {
+  const d = run(["nat"]).inv;
+  assert.deepEqual(d, {
+    cmd: "nat",
+    target: { host: "127.0.0.1", port: 8848 },
+    kind: "p2pchat",
+    json: false,
+    timeoutMs: 1200,
+  });
+  const s = run(["nat", "--stun", "stun.example.org", "--json", "--timeout", "2.5"]).inv;
+  assert.deepEqual(s, {
+    cmd: "nat",
+    target: { host: "stun.example.org", port: 3478 },
+    kind: "stun",
+    json: true,
+    timeoutMs: 2500,
+  });
+  const e = run(["nat"], { P2PCHAT_SERVER: "10.1.2.3:9000" }).inv;
+  assert.ok(e.cmd === "nat" && e.target.host === "10.1.2.3" && e.target.port === 9000);
+  const f = run(["nat", "--server", "10.9.9.9"], { P2PCHAT_SERVER: "10.1.2.3:9000" }).inv;
+  assert.ok(f.cmd === "nat" && f.target.host === "10.9.9.9" && f.target.port === 8848);
+  assert.match(
+    run(["nat", "--help"]).out.replace(/\s+/g, " "),
+    /--timeout <seconds> .*?\(default: 1\.2\)/,
+  );
+});
+
+Deno.test("cli: serve --alt-host and --alt-port", () => {
+  const plain = run(["serve"]).inv;
+  assert.ok(plain.cmd === "serve" && plain.altHost === undefined && plain.altPort === undefined);
+  const full = run(["serve", "--host", "198.51.100.2", "--alt-host", "198.51.100.3"]).inv;
+  assert.ok(full.cmd === "serve" && full.altHost === "198.51.100.3" && full.altPort === undefined);
+  const none = run(["serve", "--alt-port", "0"]).inv;
+  assert.ok(none.cmd === "serve" && none.altPort === 0);
+});
+
+const natMistakes: [string, string[], RegExp, Record<string, string>?][] = [
+  ["nat: both --server and --stun", ["nat", "--server", "a:1", "--stun", "b:2"], /together/],
+  ["nat: bad --stun", ["nat", "--stun", "1.2.3:x"], /not HOST:PORT/],
+  ["nat: bad --timeout", ["nat", "--timeout", "0.1"], /seconds from 0\.2 to 30/],
+  ["nat: unknown flag", ["nat", "--mapping"], /unknown option '--mapping'/],
+  ["nat: bad env server", ["nat"], /P2PCHAT_SERVER/, { P2PCHAT_SERVER: "::" }],
+  ["serve: --alt-host on 0.0.0.0", ["serve", "--alt-host", "198.51.100.3"], /--host must be/],
+  [
+    "serve: --alt-host not an address",
+    ["serve", "--host", "10.0.0.1", "--alt-host", "x.org"],
+    /not an IPv4/,
+  ],
+  [
+    "serve: --alt-host = --host",
+    ["serve", "--host", "10.0.0.1", "--alt-host", "10.0.0.1"],
+    /differ/,
+  ],
+  ["serve: --alt-host with --alt-port 0", [
+    "serve",
+    "--host",
+    "10.0.0.1",
+    "--alt-host",
+    "10.0.0.2",
+    "--alt-port",
+    "0",
+  ], /needs both/],
+  ["serve: --alt-port = --port", ["serve", "--port", "3478", "--alt-port", "3478"], /differ/],
+  ["serve: bad --alt-port", ["serve", "--alt-port", "65536"], /--alt-port must be a whole number/],
+];
+for (const [what, argv, re, env] of natMistakes) {
+  Deno.test(`cli: ${what} is a one-line usage error`, () => {
+    const m = usage(argv, env);
+    assert.match(m, re);
+    assert.equal(m.includes("\n"), false, "one line");
+  });
+}
