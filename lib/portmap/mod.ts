@@ -19,7 +19,7 @@ import { systemGateway, systemInterfaces } from "./_io.ts";
 import { DEFAULT_LEASE_CONFIG, LeaseClock, type LeaseConfig } from "./lease.ts";
 import { NatPmpClient } from "./natpmp_client.ts";
 import { PcpClient } from "./pcp_client.ts";
-import { localAddressFor } from "./route.ts";
+import { guessGateways, localAddressFor } from "./route.ts";
 import type { ClientContext, MapperClient, Mapping, Protocol } from "./types.ts";
 import { PROTOCOLS } from "./types.ts";
 import { UpnpClient } from "./upnp_client.ts";
@@ -41,7 +41,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface PortMapperOptions {
   /** The local UDP port to map (our socket's, bound on all interfaces). */
   internalPort: number;
-  /** The NAT-PMP/PCP server; default the default route's gateway; null: none (UPnP only). */
+  /**
+   * The NAT-PMP/PCP server. Default: the default route's gateway from /proc/net/route, or,
+   * where that cannot be read (Deno allows it only with --allow-all), the `.1` of each LAN
+   * interface's subnet (see `guessGateways`). null: none (UPnP multicast only).
+   */
   gateway?: string | null;
   /** Protocols to try, in order of preference; default all (pcp, natpmp, upnp). */
   protocols?: readonly Protocol[];
@@ -118,10 +122,15 @@ export class PortMapper {
 
   async #context(): Promise<ClientContext> {
     const o = this.#o;
-    const gateway = o.gateway === undefined ? await systemGateway() : o.gateway;
+    let gateways: string[];
+    if (o.gateway !== undefined) gateways = o.gateway ? [o.gateway] : [];
+    else {
+      const gw = await systemGateway();
+      gateways = gw ? [gw] : guessGateways(systemInterfaces());
+    }
     return {
       internalPort: o.internalPort,
-      gateway,
+      gateways,
       localAddress: (peer) => {
         if (o.localAddress) return o.localAddress;
         const ifaces = systemInterfaces();
@@ -139,6 +148,7 @@ export class PortMapper {
   async #discover(): Promise<Mapping | null> {
     const t0 = this.#now();
     const ctx = await this.#context();
+    this.#log(`NAT-PMP/PCP servers to ask: ${ctx.gateways.join(", ") || "none"}`);
     const clients = this.#o.clients?.(ctx) ??
       (this.#o.protocols ?? PROTOCOLS).map((p) => FACTORIES[p](ctx));
     const probes = new AbortController();

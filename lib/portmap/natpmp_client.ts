@@ -20,32 +20,38 @@ const NATPMP_PORT = PCP_SERVER_PORT;
 export class NatPmpClient implements MapperClient {
   readonly protocol = "natpmp";
   private held: Mapping | null = null;
+  /** The server that answered the probe (the first candidate until one has). */
+  private server: string | undefined;
 
-  constructor(private readonly ctx: ClientContext) {}
+  constructor(private readonly ctx: ClientContext) {
+    this.server = ctx.gateways[0];
+  }
 
   private fromGateway(from: { hostname: string; port: number }): boolean {
-    return from.hostname === this.ctx.gateway && from.port === NATPMP_PORT;
+    return from.hostname === this.server && from.port === NATPMP_PORT;
   }
 
   async probe(signal: AbortSignal): Promise<boolean> {
-    const gateway = this.ctx.gateway;
-    if (!gateway) return false;
+    const gateways = this.ctx.gateways;
+    if (gateways.length === 0) return false;
+    const bytes = encodeExternalAddressRequest();
     const answer = await udpExchange({
-      out: [{ hostname: gateway, port: NATPMP_PORT, bytes: encodeExternalAddressRequest() }],
-      accept: (bytes, from) => {
-        if (!this.fromGateway(from)) return undefined;
-        const r = decodeResponse(bytes);
+      out: gateways.map((g) => ({ hostname: g, port: NATPMP_PORT, bytes })),
+      accept: (data, from) => {
+        if (!gateways.includes(from.hostname) || from.port !== NATPMP_PORT) return undefined;
+        const r = decodeResponse(data);
         if (!r.ok || r.value.op !== OP_EXTERNAL_ADDRESS) return undefined;
-        return r.value.result === NatPmpResult.SUCCESS;
+        return r.value.result === NatPmpResult.SUCCESS ? from.hostname : undefined;
       },
       resendMs: resendSchedule(this.ctx.timeoutMs),
       signal,
     });
-    return answer === true;
+    if (answer) this.server = answer;
+    return Boolean(answer);
   }
 
   async map(leaseSec: number): Promise<Result<Mapping>> {
-    const gateway = this.ctx.gateway;
+    const gateway = this.server;
     if (!gateway) return { ok: false, reason: "no-gateway" };
     // The mapping answer does not say the external address: ask for both at once.
     let external: string | null = null;
@@ -97,7 +103,7 @@ export class NatPmpClient implements MapperClient {
   }
 
   async unmap(signal: AbortSignal): Promise<void> {
-    const gateway = this.ctx.gateway;
+    const gateway = this.server;
     if (!this.held || !gateway) return;
     this.held = null;
     // Lifetime 0 with external port 0 deletes this internal port's mapping (RFC 6886 §3.4).

@@ -21,35 +21,46 @@ export class PcpClient implements MapperClient {
   /** One nonce for the mapping's whole life: renewals and the delete must repeat it. */
   private readonly nonce: Uint8Array;
   private held: Mapping | null = null;
+  /** The server that answered the probe (the first candidate until one has). */
+  private server: string | undefined;
 
   constructor(private readonly ctx: ClientContext) {
     this.nonce = ctx.random(12);
+    this.server = ctx.gateways[0];
   }
 
-  private client(): { gateway: string; self: string } | null {
-    const gateway = this.ctx.gateway;
-    if (!gateway) return null;
-    const self = this.ctx.localAddress(gateway);
-    return self ? { gateway, self } : null;
+  /** A server and the address it sees us at, which every request must name. */
+  private client(server = this.server): { gateway: string; self: string } | null {
+    if (!server) return null;
+    const self = this.ctx.localAddress(server);
+    return self ? { gateway: server, self } : null;
   }
 
   async probe(signal: AbortSignal): Promise<boolean> {
-    const c = this.client();
-    if (!c) return false;
+    const gateways = this.ctx.gateways;
+    const out = gateways.flatMap((g) => {
+      const c = this.client(g);
+      return c
+        ? [{ hostname: g, port: PCP_SERVER_PORT, bytes: encodeAnnounceRequest(c.self) }]
+        : [];
+    });
+    if (out.length === 0) return false;
     const answer = await udpExchange({
-      out: [{ hostname: c.gateway, port: PCP_SERVER_PORT, bytes: encodeAnnounceRequest(c.self) }],
+      out,
       accept: (bytes, from) => {
-        if (from.hostname !== c.gateway || from.port !== PCP_SERVER_PORT) return undefined;
+        if (!gateways.includes(from.hostname) || from.port !== PCP_SERVER_PORT) return undefined;
         const r = decodeResponse(bytes);
-        if (!r.ok) return r.reason === "natpmp" ? false : undefined; // a NAT-PMP-only server
-        return r.value.opcode === OPCODE_ANNOUNCE
-          ? r.value.result === PcpResult.SUCCESS
-          : undefined;
+        if (!r.ok) return r.reason === "natpmp" ? null : undefined; // a NAT-PMP-only server
+        if (r.value.opcode !== OPCODE_ANNOUNCE || r.value.result !== PcpResult.SUCCESS) {
+          return undefined;
+        }
+        return from.hostname;
       },
       resendMs: resendSchedule(this.ctx.timeoutMs),
       signal,
     });
-    return answer === true;
+    if (answer) this.server = answer;
+    return Boolean(answer);
   }
 
   private async request(lifetimeSec: number, signal: AbortSignal) {

@@ -82,3 +82,34 @@ export function usableExternal(host: string): boolean {
   const v = u32(host);
   return v !== null && v !== 0 && (v >>> 24) !== 127 && v !== 0xffffffff;
 }
+
+/** At most this many guessed gateways are probed. */
+export const MAX_GUESSES = 3;
+
+/**
+ * Likely gateways when the route table cannot be read (Deno refuses /proc reads without
+ * --allow-all): the first host address (`.1` on a /24) of each non-loopback, non-link-local
+ * IPv4 interface's subnet, as home routers are numbered. Our own address is never a guess.
+ *
+ * @example
+ * guessGateways([{ family: "IPv4", address: "192.168.77.10", netmask: "255.255.255.0" }]);
+ * // ["192.168.77.1"]
+ */
+export function guessGateways(ifaces: Iface[]): string[] {
+  const out: string[] = [];
+  for (const i of ifaces) {
+    if (i.family !== "IPv4") continue;
+    const a = u32(i.address);
+    const m = u32(i.netmask);
+    if (a === null || m === null) continue;
+    if (a >>> 24 === 127 || (a >>> 16) === 0xa9fe) continue; // loopback, link-local
+    // /31 and /32 links have no "first host"; shorter than /8 is not a LAN.
+    if ((m >>> 0) > 0xfffffffc || (m >>> 24) !== 0xff) continue;
+    const g = (((a & m) >>> 0) + 1) >>> 0;
+    if (g === a) continue;
+    const text = `${g >>> 24}.${(g >>> 16) & 0xff}.${(g >>> 8) & 0xff}.${g & 0xff}`;
+    if (!out.includes(text)) out.push(text);
+    if (out.length === MAX_GUESSES) break;
+  }
+  return out;
+}

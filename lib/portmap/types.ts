@@ -18,8 +18,11 @@ export interface Mapping {
 /** What every protocol client gets to work with. */
 export interface ClientContext {
   internalPort: number;
-  /** The default gateway (NAT-PMP and PCP servers), or null when unknown. */
-  gateway: string | null;
+  /**
+   * Where NAT-PMP and PCP servers may be: the default gateway when known, else guesses (see
+   * `guessGateways`); empty when there is no network. Probes go to all, the first to answer wins.
+   */
+  gateways: string[];
   /** Our address as a gateway at `peer` sees it, or null when no interface is on its subnet. */
   localAddress(peer: string): string | null;
   /** How long a probe may wait for a gateway, in ms (the caller's signal enforces it). */

@@ -35,19 +35,23 @@ export class UpnpClient implements MapperClient {
 
   constructor(private readonly ctx: ClientContext) {}
 
-  /** SSDP search: multicast, plus unicast to the default gateway (UDA 1.1 answers at once). */
+  /** SSDP search: multicast, plus unicast to the likely gateways (UDA 1.1 answers at once). */
   async probe(signal: AbortSignal): Promise<boolean> {
     const out = [];
     for (const st of IGD_SEARCH_TARGETS) {
       const bytes = encodeSearch(st);
       out.push({ hostname: SSDP_ADDR, port: SSDP_PORT, bytes });
-      if (this.ctx.gateway) out.push({ hostname: this.ctx.gateway, port: SSDP_PORT, bytes });
+      for (const g of this.ctx.gateways) out.push({ hostname: g, port: SSDP_PORT, bytes });
     }
+    let ignored = 0;
     const location = await udpExchange({
       out,
       accept: (bytes, from) => {
         const r = decodeSearchAnswer(bytes, from.hostname);
-        if (!r.ok) this.ctx.log(`upnp: ignored SSDP answer from ${from.hostname}: ${r.reason}`);
+        // Say why the first bad answer was ignored; a flood of them is not worth more lines.
+        if (!r.ok && ignored++ === 0) {
+          this.ctx.log(`upnp: ignored SSDP answer from ${from.hostname}: ${r.reason}`);
+        }
         return r.ok ? r.value.location : undefined;
       },
       resendMs: resendSchedule(this.ctx.timeoutMs),
@@ -82,7 +86,10 @@ export class UpnpClient implements MapperClient {
     if (!res.ok) return res;
     if (res.value.status !== 200) return { ok: false, reason: `http-${res.value.status}` };
     const svc = parseDescription(res.value.body, this.location);
-    if (svc.ok) this.service = svc.value;
+    if (svc.ok) {
+      this.service = svc.value;
+      this.ctx.log(`upnp: ${svc.value.serviceType} at ${svc.value.control.href}`);
+    }
     return svc;
   }
 

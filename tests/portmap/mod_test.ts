@@ -81,7 +81,7 @@ Deno.test("portmap: the preferred protocol that answers maps, even if another an
   assert.equal(m?.protocol, "pcp");
   assert.deepEqual(pcp.calls, ["probe", "map 3600"]);
   assert.deepEqual(upnp.calls, ["probe"], "only one protocol ever maps");
-  assert.equal(seen[0]?.gateway, "192.168.77.1");
+  assert.deepEqual(seen[0]?.gateways, ["192.168.77.1"]);
   assert.equal(seen[0]?.localAddress("192.168.77.1"), "192.168.77.10");
   await pm.stop();
   assert.deepEqual(pcp.calls, ["probe", "map 3600", "unmap"]);

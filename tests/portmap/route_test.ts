@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { defaultGateway, localAddressFor, usableExternal } from "../../lib/portmap/route.ts";
+import {
+  defaultGateway,
+  guessGateways,
+  localAddressFor,
+  usableExternal,
+} from "../../lib/portmap/route.ts";
 
 const HEAD =
   "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
@@ -68,4 +73,25 @@ Deno.test("route: usable external addresses", () => {
   for (const bad of ["0.0.0.0", "127.0.0.1", "255.255.255.255", "", "1.2.3", "::1"]) {
     assert.equal(usableExternal(bad), false, bad);
   }
+});
+
+Deno.test("route: guessed gateways are the first host of each LAN subnet", () => {
+  const v4 = (address: string, netmask: string) => ({ family: "IPv4" as const, address, netmask });
+  assert.deepEqual(
+    guessGateways([
+      v4("127.0.0.1", "255.0.0.0"),
+      v4("169.254.3.4", "255.255.0.0"),
+      v4("192.168.77.10", "255.255.255.0"),
+      v4("10.20.30.40", "255.255.0.0"),
+      v4("192.168.77.11", "255.255.255.0"), // same subnet: one guess
+      v4("172.16.0.1", "255.255.255.0"), // we are the .1 ourselves: no guess
+      v4("100.64.0.9", "255.255.255.255"), // a /32: no subnet
+      v4("10.1.0.2", "255.255.255.254"), // a /31: no first host
+      { family: "IPv6" as const, address: "fe80::1", netmask: "ffff:ffff:ffff:ffff::" },
+    ]),
+    ["192.168.77.1", "10.20.0.1"],
+  );
+  const many = Array.from({ length: 6 }, (_, i) => v4(`10.${i}.0.5`, "255.255.255.0"));
+  assert.equal(guessGateways(many).length, 3);
+  assert.deepEqual(guessGateways([]), []);
 });

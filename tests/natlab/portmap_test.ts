@@ -1,0 +1,213 @@
+/**
+ * Port mapping against a real home router: miniupnpd (nftables backend) speaking UPnP IGD v2
+ * and v1, NAT-PMP and PCP, in the small lab of _upnp.ts. A PortMapper runs in the LAN host
+ * (the agent in _portmap_agent.ts), one protocol at a time; a host outside then sends to the
+ * mapped address. A fake gateway checks that broken answers only ever give "no mapping".
+ */
+import assert from "node:assert/strict";
+import { unsupported } from "./lab.ts";
+import { labTests, missingTool } from "./_labtest.ts";
+import {
+  type GatewayLab,
+  LAN,
+  listedMappings,
+  namespacesOf,
+  PORTMAP_TOOLS,
+  PortmapAgent,
+  rootDesc,
+  upGatewayLab,
+  WAN,
+} from "./_upnp.ts";
+import { FAKE_MODES, type FakeMode } from "./_fake_gateway.ts";
+
+const labTest = labTests(unsupported() ?? missingTool(PORTMAP_TOOLS), "port mapping lab tests");
+
+const FAKE = new URL("./_fake_gateway.ts", import.meta.url).pathname;
+
+async function withLab(fn: (lab: GatewayLab) => Promise<void>): Promise<void> {
+  const lab = await upGatewayLab();
+  try {
+    await fn(lab);
+  } finally {
+    await lab.down();
+  }
+  assert.deepEqual(await namespacesOf(lab.prefix), [], "every namespace is gone");
+}
+
+interface Wire {
+  protocol: string;
+  external: { host: string; port: number };
+  internalPort: number;
+  leaseSec: number;
+}
+
+/** Sends from the outside host to host:port and waits for `agent` to receive it. */
+async function reachesFromOutside(lab: GatewayLab, agent: PortmapAgent, ext: Wire["external"]) {
+  const text = `hello ${crypto.randomUUID()}`;
+  const sender = PortmapAgent.start(lab, "out", ["send", ext.host, String(ext.port), text]);
+  await sender.proc.done;
+  await agent.proc.until(
+    () => agent.events.some((e) => e.ev === "recv" && e.text === text),
+    `a datagram from outside to ${ext.host}:${ext.port}`,
+    5000,
+  );
+  const got = agent.events.find((e) => e.ev === "recv" && e.text === text)!;
+  assert.equal(String(got.from).split(":")[0], WAN.outside, "the sender's own address is seen");
+}
+
+labTest("the lab router answers upnpc and natpmpc itself", async () => {
+  await withLab(async (lab) => {
+    const daemon = await lab.miniupnpd();
+    const s = await lab.exec("in", ["upnpc", "-u", rootDesc(daemon), "-s"]);
+    assert.match(s.stdout, new RegExp(`ExternalIPAddress = ${WAN.router.replace(/\./g, "\\.")}`));
+    const n = await lab.exec("in", ["natpmpc", "-g", LAN.gateway]);
+    assert.match(n.stdout, new RegExp(`Public IP address : ${WAN.router.replace(/\./g, "\\.")}`));
+    // And a mapping made by upnpc works end to end, so the router's nftables are sound.
+    const a = await lab.exec("in", [
+      "upnpc",
+      "-u",
+      rootDesc(daemon),
+      "-a",
+      LAN.host,
+      "41000",
+      "41000",
+      "UDP",
+      "60",
+    ]);
+    assert.equal(a.code, 0, a.stdout + a.stderr);
+    assert.deepEqual(await listedMappings(lab, daemon), [`41000->${LAN.host}:41000`]);
+  });
+});
+
+const PROTOCOL_CASES: { name: string; protocol: string; igdV1?: boolean; logs?: RegExp }[] = [
+  { name: "PCP", protocol: "pcp" },
+  { name: "NAT-PMP", protocol: "natpmp" },
+  { name: "UPnP IGD v2", protocol: "upnp", logs: /WANIPConnection:2/ },
+  { name: "UPnP IGD v1", protocol: "upnp", igdV1: true, logs: /WANIPConnection:1 at/ },
+];
+
+for (const c of PROTOCOL_CASES) {
+  labTest(`${c.name}: maps the port, outside traffic arrives, stop() deletes it`, async () => {
+    await withLab(async (lab) => {
+      const daemon = await lab.miniupnpd({ igdV1: c.igdV1 });
+      const port = 40_000 + Math.floor(Math.random() * 1000);
+      const agent = PortmapAgent.start(lab, "in", ["map", String(port), "--protocols", c.protocol]);
+      const result = await agent.event("result");
+      const m = result.mapping as Wire | null;
+      assert.ok(m, `no mapping; agent log:\n${agent.logs().join("\n")}\n${agent.proc.err}`);
+      assert.equal(m.protocol, c.protocol);
+      assert.deepEqual(m.external, { host: WAN.router, port }, "miniupnpd keeps a free port");
+      assert.equal(m.internalPort, port);
+      assert.ok(m.leaseSec > 0 && m.leaseSec <= 3600, `lease ${m.leaseSec}`);
+      assert.ok(Number(result.ms) < 1000, `mapping took ${result.ms} ms`);
+      if (c.logs) assert.ok(agent.logs().some((l) => c.logs!.test(l)), agent.logs().join("\n"));
+      assert.deepEqual(await listedMappings(lab, daemon), [`${port}->${LAN.host}:${port}`]);
+      await reachesFromOutside(lab, agent, m.external);
+      const stopped = await agent.stop();
+      assert.ok(Number(stopped.ms) < 1000, `stop took ${stopped.ms} ms`);
+      assert.equal((await agent.proc.done).code, 0);
+      assert.deepEqual(await listedMappings(lab, daemon), [], "the mapping is gone after stop()");
+      console.log(`  ${c.name}: mapped in ${result.ms} ms, deleted in ${stopped.ms} ms`);
+    });
+  });
+}
+
+labTest("all protocols at once: exactly one mapping, PCP preferred, deleted on stop", async () => {
+  await withLab(async (lab) => {
+    const daemon = await lab.miniupnpd();
+    // With -A the agent reads the default gateway from /proc/net/route instead of guessing.
+    const agent = PortmapAgent.start(lab, "in", ["map", "40999"], true);
+    const m = (await agent.event("result")).mapping as Wire | null;
+    assert.equal(m?.protocol, "pcp", agent.logs().join("\n"));
+    assert.deepEqual(await listedMappings(lab, daemon), [`40999->${LAN.host}:40999`]);
+    await agent.stop();
+    assert.deepEqual(await listedMappings(lab, daemon), []);
+  });
+});
+
+labTest("NAT-PMP: a short lease is renewed at half-time and keeps working", async () => {
+  await withLab(async (lab) => {
+    const daemon = await lab.miniupnpd();
+    const agent = PortmapAgent.start(lab, "in", [
+      "map",
+      "40998",
+      "--protocols",
+      "natpmp",
+      "--lease",
+      "4",
+      "--min-renew-ms",
+      "500",
+    ]);
+    const m = (await agent.event("result")).mapping as Wire | null;
+    assert.equal(m?.leaseSec, 4);
+    // Without renewals (at 2 s, 4 s, 6 s) the lease would have ended after 4 s.
+    await new Promise((r) => setTimeout(r, 6500));
+    assert.deepEqual(await listedMappings(lab, daemon), [`40998->${LAN.host}:40998`]);
+    await reachesFromOutside(lab, agent, m!.external);
+    assert.ok(
+      !agent.events.some((e) => e.ev === "change"),
+      "a renewal of the same mapping is quiet",
+    );
+    await agent.stop();
+    assert.deepEqual(await listedMappings(lab, daemon), []);
+  });
+});
+
+labTest(
+  "no gateway: a host without routes, and a router without a daemon, give null fast",
+  async () => {
+    await withLab(async (lab) => {
+      const bare = PortmapAgent.start(lab, "bare", ["map", "40997"]);
+      const r1 = await bare.event("result");
+      assert.equal(r1.mapping, null);
+      assert.ok(Number(r1.ms) < 100, `no routes took ${r1.ms} ms`);
+      await bare.stop();
+      // The router is there but runs no daemon: everything waits out the 250 ms, in parallel.
+      const lan = PortmapAgent.start(lab, "in", ["map", "40996"]);
+      const r2 = await lan.event("result");
+      assert.equal(r2.mapping, null);
+      assert.ok(Number(r2.ms) < 600, `no daemon took ${r2.ms} ms`);
+      await lan.stop();
+      assert.equal((await lan.proc.done).code, 0);
+    });
+  },
+);
+
+labTest("malformed PCP, NAT-PMP, SSDP, XML and SOAP answers give null, never a crash", async () => {
+  await withLab(async (lab) => {
+    for (const mode of Object.keys(FAKE_MODES) as FakeMode[]) {
+      const fake = lab.spawn("gw", [
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        "--no-config",
+        "--allow-net",
+        "--unstable-net",
+        FAKE,
+        mode,
+        LAN.gateway,
+      ]);
+      await fake.until(() => fake.out.includes('"ready"'), `fake gateway (${mode})`);
+      const agent = PortmapAgent.start(lab, "in", ["map", "40995"]);
+      const r = await agent.event("result", 15_000);
+      const why = `mode ${mode}: ${FAKE_MODES[mode]}\n${
+        agent.logs().join("\n")
+      }\n${agent.proc.err}`;
+      assert.equal(r.mapping, null, why);
+      assert.ok(Number(r.ms) < 5000, `mode ${mode} took ${r.ms} ms`);
+      await agent.stop();
+      assert.equal((await agent.proc.done).code, 0, why);
+      // The fake really was asked, on UDP and (for modes that get that far) over HTTP.
+      assert.match(fake.out, /"what":"pcp"/, mode);
+      assert.match(fake.out, /"what":"natpmp"/, mode);
+      assert.match(fake.out, /"what":"ssdp"/, mode);
+      if (["lies", "errors", "junkxml", "huge", "silent"].includes(mode)) {
+        assert.match(fake.out, /"what":"http-get"/, mode);
+      }
+      if (mode === "lies") assert.doesNotMatch(fake.out, /http-post/, "no SOAP to a foreign host");
+      if (mode === "errors") assert.match(fake.out, /"what":"http-post"/, mode);
+      fake.kill("SIGKILL");
+      await fake.done;
+    }
+  });
+});
