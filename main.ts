@@ -9,6 +9,8 @@ import { writeAll } from "./lib/cli/output.ts";
 import { NAME_RULE, validName } from "./lib/wire/names.ts";
 import { serve } from "./server.ts";
 import { runJoin } from "./lib/cli/join.ts";
+import { lockedRoom, terminalSecretIo } from "./lib/cli/secret.ts";
+import { inviteHint, newInvite } from "./lib/cli/invite.ts";
 import { runNat } from "./lib/cli/nat.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
@@ -74,6 +76,10 @@ async function run(inv: Invocation): Promise<number> {
       });
     case "nat":
       return await runNat(inv, { out: (s) => writeAll(Deno.stdout, s) });
+    case "invite":
+      writeAll(Deno.stdout, `${newInvite(inv.server, inv.room)}\n`);
+      writeAll(Deno.stderr, inviteHint(inv.server, inv.room));
+      return 0;
     case "join": {
       let name = inv.name;
       if (name === undefined) {
@@ -82,13 +88,19 @@ async function run(inv: Invocation): Promise<number> {
         }
         name = await askName();
       }
+      // A locked room: its keys from its secret; an invite also names the server and room.
+      const lock = inv.lock
+        ? await lockedRoom(inv.lock, { server: inv.server, room: inv.room }, terminalSecretIo)
+        : null;
+      const room = lock?.room ?? inv.room;
+      const serverAt = lock?.server ?? inv.server;
       const log = setupLogging(inv.logLevel);
       const me = await identity(inv.identity);
       if (me.created) log.info(`created identity ${me.path} (${fingerprint(me.id.edPublic)})`);
-      const server = await resolveAddr(inv.server);
+      const server = await resolveAddr(serverAt);
       const known = await KnownPeersFile.open(`${configDir()}/${KNOWN_PEERS_FILE}`);
       // Pins are per server and room: that is where a name is bound to a key.
-      const pinKey = (peer: string) => `${formatAddr(inv.server)}/${inv.room}/${peer}`;
+      const pinKey = (peer: string) => `${formatAddr(serverAt)}/${room}/${peer}`;
       const trust = {
         check: (peer: string, fp: string) => known.check(pinKey(peer), fp),
         pin: (peer: string, fp: string) => {
@@ -105,8 +117,9 @@ async function run(inv: Invocation): Promise<number> {
           agent: {
             ...DEFAULT_AGENT_CONFIG,
             name,
-            room: inv.room,
+            room,
             server,
+            roomKeys: lock?.keys,
             identity: {
               key: me.id.edPublic,
               sign: (m) => sign(me.id, m),

@@ -26,16 +26,19 @@ export async function runJoin(o: JoinOptions): Promise<number> {
     terminal: interactive,
     prompt: "> ",
   });
+  // Once closed (/quit, Ctrl-D), readline throws on prompt(): lines after it print plainly.
+  let rlClosed = false;
+  rl.on("close", () => rlClosed = true);
   const screen = {
     print(line: string) {
       if (!interactive) return writeAll(Deno.stdout, line + "\n");
       readline.clearLine(process.stdout, 0);
       readline.cursorTo(process.stdout, 0);
       process.stdout.write(line + "\n");
-      rl.prompt(true);
+      if (!rlClosed) rl.prompt(true);
     },
     prompt() {
-      if (interactive) rl.prompt(true);
+      if (interactive && !rlClosed) rl.prompt(true);
     },
   };
   if (interactive) {
@@ -48,9 +51,10 @@ export async function runJoin(o: JoinOptions): Promise<number> {
     });
   }
   const color = stdoutTty && !Deno.env.get("NO_COLOR");
+  const locked = o.host.agent.roomKeys !== undefined;
   const out: Output = o.json
-    ? new JsonOutput((l) => writeAll(Deno.stdout, l))
-    : new ChatOutput(screen, color, o.host.agent.name);
+    ? new JsonOutput((l) => writeAll(Deno.stdout, l), locked)
+    : new ChatOutput(screen, color, o.host.agent.name, locked);
 
   let ready = false;
   const queued: string[] = [];

@@ -20,9 +20,9 @@ export function writeAll(f: { writeSync(p: Uint8Array): number }, s: string): vo
   while (b.length > 0) b = b.subarray(f.writeSync(b));
 }
 
-/** `--json`: one object per line on stdout, nothing else. */
+/** `--json`: one object per line on stdout, nothing else. `locked`: the room has a secret. */
 export class JsonOutput implements Output {
-  constructor(private write: (line: string) => void) {}
+  constructor(private write: (line: string) => void, private locked = false) {}
   event(e: PeerEvent): void {
     this.write(JSON.stringify(e) + "\n");
   }
@@ -30,6 +30,7 @@ export class JsonOutput implements Output {
     this.write(
       JSON.stringify({
         type: "peers",
+        locked: this.locked,
         peers: list.map((p) => ({
           name: p.name,
           path: p.path,
@@ -70,7 +71,12 @@ const C = {
 
 /** Human chat output. Colour only when asked (a terminal without NO_COLOR). */
 export class ChatOutput implements Output {
-  constructor(private screen: Screen, private color: boolean, private self: string) {}
+  constructor(
+    private screen: Screen,
+    private color: boolean,
+    private self: string,
+    private locked = false,
+  ) {}
 
   private c(code: keyof typeof C, s: string): string {
     return this.color ? C[code] + s + C.reset : s;
@@ -83,7 +89,8 @@ export class ChatOutput implements Output {
         s.print(
           this.c(
             "dim",
-            `* joined room ${e.room} as ${e.name} (public ${e.public}); /help for commands`,
+            `* joined ${e.locked ? "locked " : ""}room ${e.room} as ${e.name} (public ` +
+              `${e.public}); /help for commands`,
           ),
         );
         break;
@@ -125,6 +132,12 @@ export class ChatOutput implements Output {
   }
 
   peers(list: PeerInfo[]): void {
+    this.screen.print(this.c(
+      "dim",
+      this.locked
+        ? "* the room is locked: only people with its secret can join or talk here"
+        : "* the room is open: anyone who knows its name can join",
+    ));
     if (list.length === 0) return this.screen.print(this.c("dim", "* nobody else is here"));
     for (const p of list) {
       const rtt = p.rttMs === null ? "-" : `${Math.round(p.rttMs)} ms`;

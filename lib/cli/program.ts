@@ -10,9 +10,13 @@ import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
 import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
 import { LOG_LEVELS } from "./log.ts";
+import type { LockRequest } from "./secret.ts";
 import { TIMEOUT_MS } from "../nat/discovery.ts";
 
 export const DEFAULT_PORT = 8848;
+/** For scripts: a locked room's secret, or a whole invite code (never on the command line). */
+export const SECRET_ENV = "P2PCHAT_ROOM_SECRET";
+export const INVITE_ENV = "P2PCHAT_INVITE";
 /** The STUN port (RFC 8489) `nat --stun` uses when none is given. */
 export const STUN_PORT = 3478;
 
@@ -28,6 +32,7 @@ export interface Io {
 export type Invocation =
   | { cmd: "none" } // help or version was printed
   | { cmd: "id"; identity: string | undefined }
+  | { cmd: "invite"; server: Addr; room: string }
   | {
     cmd: "serve";
     host: string;
@@ -71,6 +76,8 @@ export type Invocation =
     retryDirectMs: number;
     predictPorts: number;
     testDropDirect: boolean;
+    /** A locked room: where its secret (or invite code) comes from; null for an open room. */
+    lock: LockRequest | null;
   };
 
 function intIn(lo: number, hi: number, what: string) {
@@ -122,6 +129,81 @@ function name(v: string): string {
 
 function levelOption() {
   return new Option("--log-level <level>", "log detail on stderr").choices(LOG_LEVELS);
+}
+
+/** What `join`'s secret flags say about the room's lock. */
+interface LockFlags {
+  secret?: boolean;
+  secretFile?: string;
+  invite?: boolean;
+  inviteFile?: string;
+}
+
+/**
+ * Refuses `join --secret VALUE` and `--invite CODE` (also `--secret=VALUE`) before parsing,
+ * without repeating the value: the command line is visible to every user of the machine.
+ */
+function refuseSecretArguments(argv: string[]): void {
+  if (argv[0] !== "join") return;
+  argv.forEach((a, i) => {
+    const next = argv[i + 1];
+    const flag = ["--secret", "--invite"].find((f) =>
+      a.startsWith(`${f}=`) || (a === f && next !== undefined && !next.startsWith("-"))
+    );
+    if (!flag) return;
+    const what = flag === "--secret" ? "a room secret" : "an invite code";
+    const env = flag === "--secret" ? SECRET_ENV : INVITE_ENV;
+    throw new UsageError(
+      `Cannot take ${what} on the command line, where other users can see it (ps): give ` +
+        `${flag} alone and type it when asked, or use ${flag}-file FILE or $${env}`,
+    );
+  });
+}
+
+/**
+ * Where a locked room's secret comes from: one of --secret (asked, or $P2PCHAT_ROOM_SECRET),
+ * --secret-file, --invite (asked, or $P2PCHAT_INVITE), --invite-file, else either variable on
+ * its own; null for an open room. An invite names its server and room, so it does not go with
+ * --server or --room.
+ */
+function lockRequest(o: LockFlags, given: (flag: string) => boolean, io: Io): LockRequest | null {
+  const flags = [
+    o.secret && "--secret",
+    o.secretFile !== undefined && "--secret-file",
+    o.invite && "--invite",
+    o.inviteFile !== undefined && "--invite-file",
+  ].filter((f): f is string => typeof f === "string");
+  if (flags.length > 1) throw new UsageError(`Cannot use ${flags.join(" and ")} together`);
+  const envSecret = io.env(SECRET_ENV) ? SECRET_ENV : undefined;
+  const envInvite = io.env(INVITE_ENV) ? INVITE_ENV : undefined;
+  let lock: LockRequest | null = null;
+  if (o.secret) {
+    lock = {
+      kind: "secret",
+      source: envSecret ? { from: "env", name: envSecret } : { from: "prompt" },
+    };
+  } else if (o.secretFile !== undefined) {
+    lock = { kind: "secret", source: { from: "file", path: o.secretFile } };
+  } else if (o.invite) {
+    lock = {
+      kind: "invite",
+      source: envInvite ? { from: "env", name: envInvite } : { from: "prompt" },
+    };
+  } else if (o.inviteFile !== undefined) {
+    lock = { kind: "invite", source: { from: "file", path: o.inviteFile } };
+  } else if (envSecret && envInvite) {
+    throw new UsageError(`Cannot join: both $${SECRET_ENV} and $${INVITE_ENV} are set`);
+  } else if (envInvite) {
+    lock = { kind: "invite", source: { from: "env", name: envInvite } };
+  } else if (envSecret) {
+    lock = { kind: "secret", source: { from: "env", name: envSecret } };
+  }
+  if (lock?.kind === "invite" && (given("server") || given("room"))) {
+    throw new UsageError(
+      "Cannot use --server or --room with an invite: the invite names its server and room",
+    );
+  }
+  return lock;
 }
 
 /** Parses argv (without the program name) into what to run. Throws UsageError on mistakes. */
@@ -314,6 +396,31 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       };
     });
 
+  program.command("invite")
+    .description(
+      "make a locked room's secret and print an invite code for it (share it privately; " +
+        "everyone, you too, joins with: p2pchat join --invite)",
+    )
+    .requiredOption("--room <room>", "the room to lock", name)
+    .addOption(
+      new Option("--server <host:port>", "the server the room is on (env P2PCHAT_SERVER)")
+        .argParser(serverAddr),
+    )
+    .exitOverride()
+    .action((o) => {
+      let server = o.server;
+      if (!server) {
+        try {
+          server = io.env("P2PCHAT_SERVER")
+            ? serverAddr(io.env("P2PCHAT_SERVER")!)
+            : { host: "127.0.0.1", port: DEFAULT_PORT };
+        } catch (e) {
+          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
+        }
+      }
+      result = { cmd: "invite", server, room: o.room };
+    });
+
   program.command("join")
     .description("join a room as a peer and chat (type /help once in)")
     .option("--name <name>", `your name in the room (${NAME_RULE})`, name)
@@ -328,6 +435,17 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .option("--room <room>", "room to join", name, "lobby")
     .option("--port <port>", "local UDP port (0 = any)", intIn(0, 65535, "--port"), 0)
     .option("--json", "machine-readable events on stdout, one JSON object per line", false)
+    .option(
+      "--secret",
+      `the room is locked: type its secret when asked, hidden (or $${SECRET_ENV})`,
+    )
+    .option("--secret-file <file>", "the room is locked: its secret is the first line of FILE")
+    .option(
+      "--invite",
+      `join with an invite code (p2pchat invite), typed when asked, hidden (or $${INVITE_ENV}); ` +
+        "it names the server and room",
+    )
+    .option("--invite-file <file>", "join with the invite code in the first line of FILE")
     .option("--identity <file>", "identity file (default: in your config directory)")
     .addOption(
       // Kept in ms; help shows the default in seconds, as the flag takes it.
@@ -370,7 +488,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       new Option("--test-drop-direct", "testing: drop all peer-to-peer datagrams").hideHelp(),
     )
     .exitOverride()
-    .action((o) => {
+    .action((o, cmd) => {
+      const lock = lockRequest(o, (flag) => cmd.getOptionValueSource(flag) === "cli", io);
       let server = o.server;
       if (!server) {
         try {
@@ -394,9 +513,11 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         retryDirectMs: o.retryDirect,
         predictPorts: o.predictPorts,
         testDropDirect: o.testDropDirect === true,
+        lock,
       };
     });
 
+  refuseSecretArguments(argv);
   try {
     program.parse(argv, { from: "user" });
   } catch (e) {
