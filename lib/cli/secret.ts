@@ -77,7 +77,7 @@ export async function readSource(
 
 /**
  * The locked room `req` leads to: reads the secret (or the invite) and derives the room's keys
- * (about 0.1 s). `server` and `room` are the ones given; an invite replaces both.
+ * (0.1-0.2 s). `server` and `room` are the ones given; an invite replaces both.
  * Throws UsageError on anything the user must fix.
  */
 export async function lockedRoom(

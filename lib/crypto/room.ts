@@ -10,7 +10,7 @@
  * - psk = HKDF-SHA256(room key, empty salt, info `"p2pchat room psk"`): the Noise IKpsk1 psk
  *
  * The room name is in the salt, so one secret gives unrelated keys in two rooms; scrypt makes
- * every guess at a typed secret cost about 0.1 s of CPU and 32 MiB, whoever guesses (the
+ * every guess at a typed secret cost 0.1-0.2 s of CPU and 32 MiB, whoever guesses (the
  * server holds the verifier, anyone on the path sees proofs). HKDF's labels keep the psk out
  * of reach of whoever holds only the verifier.
  * @example
