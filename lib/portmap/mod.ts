@@ -112,6 +112,7 @@ export class PortMapper {
    * keeps it renewed until {@link stop}. Calling it again returns the same promise.
    */
   start(): Promise<Mapping | null> {
+    if (this.#stopped) return Promise.resolve(null);
     this.#starting ??= this.#discover().then((m) => {
       if (!m && !this.#stopped) this.#lease.lost(this.#now());
       this.#arm();

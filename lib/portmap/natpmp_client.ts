@@ -91,7 +91,10 @@ export class NatPmpClient implements MapperClient {
     if (done !== "ok" || external === null || mapped === null) return { ok: false, reason: done };
     const m: { externalPort: number; lifetimeSec: number } = mapped;
     if (!usableExternal(external) || m.externalPort === 0) {
-      return { ok: false, reason: "bad-external" };
+      // The server made a mapping nobody outside can use (another NAT beyond it): undo it.
+      await this.delete(AbortSignal.timeout(this.ctx.requestTimeoutMs));
+      this.held = null;
+      return { ok: false, reason: `bad-external ${external}` };
     }
     this.held = {
       protocol: "natpmp",
@@ -103,23 +106,25 @@ export class NatPmpClient implements MapperClient {
   }
 
   async unmap(signal: AbortSignal): Promise<void> {
-    const gateway = this.server;
-    if (!this.held || !gateway) return;
+    if (!this.held) return;
     this.held = null;
-    // Lifetime 0 with external port 0 deletes this internal port's mapping (RFC 6886 §3.4).
+    await this.delete(signal);
+  }
+
+  /** Lifetime 0 with external port 0 deletes this internal port's mapping (RFC 6886 §3.4). */
+  private async delete(signal: AbortSignal): Promise<void> {
+    const gateway = this.server;
+    if (!gateway) return;
+    const bytes = encodeMapRequest({
+      internalPort: this.ctx.internalPort,
+      suggestedPort: 0,
+      lifetimeSec: 0,
+    });
     const r = await udpExchange({
-      out: [{
-        hostname: gateway,
-        port: NATPMP_PORT,
-        bytes: encodeMapRequest({
-          internalPort: this.ctx.internalPort,
-          suggestedPort: 0,
-          lifetimeSec: 0,
-        }),
-      }],
-      accept: (bytes, from) => {
+      out: [{ hostname: gateway, port: NATPMP_PORT, bytes }],
+      accept: (data, from) => {
         if (!this.fromGateway(from)) return undefined;
-        const d = decodeResponse(bytes);
+        const d = decodeResponse(data);
         return d.ok && d.value.op === OP_MAP_UDP ? natPmpResultName(d.value.result) : undefined;
       },
       resendMs: resendSchedule(this.ctx.requestTimeoutMs),

@@ -98,7 +98,10 @@ export class PcpClient implements MapperClient {
     if (!r) return { ok: false, reason: "no-answer" };
     if (r.result !== PcpResult.SUCCESS) return { ok: false, reason: pcpResultName(r.result) };
     if (!r.map || !usableExternal(r.map.externalHost) || r.map.externalPort === 0) {
-      return { ok: false, reason: "bad-external" };
+      // The server made a mapping nobody outside can use (another NAT beyond it): undo it.
+      await this.request(0, AbortSignal.timeout(this.ctx.requestTimeoutMs));
+      this.held = null;
+      return { ok: false, reason: `bad-external ${r.map?.externalHost ?? "none"}` };
     }
     this.held = {
       protocol: "pcp",

@@ -77,10 +77,28 @@ export function localAddressFor(gateway: string, ifaces: Iface[]): string | null
   return null;
 }
 
-/** Whether an address can stand as a mapped external address (not 0.0.0.0, not garbage). */
+/**
+ * Ranges an external address must not be in to be worth announcing: this network, private
+ * (RFC 1918), shared/CGNAT (RFC 6598), loopback, link-local, multicast and reserved. A gateway
+ * reporting one of these sits behind another NAT, so its mapping is unreachable from outside.
+ * Documentation ranges are allowed: labs use them as public addresses.
+ */
+const NOT_PUBLIC: [number, number][] = [
+  [0x00000000, 8],
+  [0x0a000000, 8],
+  [0x64400000, 10],
+  [0x7f000000, 8],
+  [0xa9fe0000, 16],
+  [0xac100000, 12],
+  [0xc0a80000, 16],
+  [0xe0000000, 3],
+];
+
+/** Whether an address can stand as a mapped external address others can reach. */
 export function usableExternal(host: string): boolean {
   const v = u32(host);
-  return v !== null && v !== 0 && (v >>> 24) !== 127 && v !== 0xffffffff;
+  if (v === null) return false;
+  return !NOT_PUBLIC.some(([net, bits]) => (v >>> (32 - bits)) === (net >>> (32 - bits)));
 }
 
 /** At most this many guessed gateways are probed. */

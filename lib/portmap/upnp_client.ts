@@ -163,7 +163,7 @@ export class UpnpClient implements MapperClient {
     if (!ip.ok) return ip;
     if (ip.value.kind === "fault") return { ok: false, reason: `upnp-${ip.value.code}` };
     const host = ip.value.values.NewExternalIPAddress ?? "";
-    if (!usableExternal(host)) return { ok: false, reason: "bad-external" };
+    if (!usableExternal(host)) return { ok: false, reason: `bad-external ${host}` };
     const added = await this.add(self, leaseSec);
     if (!added.ok) return added;
     this.held = {

@@ -75,8 +75,8 @@ export function miniupnpdConf(opts: { igdV1?: boolean; leaseFile: string }): str
     "upnp_forward_chain=miniupnpd",
     "upnp_nat_chain=prerouting_miniupnpd",
     "upnp_nat_postrouting_chain=postrouting_miniupnpd",
-    // PCP lifetimes below this are raised to it; NAT-PMP and UPnP take what is asked.
-    "min_lifetime=120",
+    // PCP lifetimes below this are raised to it (low, so renewals can be tested quickly).
+    "min_lifetime=2",
     "max_lifetime=86400",
     `allow 1024-65535 ${LAN.gateway.replace(/\.1$/, ".0")}/${LAN.prefix} 1024-65535`,
     "deny 0-65535 0.0.0.0/0 0-65535",

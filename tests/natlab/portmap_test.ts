@@ -125,30 +125,46 @@ labTest("all protocols at once: exactly one mapping, PCP preferred, deleted on s
   });
 });
 
-labTest("NAT-PMP: a short lease is renewed at half-time and keeps working", async () => {
+labTest("every protocol renews a short lease at half-time; without renewal it ends", async () => {
   await withLab(async (lab) => {
     const daemon = await lab.miniupnpd();
-    const agent = PortmapAgent.start(lab, "in", [
-      "map",
-      "40998",
-      "--protocols",
-      "natpmp",
-      "--lease",
-      "4",
-      "--min-renew-ms",
-      "500",
-    ]);
-    const m = (await agent.event("result")).mapping as Wire | null;
-    assert.equal(m?.leaseSec, 4);
-    // Without renewals (at 2 s, 4 s, 6 s) the lease would have ended after 4 s.
-    await new Promise((r) => setTimeout(r, 6500));
-    assert.deepEqual(await listedMappings(lab, daemon), [`40998->${LAN.host}:40998`]);
-    await reachesFromOutside(lab, agent, m!.external);
-    assert.ok(
-      !agent.events.some((e) => e.ev === "change"),
-      "a renewal of the same mapping is quiet",
+    const start = (protocol: string, port: number, minRenewMs: number) =>
+      PortmapAgent.start(lab, "in", [
+        "map",
+        String(port),
+        "--protocols",
+        protocol,
+        "--lease",
+        "3",
+        "--min-renew-ms",
+        String(minRenewMs),
+      ]);
+    // Renewed at 1.5 s, 3 s and 4.5 s; the controls' first renewal would come long after.
+    const runs = ["pcp", "natpmp", "upnp"].map((protocol, i) => ({
+      protocol,
+      renewed: start(protocol, 40_980 + i, 500),
+      control: start(protocol, 40_990 + i, 600_000),
+    }));
+    const mapped = await Promise.all(runs.map(async (r) => {
+      const m = (await r.renewed.event("result")).mapping as Wire | null;
+      const c = (await r.control.event("result")).mapping as Wire | null;
+      assert.equal(m?.leaseSec, 3, `${r.protocol}: ${r.renewed.logs().join("\n")}`);
+      assert.equal(c?.leaseSec, 3, `${r.protocol} control`);
+      return m!;
+    }));
+    assert.equal((await listedMappings(lab, daemon)).length, 6);
+    await new Promise((r) => setTimeout(r, 4500));
+    assert.deepEqual(
+      (await listedMappings(lab, daemon)).sort(),
+      mapped.map((m) => `${m.external.port}->${LAN.host}:${m.internalPort}`).sort(),
+      "the renewed mappings are still there, the controls expired",
     );
-    await agent.stop();
+    for (const [i, r] of runs.entries()) {
+      await reachesFromOutside(lab, r.renewed, mapped[i]!.external);
+      assert.ok(!r.renewed.events.some((e) => e.ev === "change"), "renewing is quiet");
+      await r.renewed.stop();
+      await r.control.stop();
+    }
     assert.deepEqual(await listedMappings(lab, daemon), []);
   });
 });

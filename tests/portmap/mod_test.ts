@@ -193,3 +193,11 @@ Deno.test("portmap: without a gateway NAT-PMP and PCP answer null at once", asyn
   assert.ok(performance.now() - t0 < 50);
   await pm.stop();
 });
+
+Deno.test("portmap: start() after stop() does nothing", async () => {
+  const pcp = new Fake("pcp");
+  const { pm } = mapper([pcp]);
+  await pm.stop();
+  assert.equal(await pm.start(), null);
+  assert.deepEqual(pcp.calls, []);
+});

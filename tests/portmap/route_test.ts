@@ -67,12 +67,21 @@ Deno.test("route: our address is the one on the gateway's subnet", () => {
   assert.equal(localAddressFor("10.9.0.5", ifaces.slice(2, 3)), null);
 });
 
-Deno.test("route: usable external addresses", () => {
-  assert.equal(usableExternal("100.63.0.1"), true);
-  assert.equal(usableExternal("203.0.113.7"), true);
-  for (const bad of ["0.0.0.0", "127.0.0.1", "255.255.255.255", "", "1.2.3", "::1"]) {
-    assert.equal(usableExternal(bad), false, bad);
+Deno.test("route: usable external addresses are public", () => {
+  for (const ok of ["100.63.0.1", "203.0.113.7", "8.8.4.4", "100.128.0.1", "172.32.0.1"]) {
+    assert.equal(usableExternal(ok), true, ok);
   }
+  const bad = [
+    "0.0.0.0",
+    "127.0.0.1",
+    "255.255.255.255",
+    "10.1.2.3",
+    "100.64.0.1",
+    "100.127.255.255",
+  ];
+  bad.push("169.254.1.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "224.0.0.1", "240.0.0.1");
+  bad.push("", "1.2.3", "::1");
+  for (const b of bad) assert.equal(usableExternal(b), false, b);
 });
 
 Deno.test("route: guessed gateways are the first host of each LAN subnet", () => {
