@@ -219,6 +219,8 @@ export class PortMapper {
         this.#mapping = null;
         this.#o.onChange?.(null);
       }
+    } else if (due === "renew") {
+      this.#lease.lost(this.#now()); // nothing to renew: look again later, never spin
     } else if (due === "rediscover") {
       const m = await this.#discover();
       if (this.#stopped) return;

@@ -201,3 +201,21 @@ Deno.test("portmap: start() after stop() does nothing", async () => {
   assert.equal(await pm.start(), null);
   assert.deepEqual(pcp.calls, []);
 });
+
+Deno.test("portmap: with no mapping at first, a later discovery finds one and says so", async () => {
+  const pcp = new Fake("pcp", { answers: false });
+  const changes: (Mapping | null)[] = [];
+  const { pm } = mapper([pcp], {
+    timeoutMs: 20,
+    lease: { rediscoverMs: 60 },
+    onChange: (m) => changes.push(m),
+  });
+  assert.equal(await pm.start(), null);
+  pcp.script.answers = true; // the router came up
+  await sleep(150);
+  assert.equal(changes.length, 1);
+  assert.equal(changes[0]?.protocol, "pcp");
+  assert.equal(pm.mapping?.protocol, "pcp");
+  await pm.stop();
+  assert.equal(pcp.calls.at(-1), "unmap");
+});
