@@ -114,6 +114,8 @@ async function run(inv: Invocation): Promise<number> {
           bindHost: "0.0.0.0",
           port: inv.port,
           dropDirect: inv.testDropDirect,
+          portmap: inv.portmap,
+          discovery: inv.natDiscovery,
           agent: {
             ...DEFAULT_AGENT_CONFIG,
             name,

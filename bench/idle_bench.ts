@@ -118,6 +118,7 @@ try {
   const peers = names.map((n) =>
     spawn([
       "join",
+      "--no-portmap",
       "--json",
       "--name",
       n,

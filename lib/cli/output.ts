@@ -128,6 +128,13 @@ export class ChatOutput implements Output {
       case "error":
         s.print(this.c("red", `! ${e.message}`));
         break;
+      case "nat":
+        s.print(this.c(
+          "dim",
+          `* your NAT: ${e.mapping} mapping, ${e.filtering} filtering, ${e.allocation} ports` +
+            (e.mapped ? `; ${e.portmap} mapped ${e.mapped} for you` : ""),
+        ));
+        break;
     }
   }
 

@@ -75,6 +75,8 @@ export type Invocation =
     punchWindowMs: number;
     retryDirectMs: number;
     predictPorts: number;
+    portmap: boolean;
+    natDiscovery: boolean;
     testDropDirect: boolean;
     /** A locked room: where its secret (or invite code) comes from; null for an open room. */
     lock: LockRequest | null;
@@ -483,6 +485,14 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       intIn(0, 64, "--predict-ports"),
       DEFAULT_PATH_CONFIG.predictPorts,
     )
+    .option(
+      "--no-portmap",
+      "do not ask the gateway (UPnP, NAT-PMP, PCP) to map our port",
+    )
+    .option(
+      "--no-nat-discovery",
+      "do not test how our NAT behaves (used to pick birthday punching)",
+    )
     .addOption(levelOption().default("warning" as const))
     .addOption(
       new Option("--test-drop-direct", "testing: drop all peer-to-peer datagrams").hideHelp(),
@@ -512,6 +522,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         punchWindowMs: o.punchWindow,
         retryDirectMs: o.retryDirect,
         predictPorts: o.predictPorts,
+        portmap: o.portmap,
+        natDiscovery: o.natDiscovery,
         testDropDirect: o.testDropDirect === true,
         lock,
       };

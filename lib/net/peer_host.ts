@@ -4,12 +4,15 @@
  * timer is re-armed for the agent's next deadline, so an idle peer sleeps until its next
  * keepalive. Everything the user sees arrives through `onEvent`/`onLog`.
  */
-import { type Addr, sameAddr } from "../wire/addr.ts";
+import { type Addr, formatAddr, sameAddr } from "../wire/addr.ts";
 import { type AgentAction, type AgentConfig, PeerAgent, type PeerInfo } from "../peer/agent.ts";
 import type { PeerEvent } from "../peer/events.ts";
 import { openUdp, type Udp } from "./udp.ts";
 import { localAddrs } from "./interfaces.ts";
 import { Alarm } from "./alarm.ts";
+import { discoverNat } from "./nat_runner.ts";
+import type { NatReport } from "../nat/discovery.ts";
+import { type Mapping, PortMapper } from "../portmap/mod.ts";
 
 export interface PeerHostOptions {
   agent: Omit<AgentConfig, "locals">;
@@ -17,6 +20,16 @@ export interface PeerHostOptions {
   port: number;
   /** Test hook: drop every datagram that is not to or from the server, forcing the relay. */
   dropDirect: boolean;
+  /** Find out how our NAT behaves (RFC 5780 tests against the server), in the background. */
+  discovery?: boolean;
+  /** Ask the gateway to map our port (UPnP, NAT-PMP, PCP), in the background. */
+  portmap?: boolean;
+}
+
+/** What the peer knows of its own NAT, for `/peers` and the `nat` event. */
+export interface NatSummary {
+  report: NatReport | null;
+  mapping: Mapping | null;
 }
 
 export interface Exit {
@@ -32,6 +45,10 @@ export class PeerHost {
   private readonly alarm = new Alarm(() => this.call((out, now) => this.agent.tick(now, out)));
   private stopped = false;
   private drained: (() => void) | null = null;
+  private mapper: PortMapper | null = null;
+  private natReport: NatReport | null = null;
+  private mapped: Mapping | null = null;
+  private natDone = false;
   private resolveDone!: (e: Exit) => void;
   /** Settles when the peer stops: after `leave()` or a fatal error. */
   readonly done: Promise<Exit> = new Promise((r) => this.resolveDone = r);
@@ -51,6 +68,56 @@ export class PeerHost {
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
     this.call((out, now) => this.agent.start(now, out));
+    // Never delays connecting: the agent starts now and learns about the NAT when we do.
+    void this.learnNat();
+  }
+
+  /** Discovery and port mapping in parallel; each is bounded and a failure costs nothing. */
+  private async learnNat(): Promise<void> {
+    const o = this.opts;
+    if (o.portmap !== false) {
+      this.mapper = new PortMapper({
+        internalPort: this.udp.local.port,
+        log: (m) => this.onLog("debug", m),
+        onChange: (m) => {
+          this.mapped = m;
+          this.tellNat();
+        },
+      });
+    }
+    const [report, mapping] = await Promise.all([
+      o.discovery === false ? null : discoverNat({ server: o.agent.server }).catch(() => null),
+      this.mapper ? this.mapper.start() : null,
+    ]);
+    if (this.stopped) return;
+    this.natReport = report;
+    this.mapped = mapping;
+    this.natDone = true;
+    this.tellNat();
+  }
+
+  private tellNat(): void {
+    if (this.stopped || !this.natDone) return;
+    const r = this.natReport;
+    const m = this.mapped;
+    const mapped = m ? [{ host: m.external.host, port: m.external.port }] : [];
+    this.call((out, now) =>
+      this.agent.setNat({ mapping: r?.mapping ?? "unknown", mapped }, now, out)
+    );
+    this.onEvent({
+      type: "nat",
+      mapping: r?.mapping ?? "unknown",
+      filtering: r?.filtering ?? "unknown",
+      allocation: r?.allocation ?? "unknown",
+      public: r?.public ? formatAddr(r.public) : null,
+      mapped: mapped[0] ? formatAddr(mapped[0]) : null,
+      portmap: m?.protocol ?? null,
+    });
+  }
+
+  /** Our NAT as far as we know it yet. */
+  natSummary(): NatSummary {
+    return { report: this.natReport, mapping: this.mapped };
   }
 
   say(text: string): void {
@@ -111,11 +178,11 @@ export class PeerHost {
     });
   }
 
-  /** Tells the server we leave, then closes the socket. */
+  /** Tells the server we leave, deletes our gateway mapping (bounded), closes the socket. */
   async leave(): Promise<void> {
     this.call((out) => this.agent.leave(out));
     // Let the leave datagrams reach the wire before the socket closes.
-    await new Promise((r) => setTimeout(r, 50));
+    await Promise.all([new Promise((r) => setTimeout(r, 50)), this.mapper?.stop()]);
     this.stop({ code: 0 });
   }
 
@@ -183,6 +250,7 @@ export class PeerHost {
 
   private stop(e: Exit): void {
     this.stopped = true;
+    void this.mapper?.stop();
     this.alarm.clear();
     for (const u of this.extra.values()) u.close();
     this.extra.clear();

@@ -16,4 +16,18 @@ export type PeerEvent =
   | { type: "message"; from: string; to: string; text: string; id: string }
   | { type: "delivered"; to: string; id: string }
   | { type: "undelivered"; to: string; id: string }
+  /**
+   * What the peer found out about its NAT (in the background, once, and again when a gateway
+   * mapping changes): RFC 5780 mapping and filtering, port allocation, and the address a
+   * gateway mapped for us (UPnP, NAT-PMP or PCP; null without one).
+   */
+  | {
+    type: "nat";
+    mapping: string;
+    filtering: string;
+    allocation: string;
+    public: string | null;
+    mapped: string | null;
+    portmap: string | null;
+  }
   | { type: "error"; message: string };

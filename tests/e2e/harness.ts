@@ -61,6 +61,11 @@ export class Harness {
     opts: { wrap?: string[]; env?: Record<string, string>; task?: boolean } = {},
   ): Proc {
     const deno = Deno.execPath();
+    // Outside a lab namespace there is no gateway of ours: a peer must never send port-mapping
+    // requests to the real network's.
+    if (args[0] === "join" && !opts.wrap && !args.includes("--no-portmap")) {
+      args = ["join", "--no-portmap", ...args.slice(1)];
+    }
     // `task`: run ARGS[0]'s task command line from deno.json (as `deno task` would, with only
     // the permissions it grants) without `deno task` in between, so kill() reaches the peer.
     const run = opts.task ? [...taskCommand(args[0]!), ...args.slice(1)] : [
