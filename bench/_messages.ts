@@ -3,17 +3,24 @@
 export type Kind = "stun" | "keepalive";
 export const KINDS: readonly Kind[] = ["stun", "keepalive"];
 
-/** main -> worker, first message. */
+/** main -> worker, first message: the worker drives one socket per entry of `clients`. */
 export interface ClientInit {
   type: "init";
   index: number;
   serverPort: number;
   kinds: Kind[];
+  /** Requests each socket keeps outstanding (closed loop). */
   window: number;
+  /**
+   * Requests per second this worker sends (over its sockets in turn) whatever the answers (open
+   * loop, for latency at a fixed load), or 0: keep `window` outstanding (closed loop).
+   */
+  rate: number;
   timeoutMs: number;
-  /** 16 hex chars: this client's fake peer id. */
-  id: string;
-  name: string;
+  /** Register a fake peer first (needed for keepalives; a STUN-only target has no p2pchat). */
+  register: boolean;
+  /** Per socket: its fake peer id (16 hex chars) and name. */
+  clients: { id: string; name: string }[];
   room: string;
 }
 
@@ -44,11 +51,15 @@ export interface KindResult {
   rttUs: Float64Array<ArrayBuffer>;
 }
 
-/** One client's figures: per kind, plus its socket's kernel drops over the measured period. */
-export type ClientResult = Record<Kind, KindResult> & { socketDrops?: number };
+/**
+ * One worker's figures: per kind, plus its sockets' kernel drops over the measured period and,
+ * in open loop, the sends it skipped because too many were outstanding.
+ */
+export type ClientResult = Record<Kind, KindResult> & { socketDrops?: number; skipped: number };
 
 export type FromClient =
-  | { type: "ready"; index: number; local: number }
+  /** `busy`: batched system calls in a busy loop; else Deno.DatagramConn and timers. */
+  | { type: "ready"; index: number; busy: boolean }
   | { type: "warm"; index: number }
   | { type: "result"; index: number; results: ClientResult }
   | { type: "error"; index: number; message: string };

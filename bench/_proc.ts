@@ -48,3 +48,60 @@ export function udpSocketDrops(port: number): number | undefined {
   } catch { /* not Linux */ }
   return undefined;
 }
+
+/** A socket a process holds: protocol and local address, as /proc/net shows them. */
+export interface ProcSocket {
+  proto: "udp" | "udp6" | "tcp" | "tcp6";
+  /** Dotted IPv4, or the kernel's hex for IPv6 ("::1" for loopback). */
+  host: string;
+  port: number;
+}
+
+/** The IP sockets process `pid` has open (from /proc/<pid>/fd and /proc/net), or undefined. */
+export function socketsOf(pid: number): ProcSocket[] | undefined {
+  try {
+    const inodes = new Set<string>();
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+        if (m) inodes.add(m[1]!);
+      } catch { /* closed meanwhile */ }
+    }
+    const out: ProcSocket[] = [];
+    for (const proto of ["udp", "udp6", "tcp", "tcp6"] as const) {
+      let text: string;
+      try {
+        text = Deno.readTextFileSync(`/proc/net/${proto}`);
+      } catch {
+        continue;
+      }
+      for (const line of text.split("\n").slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f.length < 10 || !inodes.has(f[9]!)) continue;
+        const [hex, portHex] = f[1]!.split(":");
+        out.push({ proto, host: hostOf(hex!), port: parseInt(portHex!, 16) });
+      }
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+function hostOf(hex: string): string {
+  if (hex.length === 8) {
+    // Little-endian on every Linux the bench runs on: 0100007F is 127.0.0.1.
+    const n = parseInt(hex, 16);
+    return `${n & 255}.${(n >>> 8) & 255}.${(n >>> 16) & 255}.${n >>> 24}`;
+  }
+  return hex === "00000000000000000000000001000000" ? "::1" : hex;
+}
+
+/** The 1-minute load average (other work on the machine skews every figure), or undefined. */
+export function loadAverage(): number | undefined {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return undefined;
+  }
+}

@@ -5,12 +5,24 @@
  * prints requests sent, answered, answered/s, loss and round-trip percentiles, plus the
  * server's CPU use and peak RSS. Loopback only; it stops by itself and always kills the server.
  *
+ * `--vs-coturn` measures coturn's `turnserver` (STUN only, one relay thread) beside it in the
+ * same run: rounds of STUN throughput taking turns, then round-trip times at one fixed offered
+ * rate for both. `--rate` sends at a fixed rate instead of keeping a window full.
+ *
  * @example deno run -A bench/server_bench.ts --seconds 5 --clients 4 --mix both
+ * @example deno run -A bench/server_bench.ts --vs-coturn
  */
 import { parseArgs } from "node:util";
 import { bindingRequest, parseBindingResponse } from "../lib/stun/binding.ts";
 import { toHex } from "../lib/wire/bytes.ts";
-import { type ProcReading, readProc, udpSocketDrops, USER_HZ } from "./_proc.ts";
+import {
+  loadAverage,
+  type ProcReading,
+  readProc,
+  socketsOf,
+  udpSocketDrops,
+  USER_HZ,
+} from "./_proc.ts";
 import {
   type ClientResult,
   type FromClient,
@@ -26,6 +38,8 @@ const CLIENT = new URL("./_client.ts", import.meta.url).href;
 const HOST = "127.0.0.1";
 const MIXES = ["stun", "keepalive", "both"] as const;
 type Mix = typeof MIXES[number];
+/** The core the server runs on when pinned; the bench takes the others. */
+const SERVER_CORE = 0;
 
 class UsageError extends Error {}
 
@@ -38,16 +52,32 @@ export interface Options {
   window: number;
   warmupSeconds: number;
   timeoutMs: number;
+  /** Total requests per second, open loop; 0: closed loop (keep `window` outstanding). */
+  rate: number;
+  /** Also measure coturn, STUN only, in the same run. */
+  vsCoturn: boolean;
+  /** With vsCoturn: throughput rounds per server, taking turns. */
+  rounds: number;
+  /** With vsCoturn: the fixed offered rate (requests/s) latency is measured at. */
+  latencyRate: number;
+  /** Pin the server(s) to one core and the bench to the others (taskset), where possible. */
+  pin: boolean;
 }
 
 const USAGE = `usage: deno run -A bench/server_bench.ts [options]
   --seconds S     measured duration (default 5, at most 300)
-  --clients N     client sockets, one worker each (default 4, at most 64)
+  --clients N     client sockets, spread over one worker per bench core (default 4, at most 64)
   --mix M         stun | keepalive | both (default both: each client alternates)
   --port P        server UDP port on 127.0.0.1 (default: a free one)
   --window W      outstanding requests per client (default 32, at most 1024)
+  --rate R        send R requests/s in all, answered or not (open loop; default: window)
   --warmup S      unmeasured warm-up before the measured period (default 0.5)
   --timeout MS    a request unanswered this long is lost (default 1000)
+  --vs-coturn     also run coturn's turnserver (STUN only, one relay thread) and compare:
+                  STUN only, --rounds rounds each taking turns, then latency at --latency-rate
+  --rounds N      with --vs-coturn: throughput rounds per server (default 3, at most 20)
+  --latency-rate R  with --vs-coturn: the fixed offered rate for latency (default 20000)
+  --no-pin        do not pin the server to core ${SERVER_CORE} and the bench to the others
 `;
 
 function num(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
@@ -79,8 +109,13 @@ export function parseOptions(args: string[]): Options | "help" {
         mix: { type: "string" },
         port: { type: "string" },
         window: { type: "string" },
+        rate: { type: "string" },
         warmup: { type: "string" },
         timeout: { type: "string" },
+        "vs-coturn": { type: "boolean" },
+        rounds: { type: "string" },
+        "latency-rate": { type: "string" },
+        "no-pin": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -88,9 +123,16 @@ export function parseOptions(args: string[]): Options | "help" {
     throw new UsageError(`Cannot parse arguments: ${e instanceof Error ? e.message : e}`);
   }
   if (v.help) return "help";
-  const mix = v.mix ?? "both";
+  const vsCoturn = v["vs-coturn"] ?? false;
+  const mix = v.mix ?? (vsCoturn ? "stun" : "both");
   if (!(MIXES as readonly string[]).includes(mix)) {
     throw new UsageError(`Cannot parse --mix "${mix}": use ${MIXES.join(", ")}`);
+  }
+  if (vsCoturn && mix !== "stun") {
+    throw new UsageError(`Cannot use --mix ${mix} with --vs-coturn: coturn answers STUN only`);
+  }
+  if (vsCoturn && v.rate !== undefined) {
+    throw new UsageError("Cannot use --rate with --vs-coturn: use --latency-rate");
   }
   const seconds = num(v.seconds, "--seconds", 0.1, 300, 5);
   return {
@@ -99,8 +141,13 @@ export function parseOptions(args: string[]): Options | "help" {
     mix: mix as Mix,
     port: int(v.port, "--port", 0, 65535, 0),
     window: int(v.window, "--window", 1, 1024, 32),
+    rate: int(v.rate, "--rate", 0, 1_000_000, 0),
     warmupSeconds: num(v.warmup, "--warmup", 0, 30, 0.5),
     timeoutMs: int(v.timeout, "--timeout", 10, 10_000, 1000),
+    vsCoturn,
+    rounds: int(v.rounds, "--rounds", 1, 20, 3),
+    latencyRate: int(v["latency-rate"], "--latency-rate", 100, 1_000_000, 20_000),
+    pin: !(v["no-pin"] ?? false),
   };
 }
 
@@ -115,42 +162,81 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-// ---- the server process ----
+/** The path of `name` on PATH, or undefined. */
+function onPath(name: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      const p = `${dir}/${name}`;
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+// ---- pinning ----
+
+/**
+ * Pins this process (every thread it has; workers started later inherit the main thread's
+ * mask) to every core but SERVER_CORE. Returns the `taskset` prefix that puts a server on
+ * SERVER_CORE (or [] and why it could not pin) and how many cores the bench's workers get.
+ */
+async function pinBench(
+  o: Options,
+): Promise<{ prefix: string[]; note: string; benchCores: number }> {
+  const cores = navigator.hardwareConcurrency;
+  // Unpinned, the server takes about one core whatever happens.
+  const unpinned = (why: string) => ({
+    prefix: [],
+    note: `not pinned (${why})`,
+    benchCores: Math.max(1, cores - 1),
+  });
+  if (!o.pin) return unpinned("--no-pin");
+  const taskset = onPath("taskset");
+  if (!taskset || cores < 2) return unpinned(taskset ? `${cores} core` : "no taskset");
+  const rest = cores === 2 ? String(SERVER_CORE + 1) : `${SERVER_CORE + 1}-${cores - 1}`;
+  const r = await new Deno.Command(taskset, {
+    args: ["-a", "-p", "-c", rest, String(Deno.pid)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!r.success) return unpinned(`taskset: ${new TextDecoder().decode(r.stderr).trim()}`);
+  return {
+    prefix: [taskset, "-c", String(SERVER_CORE)],
+    note: `server on core ${SERVER_CORE}, bench on cores ${rest}`,
+    benchCores: cores - 1,
+  };
+}
+
+// ---- the server processes ----
 
 interface Server {
+  name: "p2pchat" | "coturn";
   child: Deno.ChildProcess;
   port: number;
   stderr: string[];
   exited: boolean;
   status: Promise<Deno.CommandStatus>;
+  /** A directory to remove once it is stopped. */
+  dir?: string;
 }
 
-function startServer(port: number): Server {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "--host",
-      HOST,
-      "--port",
-      String(port),
-      "--log-level",
-      "warning",
-      // Every bench client registers from 127.0.0.1; the per-IP limit is not what we measure.
-      "--max-registrations",
-      "100000",
-      "--max-per-ip",
-      "100000",
-    ],
+function spawn(
+  name: Server["name"],
+  cmd: string[],
+  port: number,
+  dir?: string,
+): Server {
+  const child = new Deno.Command(cmd[0]!, {
+    args: cmd.slice(1),
     cwd: ROOT,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
-  const server: Server = { child, port, stderr: [], exited: false, status: child.status };
+  const server: Server = { name, child, port, stderr: [], exited: false, status: child.status };
+  if (dir) server.dir = dir;
   server.status.then(() => server.exited = true);
   (async () => {
     const dec = new TextDecoder();
@@ -168,22 +254,94 @@ function startServer(port: number): Server {
   return server;
 }
 
-/** Stops the server: SIGTERM, then SIGKILL if it lingers. Safe to call twice. */
-async function stopServer(s: Server): Promise<void> {
-  if (s.exited) return;
-  try {
-    s.child.kill("SIGTERM");
-  } catch { /* gone */ }
-  const t = setTimeout(() => {
-    try {
-      s.child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 2000);
-  await s.status.catch(() => {});
-  clearTimeout(t);
+function startP2pchat(port: number, prefix: string[]): Server {
+  return spawn("p2pchat", [
+    ...prefix,
+    Deno.execPath(),
+    "run",
+    "-A",
+    MAIN,
+    "serve",
+    "--host",
+    HOST,
+    "--port",
+    String(port),
+    "--alt-port",
+    "0", // no RFC 5780 socket: one port, as coturn gets
+    "--log-level",
+    "warning",
+    // Every bench client registers from 127.0.0.1; the per-IP limit is not what we measure.
+    "--max-registrations",
+    "100000",
+    "--max-per-ip",
+    "100000",
+  ], port);
 }
 
-/** Waits until the server answers a STUN Binding request correctly (it logs nothing at warning). */
+/**
+ * coturn as a STUN server: no configuration file (-n), STUN only, one relay thread, UDP on
+ * 127.0.0.1 alone (no TCP, TLS, DTLS, CLI), its database and pid file in a directory of ours.
+ */
+function startCoturn(port: number, prefix: string[], turnserver: string): Server {
+  const dir = Deno.makeTempDirSync({ prefix: "p2pchat-bench-coturn-" });
+  return spawn(
+    "coturn",
+    [
+      ...prefix,
+      turnserver,
+      "-n",
+      "--stun-only",
+      "-m",
+      "1",
+      "--listening-ip",
+      HOST,
+      "--listening-port",
+      String(port),
+      "--no-tcp",
+      "--no-tls",
+      "--no-dtls",
+      "--no-cli",
+      "--log-file",
+      "stdout",
+      "--simple-log",
+      "--db",
+      `${dir}/turndb`,
+      "--pidfile",
+      `${dir}/turnserver.pid`,
+    ],
+    port,
+    dir,
+  );
+}
+
+/** Stops a server: SIGTERM, then SIGKILL if it lingers. Safe to call twice. */
+async function stopServer(s: Server): Promise<void> {
+  if (!s.exited) {
+    try {
+      s.child.kill("SIGTERM");
+    } catch { /* gone */ }
+    const t = setTimeout(() => {
+      try {
+        s.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 2000);
+    await s.status.catch(() => {});
+    clearTimeout(t);
+  }
+  if (s.dir) {
+    try {
+      Deno.removeSync(s.dir, { recursive: true });
+    } catch { /* already gone */ }
+  }
+}
+
+function killNow(s: Server): void {
+  try {
+    s.child.kill("SIGKILL");
+  } catch { /* gone */ }
+}
+
+/** Waits until the server answers a STUN Binding request correctly. */
 async function waitReady(s: Server, ms: number): Promise<void> {
   const conn = Deno.listenDatagram({ hostname: HOST, port: 0, transport: "udp" });
   const local = (conn.addr as Deno.NetAddr).port;
@@ -226,46 +384,75 @@ async function waitReady(s: Server, ms: number): Promise<void> {
   if (ok) return;
   const why = s.exited ? "it exited" : `no STUN answer within ${ms} ms`;
   // The server's own stderr, if any, is printed when it is stopped.
-  throw new Error(`Cannot start p2pchat serve on ${HOST}:${s.port}: ${why}`);
+  throw new Error(`Cannot start ${s.name} on ${HOST}:${s.port}: ${why}`);
+}
+
+/** Fails unless every socket of `s` is on loopback: the bench never listens anywhere else. */
+function checkLoopbackOnly(s: Server): string {
+  const socks = socketsOf(s.child.pid);
+  if (socks === undefined) return "n/a";
+  const open = socks.map((k) => `${k.proto} ${k.host}:${k.port}`);
+  const outside = socks.filter((k) => k.host !== HOST && k.host !== "::1");
+  if (outside.length > 0) {
+    throw new Error(`Cannot go on: ${s.name} listens beyond loopback (${open.join(", ")})`);
+  }
+  return open.join(", ");
 }
 
 // ---- the clients ----
 
 interface Clients {
   workers: Worker[];
-  /** Resolves when every client has registered. */
-  ready: Promise<void>;
+  /** Resolves when every client has registered; whether they use batched system calls. */
+  ready: Promise<boolean>;
   /** Resolves when every client has finished the warm-up and drained. */
   warm: Promise<void>;
   results: Promise<ClientResult[]>;
 }
 
-function startClients(o: Options, serverPort: number): Clients {
-  const kinds: Kind[] = o.mix === "both" ? ["stun", "keepalive"] : [o.mix];
+interface Load {
+  mix: Mix;
+  /** Requests/s in all (open loop), or 0 for closed loop. */
+  rate: number;
+  register: boolean;
+}
+
+/**
+ * Workers for `o.clients` sockets. A busy-looping worker owns a core, so there are at most as
+ * many workers as the bench has cores; each drives its share of the sockets.
+ */
+function startClients(o: Options, load: Load, serverPort: number, cores: number): Clients {
+  const kinds: Kind[] = load.mix === "both" ? ["stun", "keepalive"] : [load.mix];
   const room = `bench-${toHex(crypto.getRandomValues(new Uint8Array(3)))}`;
+  const n = Math.max(1, Math.min(o.clients, cores));
   const workers: Worker[] = [];
   const results: (ClientResult | undefined)[] = [];
-  let readyCount = 0, warmCount = 0, resultCount = 0;
-  let onReady!: () => void, onWarm!: () => void, onResults!: (r: ClientResult[]) => void;
+  let readyCount = 0, warmCount = 0, resultCount = 0, busy = true;
+  let onReady!: (b: boolean) => void, onWarm!: () => void;
+  let onResults!: (r: ClientResult[]) => void;
   let fail!: (e: Error) => void;
   const failed = new Promise<never>((_, reject) => fail = reject);
-  failed.catch(() => {}); // observed through `ready` and `results`
-  const ready = Promise.race([new Promise<void>((r) => onReady = r), failed]);
+  const ready = Promise.race([new Promise<boolean>((r) => onReady = r), failed]);
   const warm = Promise.race([new Promise<void>((r) => onWarm = r), failed]);
   const all = Promise.race([
     new Promise<ClientResult[]>((r) => onResults = r),
     failed,
   ]);
-  for (let i = 0; i < o.clients; i++) {
+  // A failure is seen by whichever of these is awaited at the time; not by the others.
+  for (const p of [failed, ready, warm, all]) p.catch(() => {});
+  for (let i = 0; i < n; i++) {
     const w = new Worker(CLIENT, { type: "module" });
     w.onmessage = (ev: MessageEvent<FromClient>) => {
       const m = ev.data;
       if (m.type === "error") return fail(new Error(`client ${m.index}: ${m.message}`));
-      if (m.type === "ready" && ++readyCount === o.clients) onReady();
-      if (m.type === "warm" && ++warmCount === o.clients) onWarm();
+      if (m.type === "ready") {
+        busy &&= m.busy;
+        if (++readyCount === n) onReady(busy);
+      }
+      if (m.type === "warm" && ++warmCount === n) onWarm();
       if (m.type === "result") {
         results[m.index] = m.results;
-        if (++resultCount === o.clients) onResults(results as ClientResult[]);
+        if (++resultCount === n) onResults(results as ClientResult[]);
       }
     };
     w.onerror = (ev) => {
@@ -273,6 +460,10 @@ function startClients(o: Options, serverPort: number): Clients {
       fail(new Error(`Cannot run client ${i}: ${ev.message}`));
     };
     workers.push(w);
+    const clients = [];
+    for (let c = i; c < o.clients; c += n) {
+      clients.push({ id: toHex(crypto.getRandomValues(new Uint8Array(8))), name: `bench-${c}` });
+    }
     w.postMessage(
       {
         type: "init",
@@ -280,9 +471,10 @@ function startClients(o: Options, serverPort: number): Clients {
         serverPort,
         kinds,
         window: o.window,
+        rate: (load.rate * clients.length) / o.clients,
         timeoutMs: o.timeoutMs,
-        id: toHex(crypto.getRandomValues(new Uint8Array(8))),
-        name: `bench-${i}`,
+        register: load.register,
+        clients,
         room,
       } satisfies ToClient,
     );
@@ -342,8 +534,11 @@ function table(rows: Row[], seconds: number): string {
     r.rtt.length ? percentile(r.rtt, 99).toFixed(0) : "-",
     String(r.errors),
   ]);
-  const all = [head, ...body];
-  const widths = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
+  return align([head, ...body]);
+}
+
+function align(all: string[][]): string {
+  const widths = all[0]!.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
   return all.map((r) =>
     r.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join("  ")
   ).join("\n");
@@ -353,47 +548,40 @@ function mib(kib: number | undefined): string {
   return kib === undefined ? "n/a" : `${(kib / 1024).toFixed(1)} MiB`;
 }
 
-// ---- main ----
+/** What one measured period gave. */
+interface Figures {
+  rows: Row[];
+  /** The all-kinds row (the only one for a single kind). */
+  total: Row;
+  /** Server and bench CPU over the measured period, in cores (1 = one core busy). */
+  serverCores?: number;
+  benchCores?: number;
+  serverDrops?: number;
+  clientDrops?: number;
+  /** Open loop: sends skipped because too many were outstanding. */
+  skipped: number;
+  batched: boolean;
+  end: ProcReading;
+}
 
-async function bench(o: Options): Promise<void> {
-  const port = o.port || freePort();
-  const server = startServer(port);
-  let clients: Clients | undefined;
-  // The bench must stop by itself whatever happens: a hard deadline over everything.
-  const budgetMs = 30_000 + (o.warmupSeconds + o.seconds) * 1000 + 3 * o.timeoutMs;
-  const watchdog = setTimeout(() => {
-    console.error(`server_bench: Cannot finish: still running after ${budgetMs} ms; giving up`);
-    try {
-      server.child.kill("SIGKILL");
-    } catch { /* gone */ }
-    Deno.exit(1);
-  }, budgetMs);
-  const onSignal = () => {
-    try {
-      server.child.kill("SIGKILL");
-    } catch { /* gone */ }
-    Deno.exit(130);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+/** One warm-up and one measured period of `load` against `server`. */
+async function measure(
+  o: Options,
+  server: Server,
+  load: Load,
+  cores: number,
+): Promise<Figures> {
+  const clients = startClients(o, load, server.port, cores);
   try {
-    await waitReady(server, 20_000);
-    const pid = server.child.pid;
-    const atStart = readProc(pid);
-    console.log(
-      `p2pchat serve on ${HOST}:${port} (pid ${pid}); ${o.clients} clients x window ${o.window}, ` +
-        `mix ${o.mix}, ${o.warmupSeconds} s warm-up + ${o.seconds} s measured, ` +
-        `timeout ${o.timeoutMs} ms`,
-    );
-    clients = startClients(o, port);
-    await clients.ready;
+    const batched = await clients.ready;
     const phase = (phase: "warmup" | "measure", ms: number) => {
       const m: ToClient = { type: "phase", phase, ms };
-      for (const w of clients!.workers) w.postMessage(m);
+      for (const w of clients.workers) w.postMessage(m);
     };
     phase("warmup", o.warmupSeconds * 1000);
     await clients.warm;
-    const me = Deno.pid;
-    const cpu0 = readProc(pid), me0 = readProc(me), drops0 = udpSocketDrops(port);
+    const pid = server.child.pid, me = Deno.pid;
+    const cpu0 = readProc(pid), me0 = readProc(me), drops0 = udpSocketDrops(server.port);
     let cpu1: ProcReading = {}, me1: ProcReading = {};
     phase("measure", o.seconds * 1000);
     const t1 = setTimeout(() => {
@@ -407,40 +595,112 @@ async function bench(o: Options): Promise<void> {
       clearTimeout(t1);
     }
     if (server.exited) {
-      throw new Error("Cannot trust the figures: the server exited during the run");
+      throw new Error(`Cannot trust the figures: ${server.name} exited during the run`);
     }
-    const end = readProc(pid);
-    const drops1 = udpSocketDrops(port);
-
+    const drops1 = udpSocketDrops(server.port);
     const kinds = KINDS.filter((k) => results.some((r) => r[k].sent > 0));
     const rows = kinds.map((k) => merge(k, results.map((r) => r[k])));
-    if (rows.length > 1) rows.push(merge("total", results.flatMap((r) => kinds.map((k) => r[k]))));
-    console.log(table(rows, o.seconds));
-    const unmatched = rows.filter((r) => r.label !== "total").reduce((n, r) => n + r.unmatched, 0);
-    if (unmatched > 0) console.log(`replies that matched no outstanding request: ${unmatched}`);
-    const cpu = (a: ProcReading, b: ProcReading) =>
+    const total = rows.length > 1
+      ? merge("total", results.flatMap((r) => kinds.map((k) => r[k])))
+      : rows[0]!;
+    if (rows.length > 1) rows.push(total);
+    const cores = (a: ProcReading, b: ProcReading) =>
       a.cpuTicks !== undefined && b.cpuTicks !== undefined
-        ? `${((100 * (b.cpuTicks - a.cpuTicks)) / USER_HZ / o.seconds).toFixed(0)}%`
-        : "n/a";
-    const serverDrops = drops0 !== undefined && drops1 !== undefined
-      ? String(drops1 - drops0)
-      : "n/a";
-    const clientDrops = results.every((r) => r.socketDrops !== undefined)
-      ? String(results.reduce((n, r) => n + r.socketDrops!, 0))
-      : "n/a";
+        ? (b.cpuTicks - a.cpuTicks) / USER_HZ / o.seconds
+        : undefined;
+    const f: Figures = {
+      rows,
+      total,
+      skipped: results.reduce((n, r) => n + r.skipped, 0),
+      batched,
+      end: readProc(pid),
+    };
+    const s = cores(cpu0, cpu1), b = cores(me0, me1);
+    if (s !== undefined) f.serverCores = s;
+    if (b !== undefined) f.benchCores = b;
+    if (drops0 !== undefined && drops1 !== undefined) f.serverDrops = drops1 - drops0;
+    if (results.every((r) => r.socketDrops !== undefined)) {
+      f.clientDrops = results.reduce((n, r) => n + r.socketDrops!, 0);
+    }
+    return f;
+  } finally {
+    for (const w of clients.workers) w.terminate();
+  }
+}
+
+const pct = (cores: number | undefined) =>
+  cores === undefined ? "n/a" : `${(100 * cores).toFixed(0)}%`;
+
+/** Runs `fn` with a hard deadline and Ctrl-C handling that always kill `servers`. */
+async function guarded(
+  servers: Server[],
+  budgetMs: number,
+  fn: () => Promise<void>,
+): Promise<void> {
+  const watchdog = setTimeout(() => {
+    console.error(`server_bench: Cannot finish: still running after ${budgetMs} ms; giving up`);
+    servers.forEach(killNow);
+    Deno.exit(1);
+  }, budgetMs);
+  const onSignal = () => {
+    servers.forEach(killNow);
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    await fn();
+  } finally {
+    clearTimeout(watchdog);
+    Deno.removeSignalListener("SIGINT", onSignal);
+    for (const s of servers) {
+      await stopServer(s);
+      if (s.stderr.length > 0) console.error(s.stderr.map((l) => `${s.name}: ${l}`).join("\n"));
+    }
+  }
+}
+
+/** One measured period, as a bench run always was. */
+async function single(o: Options): Promise<void> {
+  const pin = await pinBench(o);
+  const port = o.port || freePort();
+  const server = startP2pchat(port, pin.prefix);
+  const budgetMs = 30_000 + (o.warmupSeconds + o.seconds) * 1000 + 3 * o.timeoutMs;
+  await guarded([server], budgetMs, async () => {
+    await waitReady(server, 20_000);
+    const pid = server.child.pid;
+    const atStart = readProc(pid);
+    const load = o.rate > 0 ? `rate ${o.rate}/s (open loop)` : `window ${o.window}`;
+    console.log(
+      `p2pchat serve on ${HOST}:${port} (pid ${pid}); ${o.clients} clients x ${load}, ` +
+        `mix ${o.mix}, ${o.warmupSeconds} s warm-up + ${o.seconds} s measured, ` +
+        `timeout ${o.timeoutMs} ms; ${pin.note}; load average ${loadAverage() ?? "n/a"}`,
+    );
+    const f = await measure(o, server, {
+      mix: o.mix,
+      rate: o.rate,
+      register: o.mix !== "stun",
+    }, pin.benchCores);
+    console.log(table(f.rows, o.seconds));
+    const unmatched = f.rows.filter((r) => r.label !== "total").reduce(
+      (n, r) => n + r.unmatched,
+      0,
+    );
+    if (unmatched > 0) console.log(`replies that matched no outstanding request: ${unmatched}`);
+    if (f.skipped > 0) console.log(`sends skipped (too many outstanding): ${f.skipped}`);
     console.log(
       `CPU during the measured period (100% = one core; ${navigator.hardwareConcurrency} cores): ` +
-        `server ${cpu(cpu0, cpu1)}, bench clients ${cpu(me0, me1)}`,
+        `server ${pct(f.serverCores)}, bench clients ${pct(f.benchCores)} ` +
+        `(${f.batched ? "batched system calls, busy loop" : "Deno.DatagramConn"})`,
     );
     console.log(
-      `server RSS: ${mib(atStart.rssKiB)} after start, ${mib(end.rssKiB)} at the end, ` +
-        `peak (VmHWM) ${mib(end.peakKiB)}`,
+      `server RSS: ${mib(atStart.rssKiB)} after start, ${mib(f.end.rssKiB)} at the end, ` +
+        `peak (VmHWM) ${mib(f.end.peakKiB)}`,
     );
     console.log(
       `kernel drops (receive buffer full) from the measured period on: server socket ` +
-        `${serverDrops}, client sockets ${clientDrops}`,
+        `${f.serverDrops ?? "n/a"}, client sockets ${f.clientDrops ?? "n/a"}`,
     );
-    if (drops0 !== undefined && drops1 !== undefined && drops1 > drops0) {
+    if ((f.serverDrops ?? 0) > 0) {
       console.log(
         `note: the server socket's receive buffer overflowed: ${o.clients} x ${o.window} = ` +
           `${o.clients * o.window} requests outstanding is more than it holds, so the loss above ` +
@@ -448,15 +708,125 @@ async function bench(o: Options): Promise<void> {
           `lower --window to measure throughput`,
       );
     }
-  } finally {
-    clearTimeout(watchdog);
-    Deno.removeSignalListener("SIGINT", onSignal);
-    for (const w of clients?.workers ?? []) w.terminate();
-    await stopServer(server);
-    if (server.stderr.length > 0) {
-      console.error(server.stderr.map((l) => `server: ${l}`).join("\n"));
-    }
+  });
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** p2pchat and coturn side by side: throughput rounds taking turns, then fixed-rate latency. */
+async function vsCoturn(o: Options): Promise<void> {
+  const turnserver = onPath("turnserver");
+  if (!turnserver) {
+    throw new Error(
+      "Cannot compare with coturn: no turnserver on PATH (Debian: apt-get install coturn)",
+    );
   }
+  const pin = await pinBench(o);
+  const servers = [
+    startP2pchat(o.port || freePort(), pin.prefix),
+    startCoturn(freePort(), pin.prefix, turnserver),
+  ];
+  const period = (o.warmupSeconds + o.seconds) * 1000 + 2 * o.timeoutMs + 3000;
+  const budgetMs = 60_000 + (2 * o.rounds + 2) * period;
+  await guarded(servers, budgetMs, async () => {
+    for (const s of servers) await waitReady(s, 20_000);
+    console.log(
+      `STUN Binding, ${o.clients} clients, ${o.warmupSeconds} s warm-up + ${o.seconds} s ` +
+        `measured per period; ${pin.note}; load average ${loadAverage() ?? "n/a"}`,
+    );
+    for (const s of servers) {
+      console.log(`${s.name} (pid ${s.child.pid}) sockets: ${checkLoopbackOnly(s)}`);
+    }
+    const head = [
+      "round",
+      "server",
+      "answered/s",
+      "loss %",
+      "p99 µs",
+      "server CPU",
+      "bench CPU",
+      "answered per server CPU-s",
+    ];
+    const lines: string[][] = [head];
+    const rates: Record<Server["name"], number[]> = { p2pchat: [], coturn: [] };
+    const perCpu: Record<Server["name"], number[]> = { p2pchat: [], coturn: [] };
+    let batched = true;
+    console.log(`throughput: each client keeps ${o.window} requests outstanding`);
+    for (let r = 1; r <= o.rounds; r++) {
+      // Take turns, and swap who goes first, so a drift in the machine's load hits both.
+      const order = r % 2 ? servers : [...servers].reverse();
+      for (const s of order) {
+        const f = await measure(o, s, { mix: "stun", rate: 0, register: false }, pin.benchCores);
+        batched &&= f.batched;
+        const rate = f.total.answered / o.seconds;
+        rates[s.name].push(rate);
+        const per = f.serverCores ? rate / f.serverCores : NaN;
+        if (Number.isFinite(per)) perCpu[s.name].push(per);
+        const line = [
+          String(r),
+          s.name,
+          rate.toFixed(0),
+          f.total.sent ? ((100 * f.total.lost) / f.total.sent).toFixed(3) : "-",
+          f.total.rtt.length ? percentile(f.total.rtt, 99).toFixed(0) : "-",
+          pct(f.serverCores),
+          pct(f.benchCores),
+          Number.isFinite(per) ? per.toFixed(0) : "n/a",
+        ];
+        lines.push(line);
+        console.log(line.join("  "));
+      }
+    }
+    console.log(align(lines));
+    const ratio = median(rates.p2pchat) / median(rates.coturn);
+    console.log(
+      `median answered/s: p2pchat ${median(rates.p2pchat).toFixed(0)}, coturn ` +
+        `${median(rates.coturn).toFixed(0)}; ratio p2pchat/coturn ${ratio.toFixed(2)}`,
+    );
+    if (perCpu.p2pchat.length > 0 && perCpu.coturn.length > 0) {
+      const r = median(perCpu.p2pchat) / median(perCpu.coturn);
+      console.log(
+        `median answered per server CPU-second: p2pchat ${median(perCpu.p2pchat).toFixed(0)}, ` +
+          `coturn ${median(perCpu.coturn).toFixed(0)}; ratio ${r.toFixed(2)}`,
+      );
+    }
+    console.log(
+      `bench clients: ${
+        batched ? "batched system calls, busy loop" : "Deno.DatagramConn (no FFI)"
+      }`,
+    );
+
+    console.log(`latency: ${o.latencyRate} requests/s offered in all (open loop)`);
+    const lat: string[][] = [
+      ["server", "sent", "answered", "loss %", "p50 µs", "p99 µs", "p99.9 µs", "server CPU"],
+    ];
+    for (const s of servers) {
+      const load = { mix: "stun" as const, rate: o.latencyRate, register: false };
+      const f = await measure(o, s, load, pin.benchCores);
+      const t = f.total;
+      lat.push([
+        s.name,
+        String(t.sent),
+        String(t.answered),
+        t.sent ? ((100 * t.lost) / t.sent).toFixed(3) : "-",
+        t.rtt.length ? percentile(t.rtt, 50).toFixed(0) : "-",
+        t.rtt.length ? percentile(t.rtt, 99).toFixed(0) : "-",
+        t.rtt.length ? percentile(t.rtt, 99.9).toFixed(0) : "-",
+        pct(f.serverCores),
+      ]);
+      if (f.skipped > 0) {
+        console.log(`${s.name}: ${f.skipped} sends skipped (too many outstanding)`);
+      }
+    }
+    console.log(align(lat));
+    for (const s of servers) {
+      const p = readProc(s.child.pid);
+      console.log(`${s.name} RSS at the end: ${mib(p.rssKiB)}, peak ${mib(p.peakKiB)}`);
+    }
+  });
 }
 
 if (import.meta.main) {
@@ -464,7 +834,8 @@ if (import.meta.main) {
   try {
     const o = parseOptions(Deno.args);
     if (o === "help") console.log(USAGE);
-    else await bench(o);
+    else if (o.vsCoturn) await vsCoturn(o);
+    else await single(o);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     console.error(`server_bench: ${msg}`);

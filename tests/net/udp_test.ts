@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { MAX_IN_FLIGHT_SENDS, openUdp } from "../../lib/net/udp.ts";
+import { MAX_IN_FLIGHT_SENDS, openUdp, type UdpOptions } from "../../lib/net/udp.ts";
+import { mmsgUsable } from "../../lib/net/mmsg.ts";
+import type { Addr } from "../../lib/wire/addr.ts";
 
 /** Waits until `ok()` holds, checking every few ms; fails after `ms`. */
 async function until(ok: () => boolean, ms: number, what: string): Promise<void> {
@@ -67,3 +69,80 @@ Deno.test("udp: a failing send is counted as an error and frees its slot", () =>
     assert.equal(tx.sendErrors, 1);
     assert.equal(tx.sendDropped, 0);
   }));
+
+/** Opens a socket on loopback, runs `fn`, closes it and waits for its loop even on failure. */
+async function withSocket(
+  opts: UdpOptions,
+  onPacket: (bytes: Uint8Array, from: Addr) => void,
+  fn: (u: ReturnType<typeof openUdp>) => Promise<void>,
+): Promise<void> {
+  const u = openUdp("127.0.0.1", 0, onPacket, opts);
+  try {
+    await fn(u);
+  } finally {
+    u.close();
+    await u.done;
+  }
+}
+
+const backends: { name: string; opts: UdpOptions; skip?: boolean }[] = [
+  { name: "one receive", opts: { receives: 1 } },
+  { name: "four receives", opts: { receives: 4 } },
+  { name: "batched system calls", opts: { batched: true }, skip: !mmsgUsable("127.0.0.1") },
+];
+for (const b of backends) {
+  Deno.test({
+    name: `udp (${b.name}): a burst arrives whole, each view intact while its handler runs`,
+    ignore: b.skip,
+    fn: async () => {
+      const seen = new Set<number>();
+      let bad = 0;
+      await withSocket(b.opts, (bytes) => {
+        // Every datagram is 100 copies of its own number: a view overwritten early shows.
+        if (bytes.length !== 100 || bytes.some((x) => x !== bytes[0])) bad++;
+        seen.add(bytes[0]!);
+      }, async (rx) => {
+        const tx = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+        try {
+          const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: rx.local.port };
+          // Fewer than the receive buffer holds, so loopback drops none.
+          await Promise.all(
+            Array.from({ length: 100 }, (_, i) => tx.send(new Uint8Array(100).fill(i), to)),
+          );
+          await until(() => seen.size === 100, 5000, "100 datagrams");
+        } finally {
+          tx.close();
+        }
+      });
+      assert.equal(bad, 0);
+    },
+  });
+
+  Deno.test({
+    name: `udp (${b.name}): echo, sender address, errors counted, close ends the loop`,
+    ignore: b.skip,
+    fn: async () => {
+      const got: string[] = [];
+      let echo: ReturnType<typeof openUdp> | undefined;
+      await withSocket(b.opts, (bytes, from) => echo!.send(bytes, from), async (server) => {
+        echo = server;
+        await withSocket(b.opts, (bytes, from) => {
+          got.push(`${new TextDecoder().decode(bytes)} from ${from.host}:${from.port}`);
+        }, async (client) => {
+          client.send(new TextEncoder().encode("hello"), server.local);
+          await until(() => got.length === 1, 5000, "the echo");
+          assert.deepEqual(got, [`hello from 127.0.0.1:${server.local.port}`]);
+          client.send(new Uint8Array(1), { host: "127.0.0.1", port: 0 }); // refused by the kernel
+          await until(() => client.sendErrors === 1, 5000, "the failed send");
+          assert.equal(client.sendDropped, 0);
+        });
+      });
+    },
+  });
+}
+
+Deno.test("udp: receives must be 1 to 64", () => {
+  for (const receives of [0, 65, 1.5]) {
+    assert.throws(() => openUdp("127.0.0.1", 0, () => {}, { receives }), RangeError);
+  }
+});

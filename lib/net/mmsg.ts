@@ -1,0 +1,366 @@
+/**
+ * Batched UDP for Linux: libc's recvmmsg and sendmmsg through Deno's FFI, so one system call
+ * moves up to BATCH datagrams each way, where Deno.DatagramConn costs one runtime op (and one
+ * promise) per datagram. IPv4 only. The receive blocks on a runtime thread (a nonblocking FFI
+ * call) until a datagram comes, then takes whatever else is queued, on the event loop's own
+ * thread while more keeps coming: nothing polls. Sends are
+ * copied into a batch that leaves at the end of the current task, with MSG_DONTWAIT: a full
+ * socket buffer drops and counts them, it never blocks the event loop.
+ *
+ * It needs the FFI permission (which grants everything a process can do) and glibc on Linux,
+ * x86_64 or aarch64 (the struct layouts below are those of LP64 Linux); `mmsgUsable` says
+ * whether it can be used, openUdp falls back to Deno.DatagramConn otherwise.
+ */
+import { type Addr, ipv4Bytes } from "../wire/addr.ts";
+
+/** Datagrams per system call, each way: enough to empty a busy socket in a few calls. */
+export const BATCH = 64;
+/**
+ * Batches taken without waiting after a wake-up, at most, before the event loop runs again:
+ * under a flood, a handful of system calls per wake-up instead of a thread round trip per batch.
+ */
+const SYNC_BATCHES = 8;
+/** One receive slot: any UDP payload fits, so nothing is cut short (untouched pages cost no RSS). */
+const SLOT = 65536;
+/** The largest datagram `send` takes (the UDP maximum for IPv4). */
+const MAX_DATAGRAM = 65507;
+
+// LP64 Linux: struct mmsghdr { struct msghdr (56 bytes); unsigned int msg_len; } padded to 64.
+const MMSGHDR = 64;
+const MSG_NAME = 0, MSG_NAMELEN = 8, MSG_IOV = 16, MSG_IOVLEN = 24, MSG_FLAGS = 48, MSG_LEN = 56;
+const IOVEC = 16;
+const SOCKADDR_IN = 16;
+const AF_INET = 2, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
+const MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20, MSG_WAITFORONE = 0x10000;
+const SHUT_RDWR = 2;
+const EINTR = 4, EAGAIN = 11;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  recvmmsg: {
+    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** The same call without a thread, for `receiveNow` (with MSG_DONTWAIT it never blocks). */
+  recvmmsgNow: {
+    name: "recvmmsg",
+    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
+    result: "i32",
+  },
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let libc: Libc | null | undefined;
+
+/** libc, loaded once; null where it cannot be (not Linux, no FFI permission, no glibc). */
+function load(): Libc | null {
+  if (libc !== undefined) return libc;
+  libc = null;
+  if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) return null;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+
+/** Whether batched UDP can bind `host` here: Linux, FFI granted, glibc, an IPv4 literal. */
+export function mmsgUsable(host: string): boolean {
+  return ipv4Bytes(host) !== null && load() !== null;
+}
+
+function errno(c: Libc): number {
+  const p = c.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+const address = (b: Uint8Array, at = 0) =>
+  BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b))) + BigInt(at);
+
+/** BATCH message headers, each pointing at its own address and one data slot. */
+class Batch {
+  readonly hdr = new Uint8Array(BATCH * MMSGHDR);
+  readonly hv = new DataView(this.hdr.buffer);
+  readonly names = new Uint8Array(BATCH * SOCKADDR_IN);
+  readonly nv = new DataView(this.names.buffer);
+  readonly iov = new Uint8Array(BATCH * IOVEC);
+  readonly iv = new DataView(this.iov.buffer);
+  readonly data: Uint8Array;
+  constructor(readonly slot: number) {
+    this.data = new Uint8Array(BATCH * slot);
+    for (let i = 0; i < BATCH; i++) {
+      this.iv.setBigUint64(i * IOVEC, address(this.data, i * slot), true);
+      this.iv.setBigUint64(i * IOVEC + 8, BigInt(slot), true);
+      const h = i * MMSGHDR;
+      this.hv.setBigUint64(h + MSG_NAME, address(this.names, i * SOCKADDR_IN), true);
+      this.hv.setUint32(h + MSG_NAMELEN, SOCKADDR_IN, true);
+      this.hv.setBigUint64(h + MSG_IOV, address(this.iov, i * IOVEC), true);
+      this.hv.setBigUint64(h + MSG_IOVLEN, 1n, true);
+    }
+  }
+}
+
+/** Dotted strings for the IPv4 addresses seen lately, so a datagram builds no string. */
+class HostNames {
+  private names = new Map<number, string>();
+  get(ip: number): string {
+    let s = this.names.get(ip);
+    if (s === undefined) {
+      // A bound on memory whatever the sources: forget them all and start again.
+      if (this.names.size >= 65536) this.names.clear();
+      s = `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
+      this.names.set(ip, s);
+    }
+    return s;
+  }
+}
+
+/** The other way: IPv4 literals to 32-bit numbers (NaN: not an IPv4 literal). */
+class HostNumbers {
+  private nums = new Map<string, number>();
+  get(host: string): number {
+    let n = this.nums.get(host);
+    if (n === undefined) {
+      if (this.nums.size >= 65536) this.nums.clear();
+      const b = ipv4Bytes(host);
+      n = b ? ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0 : NaN;
+      this.nums.set(host, n);
+    }
+    return n;
+  }
+}
+
+export interface MmsgUdp {
+  readonly local: Addr;
+  /** Copies `bytes` into the outgoing batch (the caller may reuse them at once). */
+  send(bytes: Uint8Array, to: Addr): void;
+  /** Sends the batch now rather than at the end of the task. */
+  flush(): void;
+  close(): void;
+  readonly sendErrors: number;
+  /** Datagrams the kernel would not take (socket buffer full): dropped, never waited for. */
+  readonly sendDropped: number;
+  /** Datagrams queued and not yet handed to the kernel (at most `maxQueued`). */
+  readonly inFlight: number;
+  /** Datagrams received larger than a slot: dropped (none with the default slot). */
+  readonly truncated: number;
+  /**
+   * With `manual`: hands whatever datagrams are queued now (up to BATCH) to `onPacket`, without
+   * waiting; returns how many there were.
+   */
+  receiveNow(): number;
+  readonly done: Promise<void>;
+}
+
+export interface MmsgOptions {
+  /** Datagrams queued before a send is forced (1 to BATCH); default BATCH. */
+  maxQueued?: number;
+  /**
+   * No receiving thread: datagrams wait in the socket until `receiveNow` takes them. For a load
+   * generator's busy loop (a thread round trip per wake-up costs more than a datagram).
+   */
+  manual?: boolean;
+}
+
+/**
+ * Binds `host:port` (IPv4) and calls `onPacket` for every datagram, a whole batch in one task.
+ * `onPacket` gets a view into a receive slot, valid until it returns: copy what you keep.
+ * @throws Error if batched UDP is not usable here (see mmsgUsable) or the bind fails.
+ */
+export function openMmsgUdp(
+  host: string,
+  port: number,
+  onPacket: (bytes: Uint8Array, from: Addr) => void,
+  opts: MmsgOptions = {},
+): MmsgUdp {
+  const c = load();
+  const ip = ipv4Bytes(host);
+  if (!c || !ip) throw new Error(`Cannot use batched UDP on ${host}: not available here`);
+  const maxQueued = Math.max(1, Math.min(BATCH, opts.maxQueued ?? BATCH));
+  const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`Cannot open a UDP socket: errno ${errno(c)}`);
+  const sa = new Uint8Array(SOCKADDR_IN);
+  const sv = new DataView(sa.buffer);
+  sv.setUint16(0, AF_INET, true);
+  sv.setUint16(2, port, false);
+  sa.set(ip, 4);
+  if (c.bind(fd, sa, SOCKADDR_IN) !== 0) {
+    const e = errno(c);
+    c.close(fd);
+    throw new Error(
+      `Cannot bind ${host}:${port}: errno ${e}${e === 98 ? " (address in use)" : ""}`,
+    );
+  }
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, SOCKADDR_IN, true);
+  c.getsockname(fd, sa, len);
+  const local: Addr = { host, port: sv.getUint16(2, false) };
+
+  const rx = new Batch(SLOT);
+  const tx = new Batch(2048);
+  const txBig = new Map<number, Uint8Array>(); // slot -> a larger datagram's own buffer
+  const hostNames = new HostNames();
+  const hostNums = new HostNumbers();
+  let closed = false;
+  let queued = 0;
+  let flushPending = false;
+  let sendErrors = 0, sendDropped = 0, truncated = 0;
+
+  const flush = () => {
+    flushPending = false;
+    let at = 0;
+    while (at < queued && !closed) {
+      const n = c.sendmmsg(fd, tx.hdr.subarray(at * MMSGHDR), queued - at, MSG_DONTWAIT);
+      if (n > 0) {
+        at += n;
+        continue;
+      }
+      const e = errno(c);
+      if (e === EINTR) continue;
+      if (e === EAGAIN) {
+        sendDropped += queued - at; // egress is full: drop the rest, as a lossy link would
+        break;
+      }
+      sendErrors++; // this one failed (no route, port 0, ...): skip it, send the rest
+      at++;
+    }
+    for (const [i] of txBig) resetSlot(i);
+    txBig.clear();
+    queued = 0;
+  };
+  function resetSlot(i: number) {
+    tx.iv.setBigUint64(i * IOVEC, address(tx.data, i * tx.slot), true);
+  }
+
+  const send = (bytes: Uint8Array, to: Addr) => {
+    if (closed) return;
+    const n = hostNums.get(to.host);
+    if (Number.isNaN(n) || !(to.port > 0 && to.port < 65536) || bytes.length > MAX_DATAGRAM) {
+      sendErrors++;
+      return;
+    }
+    const i = queued++;
+    const name = i * SOCKADDR_IN;
+    tx.nv.setUint16(name, AF_INET, true);
+    tx.nv.setUint16(name + 2, to.port, false);
+    tx.nv.setUint32(name + 4, n, false);
+    if (bytes.length <= tx.slot) {
+      tx.data.set(bytes, i * tx.slot);
+    } else {
+      const own = bytes.slice(); // rare (over 2 KiB): its own copy, pointed at until sent
+      txBig.set(i, own);
+      tx.iv.setBigUint64(i * IOVEC, address(own), true);
+    }
+    tx.iv.setBigUint64(i * IOVEC + 8, BigInt(bytes.length), true);
+    if (queued >= maxQueued) flush();
+    else if (!flushPending) {
+      flushPending = true;
+      queueMicrotask(flush);
+    }
+  };
+
+  const resetNames = () => {
+    for (let i = 0; i < BATCH; i++) rx.hv.setUint32(i * MMSGHDR + MSG_NAMELEN, SOCKADDR_IN, true);
+  };
+  /** Hands the `got` datagrams in `rx` to onPacket. */
+  const dispatch = (got: number) => {
+    for (let i = 0; i < got; i++) {
+      const h = i * MMSGHDR;
+      if (rx.hv.getInt32(h + MSG_FLAGS, true) & MSG_TRUNC) {
+        truncated++;
+        continue;
+      }
+      const n = rx.hv.getUint32(h + MSG_LEN, true);
+      const name = i * SOCKADDR_IN;
+      const from: Addr = {
+        host: hostNames.get(rx.nv.getUint32(name + 4, false)),
+        port: rx.nv.getUint16(name + 2, false),
+      };
+      try {
+        onPacket(rx.data.subarray(i * SLOT, i * SLOT + n), from);
+      } catch (e) {
+        console.error(
+          `internal error handling a datagram: ${e instanceof Error ? e.message : e}`,
+        );
+      }
+      if (closed) break;
+    }
+  };
+  const loop = async () => {
+    let failures = 0;
+    while (!closed) {
+      resetNames();
+      const got = await c.recvmmsg(fd, rx.hdr, BATCH, MSG_WAITFORONE, null);
+      if (closed) break;
+      if (got < 0) {
+        // errno is the receiving thread's, out of reach here. EINTR, a queued ICMP error and
+        // friends pass; should one persist, wait a little between tries rather than spin.
+        if (++failures > 8) await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      failures = 0;
+      dispatch(got);
+      // While datagrams keep coming, take them here, without a round trip through the thread
+      // (which costs more than a batch): a few batches, then back to the event loop for timers.
+      for (let more = 0; more < SYNC_BATCHES && !closed; more++) {
+        if (queued > 0) flush(); // answers leave before we read on
+        resetNames();
+        const n = c.recvmmsgNow(fd, rx.hdr, BATCH, MSG_DONTWAIT, null);
+        if (n <= 0) break;
+        dispatch(n);
+      }
+    }
+    c.close(fd); // only now: the receiving thread is done with the descriptor
+  };
+  let closeManual = () => {};
+  const done = opts.manual ? new Promise<void>((r) => closeManual = r) : loop();
+  const receiveNow = () => {
+    if (!opts.manual || closed) return 0;
+    resetNames();
+    const got = c.recvmmsgNow(fd, rx.hdr, BATCH, MSG_DONTWAIT, null);
+    if (got <= 0) return 0;
+    dispatch(got);
+    return got;
+  };
+
+  return {
+    local,
+    send,
+    flush,
+    done,
+    get sendErrors() {
+      return sendErrors;
+    },
+    get sendDropped() {
+      return sendDropped;
+    },
+    get inFlight() {
+      return queued;
+    },
+    get truncated() {
+      return truncated;
+    },
+    receiveNow,
+    close() {
+      if (closed) return;
+      if (queued > 0) flush();
+      closed = true;
+      if (opts.manual) {
+        c.close(fd);
+        closeManual();
+        return;
+      }
+      // Wakes the receive blocked on its thread (it returns at once); the loop then closes.
+      c.shutdown(fd, SHUT_RDWR);
+    },
+  };
+}
