@@ -15,6 +15,9 @@ import type { NatReport } from "../nat/discovery.ts";
 import type { NatMapping } from "../wire/codec.ts";
 import { type Mapping, PortMapper } from "../portmap/mod.ts";
 
+/** After the first punch window, how much longer discovery waits (the window's last probes). */
+const DISCOVERY_SLACK_MS = 200;
+
 export interface PeerHostOptions {
   agent: Omit<AgentConfig, "locals">;
   bindHost: string;
@@ -86,9 +89,23 @@ export class PeerHost {
         },
       });
     }
+    // A gateway mapping helps the first punch, so it is asked for at once. Discovery waits for
+    // the first punch window to end: its test mappings would take the very ports a NAT that
+    // counts up hands out next, which port prediction aims at (birthday punching, which needs
+    // discovery, only starts after that window anyway).
+    const path = o.agent.path;
+    const discoverAfter = path.ackTimeoutMs + path.punchWindowMs + DISCOVERY_SLACK_MS;
     const [report, mapping] = await Promise.all([
-      o.discovery === false ? null : discoverNat({ server: o.agent.server }).catch(() => null),
-      this.mapper ? this.mapper.start() : null,
+      o.discovery === false
+        ? null
+        : this.later(discoverAfter).then((go) =>
+          go ? discoverNat({ server: o.agent.server }).catch(() => null) : null
+        ),
+      this.mapper?.start().then((m) => {
+        this.mapped = m;
+        if (m) this.tellAgent();
+        return m;
+      }) ?? null,
     ]);
     if (this.stopped) return;
     this.natReport = report;
@@ -97,19 +114,37 @@ export class PeerHost {
     this.tellNat();
   }
 
-  private tellNat(): void {
-    if (this.stopped || !this.natDone) return;
-    const r = this.natReport;
+  /** Resolves true after `ms`, or false at once if the peer stopped meanwhile. */
+  private later(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(!this.stopped), ms);
+      this.done.then(() => {
+        clearTimeout(t);
+        resolve(false);
+      });
+    });
+  }
+
+  private tellAgent(): void {
+    if (this.stopped) return;
     const m = this.mapped;
     const mapped = m ? [{ host: m.external.host, port: m.external.port }] : [];
-    this.call((out, now) => this.agent.setNat({ mapping: forPunching(r), mapped }, now, out));
+    const mapping = forPunching(this.natReport);
+    this.call((out, now) => this.agent.setNat({ mapping, mapped }, now, out));
+  }
+
+  private tellNat(): void {
+    if (this.stopped || !this.natDone) return;
+    this.tellAgent();
+    const r = this.natReport;
+    const m = this.mapped;
     this.onEvent({
       type: "nat",
       mapping: r?.mapping ?? "unknown",
       filtering: r?.filtering ?? "unknown",
       allocation: r?.allocation ?? "unknown",
       public: r?.public ? formatAddr(r.public) : null,
-      mapped: mapped[0] ? formatAddr(mapped[0]) : null,
+      mapped: m ? formatAddr({ host: m.external.host, port: m.external.port }) : null,
       portmap: m?.protocol ?? null,
     });
   }

@@ -53,6 +53,8 @@ export class HardNat {
       r.natAcked = false;
       r.natTries = 0;
       r.nextNatInfo = now;
+      // Discovery ends after the first punch window: a pair that failed it may now qualify.
+      if (r.punchFailed) this.maybeBirthday(r, now);
     }
   }
 
@@ -85,13 +87,13 @@ export class HardNat {
   }
 
   onNatInfo(r: Remote, m: Extract<Message, { type: "nat_info" }>, now: number): void {
-    const first = r.nat === null;
+    const changed = r.nat?.mapping !== m.mapping;
     r.nat = { mapping: m.mapping, mapped: m.mapped };
     if (m.have) r.natAcked = true;
     // The peer lacks ours: answer at once (one answer per message it sends, never more).
     else this.sendNatInfo(r, now);
     this.host.pathActions(r, r.path.setMapped(m.mapped, now), now);
-    if (first && r.punchFailed) this.maybeBirthday(r, now);
+    if (changed && r.punchFailed) this.maybeBirthday(r, now);
   }
 
   /** A punch window ended without a path. */

@@ -30,12 +30,6 @@ labTest(
       await a.waitFor(isType("ready"), 20000);
       const t0 = Date.now();
       const b = h.peer("b", addr, ["--log-level", "info"], wrap(lab, "b1"));
-      const natA = await a.waitFor(isType("nat"), 20000, "a's NAT report");
-      const natB = await b.waitFor(isType("nat"), 20000, "b's NAT report");
-      // One server address, a second port: a port-restricted NAT keeps its port towards both,
-    // which RFC 5780 alone cannot tell from address-dependent mapping.
-    assert.equal(natA.mapping, "unknown", JSON.stringify(natA));
-      assert.equal(natB.mapping, "address-and-port-dependent", JSON.stringify(natB));
       await a.waitFor(isType("peer", { name: "b", state: "joined" }), 20000);
       // Messages every 250 ms from the start, through the relay, the attempt and the switch.
       let sent = 0;
@@ -64,6 +58,12 @@ labTest(
         Array.from({ length: sent }, (_, i) => `m${i}`),
         "exactly once, in order",
       );
+      const natA = await a.waitFor(isType("nat"), 20000, "a's NAT report");
+      const natB = await b.waitFor(isType("nat"), 20000, "b's NAT report");
+      // One server address, a second port: a port-restricted NAT keeps its port towards both,
+      // which RFC 5780 alone cannot tell from address-dependent mapping.
+      assert.equal(natA.mapping, "unknown", JSON.stringify(natA));
+      assert.equal(natB.mapping, "address-and-port-dependent", JSON.stringify(natB));
       assert.ok(first);
       console.log(
         `birthday: first message ${firstS.toFixed(2)} s, direct after ${directS.toFixed(2)} s ` +
