@@ -72,7 +72,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   };
   const listen = (via: StunSocket, host: string, port: number): string | null => {
     try {
-      sockets[via] = openUdp(host, port, onPacket(via));
+      sockets[via] = openUdp(host, port, onPacket(via), { batched: true });
       return null;
     } catch (e) {
       return `Cannot listen on ${formatAddr({ host, port })}: ${
