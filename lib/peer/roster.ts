@@ -57,9 +57,18 @@ export type Learned =
   /** The id is bound to another name or key: a forgery or a bug; nothing changed. */
   | { kind: "mismatch" };
 
+/**
+ * Delivery state of removed remotes kept, by session id. A peer the server timed out (its
+ * sends failed for a while, say) comes back under the same id, in the same process, with its
+ * sequence numbers running on: starting ours over would make it take our next messages for
+ * duplicates, and its for ours. A new process has a new id, so an id is never reused wrongly.
+ */
+const REMEMBERED = 64;
+
 export class Roster {
   private byId = new Map<Id, Remote>();
   private byName = new Map<string, Id>();
+  private gone = new Map<Id, { key: Uint8Array; tx: Remote["tx"]; rx: Remote["rx"] }>();
 
   constructor(private trust: TrustStore, private parts: (m: Member) => RemoteParts) {}
 
@@ -100,11 +109,17 @@ export class Roster {
     // The same user came back with a new session.
     const replaced = old !== undefined && old !== m.id ? this.remove(old) ?? null : null;
     const fp = fingerprint(m.key);
+    const parts = this.parts(m);
+    const was = this.gone.get(m.id);
+    if (was) {
+      this.gone.delete(m.id);
+      if (equalBytes(was.key, m.key)) Object.assign(parts, { tx: was.tx, rx: was.rx });
+    }
     const remote: Remote = {
       member: m,
       xPublic: x,
       mac1: mac1Key(x),
-      ...this.parts(m),
+      ...parts,
       fingerprint: fp,
       trusted: false,
       nextRelayHello: 0,
@@ -138,6 +153,8 @@ export class Roster {
     if (!r) return undefined;
     this.byId.delete(id);
     if (this.byName.get(r.member.name) === id) this.byName.delete(r.member.name);
+    this.gone.set(id, { key: r.member.key, tx: r.tx, rx: r.rx });
+    if (this.gone.size > REMEMBERED) this.gone.delete(this.gone.keys().next().value!);
     return r;
   }
 }

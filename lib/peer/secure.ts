@@ -572,9 +572,13 @@ export class SecureLayer {
       return drop("key_mismatch");
     }
     const staticHex = toHex(remoteStatic);
-    const last = this.#timestamps.get(staticHex);
+    // Per key *and session id*: a peer that restarts gets a new session id, so a wall clock
+    // that stepped back (a fixed clock, say) does not lock it out until time catches up.
+    // Replays stay refused: an init is accepted only for a session id registered now.
+    const stampKey = `${staticHex}/${peerId}`;
+    const last = this.#timestamps.get(stampKey);
     if (last !== undefined && timestamp <= last) return drop("stale_init");
-    this.#timestamps.set(staticHex, timestamp);
+    this.#timestamps.set(stampKey, timestamp);
 
     const index = this.#newIndex();
     const reply = new Writer(RESP_LEN).u32(index).u32(senderIndex).bytes(hs.writeMessage())
