@@ -30,8 +30,13 @@ export const PORTMAP_TOOLS: Readonly<Record<string, string>> = {
 export type Node = "in" | "gw" | "out" | "bare";
 const NODES: Node[] = ["in", "gw", "out", "bare"];
 
-/** The nftables ruleset miniupnpd fills in: its own chains, masquerade for the LAN. */
-const RULESET = `table inet miniupnpd {
+/**
+ * The nftables ruleset miniupnpd fills in: its own chains, masquerade for the LAN. With
+ * `randomPorts` the masquerade picks a random port per flow (`fully-random`), so the router is a
+ * symmetric NAT except for the ports miniupnpd maps.
+ */
+function gatewayRuleset(opts: { randomPorts?: boolean } = {}): string {
+  return `table inet miniupnpd {
   chain forward {
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
@@ -47,7 +52,7 @@ const RULESET = `table inet miniupnpd {
   chain postrouting {
     type nat hook postrouting priority 100; policy accept;
     jump postrouting_miniupnpd
-    oifname "wan" masquerade
+    oifname "wan" masquerade${opts.randomPorts ? " fully-random" : ""}
   }
   chain prerouting_miniupnpd {
   }
@@ -55,6 +60,7 @@ const RULESET = `table inet miniupnpd {
   }
 }
 `;
+}
 
 /** miniupnpd.conf for this lab; `igdV1` makes it describe itself as an IGD v1 device. */
 export function miniupnpdConf(opts: { igdV1?: boolean; leaseFile: string }): string {
@@ -139,8 +145,11 @@ async function deleteAll(namespaces: string[]): Promise<void> {
   await run("ip", ["-force", "-batch", "-"], namespaces.map((ns) => `netns del ${ns}\n`).join(""));
 }
 
-/** Builds the lab; on any failure deletes what it made, then throws. */
-export async function upGatewayLab(): Promise<GatewayLab> {
+/**
+ * Builds the lab; on any failure deletes what it made, then throws. `randomPorts`: the router's
+ * masquerade is symmetric (see {@link gatewayRuleset}).
+ */
+export async function upGatewayLab(opts: { randomPorts?: boolean } = {}): Promise<GatewayLab> {
   const prefix = newPrefix();
   const ns = Object.fromEntries(NODES.map((n) => [n, `${prefix}-${n}`])) as Record<Node, string>;
   const procs = new Set<LabProcess>();
@@ -189,7 +198,7 @@ export async function upGatewayLab(): Promise<GatewayLab> {
       "load the router's nftables",
       "ip",
       ["netns", "exec", ns.gw, "nft", "-f", "-"],
-      RULESET,
+      gatewayRuleset(opts),
     );
   } catch (e) {
     await deleteAll(all);
