@@ -11,7 +11,7 @@ import { serve } from "./server.ts";
 import { runJoin } from "./lib/cli/join.ts";
 import { lockedRoom, terminalSecretIo } from "./lib/cli/secret.ts";
 import { inviteHint, newInvite } from "./lib/cli/invite.ts";
-import { runNat } from "./lib/cli/nat.ts";
+import { probePortmap, runNat } from "./lib/cli/nat.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
 import { resolveAddr } from "./lib/net/resolve.ts";
@@ -75,7 +75,10 @@ async function run(inv: Invocation): Promise<number> {
         log: setupLogging(inv.logLevel),
       });
     case "nat":
-      return await runNat(inv, { out: (s) => writeAll(Deno.stdout, s) });
+      return await runNat(inv, {
+        out: (s) => writeAll(Deno.stdout, s),
+        portmap: inv.portmap ? probePortmap : undefined,
+      });
     case "invite":
       writeAll(Deno.stdout, `${newInvite(inv.server, inv.room)}\n`);
       writeAll(Deno.stderr, inviteHint(inv.server, inv.room));

@@ -4,7 +4,7 @@ import process from "node:process";
 import type { Logger } from "@logtape/logtape";
 import { PeerHost, type PeerHostOptions } from "../net/peer_host.ts";
 import type { PeerEvent } from "../peer/events.ts";
-import { ChatOutput, JsonOutput, type Output, writeAll } from "./output.ts";
+import { ChatOutput, JsonOutput, type Output, type SelfNat, writeAll } from "./output.ts";
 import { parseLine } from "./input.ts";
 import { setLogWriter, writeStderr } from "./log.ts";
 import { onStopSignal } from "./signals.ts";
@@ -95,7 +95,7 @@ export async function runJoin(o: JoinOptions): Promise<number> {
         host.msg(c.to, c.text);
         break;
       case "peers":
-        out.peers(host.peers());
+        out.peers(host.peers(), selfNat(host));
         break;
       case "trust":
         host.trust(c.name);
@@ -148,4 +148,14 @@ export async function runJoin(o: JoinOptions): Promise<number> {
     writeAll(Deno.stderr, `p2pchat: ${exit.message}\n`);
   }
   return exit.code;
+}
+
+/** Our NAT as the host knows it so far, for `/peers`. */
+function selfNat(host: PeerHost): SelfNat {
+  const { report, mapping } = host.natSummary();
+  return {
+    mapping: report?.mapping ?? "unknown",
+    mapped: mapping ? `${mapping.external.host}:${mapping.external.port}` : null,
+    portmap: mapping?.protocol ?? null,
+  };
 }

@@ -2,6 +2,7 @@
  * `p2pchat nat`: runs NAT discovery against a p2pchat server (or any RFC 5780 STUN server)
  * and prints what it found, as a short report or one JSON object.
  */
+import { PortMapper } from "../portmap/mod.ts";
 import { type Addr, formatAddr } from "../wire/addr.ts";
 import type { NatReport } from "../nat/discovery.ts";
 import { verdict } from "../nat/verdict.ts";
@@ -51,7 +52,8 @@ export function natJson(r: NatReport, pm: PortmapResult): Record<string, unknown
     filtering: r.filtering,
     allocation: r.allocation,
     hairpin: r.hairpin,
-    portmap: pm.found,
+    portmap: pm.found.map((f) => f.split(" ")[0]),
+    portmapMapped: pm.found[0]?.split(" ")[1] ?? null,
     portmapProbed: pm.probed,
     rttMs: r.rttMs === null ? null : Math.round(r.rttMs * 10) / 10,
     server: formatAddr(r.server.primary),
@@ -117,4 +119,17 @@ export async function runNat(cmd: NatCommand, io: NatIo): Promise<number> {
   }
   if (!cmd.json) io.out(formatNat(report, pm));
   return 0;
+}
+
+/**
+ * Which port-mapping protocol the gateway speaks, found the only sure way: a mapping of a
+ * throwaway port for 60 s, deleted at once. Answers like "pcp 203.0.113.7:40112".
+ */
+export async function probePortmap(): Promise<string[]> {
+  // A random dynamic port: nothing listens on it, the mapping only proves itself.
+  const port = 49152 + (crypto.getRandomValues(new Uint16Array(1))[0]! % 16384);
+  const mapper = new PortMapper({ internalPort: port, leaseSec: 60 });
+  const m = await mapper.start();
+  await mapper.stop();
+  return m ? [`${m.protocol} ${formatAddr({ host: m.external.host, port: m.external.port })}`] : [];
 }

@@ -3,9 +3,16 @@ import type { PeerEvent } from "../peer/events.ts";
 import type { PeerInfo } from "../peer/agent.ts";
 import { HELP } from "./input.ts";
 
+/** What we know of our own NAT, for `/peers` (null fields: not known or none). */
+export interface SelfNat {
+  mapping: string;
+  mapped: string | null;
+  portmap: string | null;
+}
+
 export interface Output {
   event(e: PeerEvent): void;
-  peers(list: PeerInfo[]): void;
+  peers(list: PeerInfo[], self?: SelfNat): void;
   stats(drops: Record<string, number>): void;
   help(): void;
   /** Redraws the prompt (terminal only). */
@@ -26,11 +33,12 @@ export class JsonOutput implements Output {
   event(e: PeerEvent): void {
     this.write(JSON.stringify(e) + "\n");
   }
-  peers(list: PeerInfo[]): void {
+  peers(list: PeerInfo[], self?: SelfNat): void {
     this.write(
       JSON.stringify({
         type: "peers",
         locked: this.locked,
+        nat: self ?? null,
         peers: list.map((p) => ({
           name: p.name,
           path: p.path,
@@ -138,7 +146,16 @@ export class ChatOutput implements Output {
     }
   }
 
-  peers(list: PeerInfo[]): void {
+  peers(list: PeerInfo[], self?: SelfNat): void {
+    if (self) {
+      this.screen.print(this.c(
+        "dim",
+        `* you: ${self.mapping} NAT mapping` +
+          (self.mapped
+            ? `, ${self.portmap} mapped ${self.mapped} for you`
+            : ", no gateway mapping"),
+      ));
+    }
     this.screen.print(this.c(
       "dim",
       this.locked

@@ -60,6 +60,8 @@ export type Invocation =
     kind: "p2pchat" | "stun";
     json: boolean;
     timeoutMs: number;
+    /** Ask the gateway for a (short, deleted at once) port mapping to see which protocol works. */
+    portmap: boolean;
   }
   | {
     cmd: "join";
@@ -372,6 +374,10 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     )
     .option("--stun <host:port>", "any RFC 5780 STUN server instead (port default 3478)", stunAddr)
     .option("--json", "one JSON object on stdout", false)
+    .option(
+      "--no-portmap",
+      "do not try a port mapping on the gateway (UPnP, NAT-PMP, PCP; made and deleted at once)",
+    )
     .addOption(
       // Kept in ms; help shows the default in seconds, as the flag takes it.
       new Option("--timeout <seconds>", "give up on each request after this long (a run takes ~2x)")
@@ -395,6 +401,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         kind: o.stun ? "stun" : "p2pchat",
         json: o.json,
         timeoutMs: o.timeout,
+        portmap: o.portmap,
       };
     });
 

@@ -123,6 +123,7 @@ Deno.test("cli: nat defaults, --server, --stun, env, --json, --timeout", () => {
     kind: "p2pchat",
     json: false,
     timeoutMs: 1200,
+    portmap: true,
   });
   const s = run(["nat", "--stun", "stun.example.org", "--json", "--timeout", "2.5"]).inv;
   assert.deepEqual(s, {
@@ -131,7 +132,10 @@ Deno.test("cli: nat defaults, --server, --stun, env, --json, --timeout", () => {
     kind: "stun",
     json: true,
     timeoutMs: 2500,
+    portmap: true,
   });
+  const np = run(["nat", "--no-portmap"]).inv;
+  assert.ok(np.cmd === "nat" && np.portmap === false);
   const e = run(["nat"], { P2PCHAT_SERVER: "10.1.2.3:9000" }).inv;
   assert.ok(e.cmd === "nat" && e.target.host === "10.1.2.3" && e.target.port === 9000);
   const f = run(["nat", "--server", "10.9.9.9"], { P2PCHAT_SERVER: "10.1.2.3:9000" }).inv;

@@ -63,8 +63,10 @@ export class Harness {
     const deno = Deno.execPath();
     // Outside a lab namespace there is no gateway of ours: a peer must never send port-mapping
     // requests to the real network's.
-    if (args[0] === "join" && !opts.wrap && !args.includes("--no-portmap")) {
-      args = ["join", "--no-portmap", ...args.slice(1)];
+    if (
+      (args[0] === "join" || args[0] === "nat") && !opts.wrap && !args.includes("--no-portmap")
+    ) {
+      args = [args[0], "--no-portmap", ...args.slice(1)];
     }
     // `task`: run ARGS[0]'s task command line from deno.json (as `deno task` would, with only
     // the permissions it grants) without `deno task` in between, so kill() reaches the peer.
