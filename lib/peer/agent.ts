@@ -775,7 +775,7 @@ export class PeerAgent {
       }
       case "data_ack": {
         const ev: TxEvent[] = [];
-        r.tx.onAck(m.seq, m.frag, ev);
+        r.tx.onAck(m.seq, m.frag, ev, now);
         this.txEvents(r, ev);
         return;
       }

@@ -1,33 +1,93 @@
 /**
  * Reliable, ordered message delivery to and from one peer over an unreliable path:
- * fragmentation, per-fragment ACKs, retransmission with backoff, duplicate suppression,
- * in-order release. Pure: it returns the datagrams to send and the events to report.
+ * fragmentation, per-fragment ACKs, retransmission on an RTT-derived timeout and on fast
+ * retransmit, a congestion window, duplicate suppression, in-order release. Pure: it returns
+ * the datagrams to send and the events to report; time comes in as `now`.
  */
 import type { DataFields } from "../wire/codec.ts";
 import { concat } from "../wire/bytes.ts";
 
-/** Payload bytes per fragment: keeps DATA (+ relay wrapping) well under 1200 bytes. */
+/**
+ * Payload bytes per fragment. A full DATA sealed and wrapped in RELAY is 92 bytes plus the
+ * chunk: 1116 bytes, under the 1200 we send at most. 1108 would be the ceiling, but 8% larger
+ * fragments are not worth breaking peers that drop chunks over 1024 (the receive limit), and
+ * 16 KiB stays exactly 16 fragments.
+ */
 export const FRAG_SIZE = 1024;
 /** Largest message, in UTF-8 bytes. */
 export const MAX_MESSAGE = 16 * 1024;
 /** Fragments in the largest message: MAX_MESSAGE in FRAG_SIZE chunks (16). */
 export const MAX_MESSAGE_FRAGS = Math.ceil(MAX_MESSAGE / FRAG_SIZE);
 
+/** How far ahead of the next expected message a receiver buffers (messages); see Receiver. */
+export const RX_WINDOW = 256;
+/** Bytes of incomplete messages a receiver holds per sender by default; see ReceiverConfig. */
+export const RX_BUFFER_BYTES = 1024 * 1024;
+
 export interface DeliveryConfig {
+  /** Retransmission timeout before the first RTT sample (RFC 6298 says 1 s; see below). */
   initialRtoMs: number;
+  /** The least the RTT-derived timeout may be. */
+  minRtoMs: number;
+  /** The most a timeout may be, backoff included. */
   maxRtoMs: number;
   /** Give up on a message after this long without a full acknowledgement. */
   giveUpMs: number;
-  /** Fragments in flight at once to one peer. */
-  window: number;
+  /** Congestion window at the start and after an idle spell, in fragments. */
+  initialWindow: number;
+  /** The congestion window never grows past this many fragments in flight. */
+  maxWindow: number;
+  /**
+   * Bytes of messages from the oldest unfinished one to the newest begun, at most: what the
+   * receiver may have to buffer behind one lost fragment. Must not exceed its
+   * `maxBufferedBytes`, or it drops what we send (unacked) and we resend it.
+   */
+  maxSpanBytes: number;
+  /** Messages from the oldest unfinished one to the newest begun, at most (receiver's window). */
+  maxSpanMessages: number;
 }
 
 export const DEFAULT_DELIVERY_CONFIG: DeliveryConfig = {
+  // The fixed timeout this sender had before it measured RTTs; the first ACK replaces it.
+  // Lower than RFC 6298's 1 s: chat paths are well under 400 ms, and a first message
+  // waiting a whole second behind one lost fragment is worse than a spurious resend.
   initialRtoMs: 400,
+  // Linux's TCP minimum is 200 ms, sized for delayed ACKs (up to 40 ms and more) that we do
+  // not have: every fragment is acknowledged at once. 100 ms still lies far above loopback
+  // and LAN RTTs plus the event-loop stalls of a busy peer (GC, a burst of JSON lines: a few
+  // to tens of ms), so a timeout that fires means loss, and a lost last fragment costs 100 ms.
+  minRtoMs: 100,
+  // RFC 6298 allows a 60 s ceiling; ours is 4 s so a message gets at least 7 tries within
+  // its 30 s give-up, and a path that comes back (relay to direct, a NAT rebinding) is used
+  // within 4 s.
   maxRtoMs: 4000,
   giveUpMs: 30_000,
-  window: 64,
+  // One full message (16 fragments of 1 KiB), as RFC 6928's 10-segment window, rounded up.
+  initialWindow: 16,
+  // 512 KiB in flight: several times what loopback needs for tens of MB/s at its RTT under
+  // load, half the receive buffer, and half the socket layer's 1024 unfinished sends.
+  maxWindow: 512,
+  maxSpanBytes: RX_BUFFER_BYTES,
+  maxSpanMessages: RX_WINDOW,
 };
+
+/** Later transmissions acknowledged before a fragment counts as lost (TCP's 3 dupacks). */
+export const REORDER_THRESHOLD = 3;
+/**
+ * Or: a later one was acknowledged and this one is older than 9/8 of the RTT (RFC 9002's
+ * time threshold), which catches losses in windows too small for REORDER_THRESHOLD.
+ */
+const TIME_THRESHOLD = 9 / 8;
+/** Clock granularity G in RFC 6298's RTO = SRTT + max(G, 4 RTTVAR), in ms. */
+const CLOCK_GRANULARITY_MS = 1;
+/**
+ * The least the window is cut to, by a loss or a timeout, in fragments: 4 KiB, what RFC 3390
+ * lets a sender put into a path it knows nothing about (4380 bytes). Not TCP's one segment
+ * after a timeout: with one or two fragments in flight, often nothing acknowledged after a
+ * loss can reveal it, and at high loss rates each loss becomes another backed-off timeout (a
+ * 20%-loss-per-link path took 3-4 times longer with 2 than with 4, for the same traffic).
+ */
+export const MIN_WINDOW = 4;
 
 export type Fragment = DataFields;
 
@@ -36,16 +96,54 @@ export type TxEvent = { type: "delivered"; msgNo: number } | {
   msgNo: number;
 };
 
+/** What a Sender has done so far, for /stats and tests. */
+export interface SenderStats {
+  /** DATA fragments sent, first sends and retransmissions. */
+  sent: number;
+  /** Of those, retransmissions. */
+  retransmitted: number;
+  /** Fragments declared lost because later ones were acknowledged (fast retransmit). */
+  fastRetransmits: number;
+  /** Retransmission timeouts that fired. */
+  timeouts: number;
+  /** Times the window was cut because of a loss (one per window of data at most). */
+  windowCuts: number;
+}
+
+type FragState = "unsent" | "flight" | "lost" | "acked";
+
+interface OutFrag {
+  msg: Outgoing;
+  index: number;
+  state: FragState;
+  /** Transmissions so far; an ACK gives an RTT sample only when this is 1 (Karn). */
+  sends: number;
+  /** Number of the latest transmission (counts every DATA this sender sent). */
+  tx: number;
+  /** Number of the first transmission. */
+  firstTx: number;
+  /** When the latest transmission went out. */
+  sentAt: number;
+}
+
 interface Outgoing {
   seq: number;
   msgNo: number;
   direct: boolean;
   chunks: Uint8Array[];
-  acked: boolean[];
+  frags: OutFrag[];
+  bytes: number;
   left: number;
-  firstSent: number; // -1 until sent
-  nextSend: number;
-  rto: number;
+  /** When its first fragment went out; -1 until then. */
+  firstSent: number;
+  /** Fully acknowledged or given up: no longer sent, but kept until it reaches the head. */
+  done: boolean;
+}
+
+/** One transmission, in the order they went out. */
+interface Sent {
+  frag: OutFrag;
+  tx: number;
 }
 
 /** Splits UTF-8 bytes into fragments of at most FRAG_SIZE; an empty message is one empty chunk. */
@@ -56,115 +154,425 @@ export function split(bytes: Uint8Array): Uint8Array[] {
   return out;
 }
 
+/** An array used as a queue: O(1) shift, compacted now and then. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  at(i: number): T | undefined {
+    return i < 0 ? undefined : this.items[this.head + i];
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head++];
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+  *[Symbol.iterator](): Iterator<T> {
+    for (let i = this.head; i < this.items.length; i++) yield this.items[i]!;
+  }
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
+/**
+ * The sending half towards one peer. Messages are numbered (`seq`) and cut into fragments;
+ * every fragment is acknowledged on its own (DATA_ACK). What it decides:
+ *
+ * - **Timeout** (RFC 6298): SRTT and RTTVAR from ACKs of fragments sent once (Karn's rule:
+ *   an ACK of a resent fragment may answer either copy, so it gives no sample);
+ *   RTO = max(minRtoMs, SRTT + max(1 ms, 4·RTTVAR)), initialRtoMs before the first sample.
+ *   One timer, as RFC 6298 section 5 runs it: started when a fragment goes out with none in
+ *   flight, restarted by every ACK of new data, so it fires only after a whole RTO without
+ *   progress (a deep queue that still drains does not trip it). Then every fragment still in
+ *   flight counts as lost and is resent, and the RTO doubles (up to maxRtoMs) until an ACK of
+ *   new data arrives.
+ * - **Fast retransmit**: a fragment is lost once REORDER_THRESHOLD fragments sent after it
+ *   are acknowledged, or one sent after it is and 9/8 of an RTT has passed (RFC 9002's packet
+ *   and time thresholds). It is resent at once, ahead of new data, without waiting for the
+ *   timer, while later fragments and later messages keep flowing (the receiver buffers them,
+ *   up to maxSpanBytes / maxSpanMessages past the oldest unfinished message).
+ * - **Congestion window** (NewReno-like AIMD, in fragments): slow start from initialWindow
+ *   (+1 per ACK) up to ssthresh, then +1/window per ACK (one fragment per round trip). A loss
+ *   halves it (ssthresh = window/2, at least MIN_WINDOW) once per window of data: losses
+ *   among fragments sent before the cut do not cut it again. A timeout resets it: ssthresh
+ *   becomes half the fragments in flight and the window MIN_WINDOW (4), then slow start. It
+ *   grows only while it limits us (RFC 7661), so an idle chat does not earn a huge window,
+ *   and after an idle spell longer than the RTO it restarts at initialWindow at most
+ *   (RFC 5681).
+ *
+ * Pure: time comes in as `now` (ms); `tick` returns the DATA to send.
+ */
 export class Sender {
   private nextSeq = 0;
-  private queue: Outgoing[] = [];
+  /** Messages by seq, oldest first; done ones leave when they reach the head. */
+  private readonly queue = new Fifo<Outgoing>();
+  /** Messages not yet done. */
+  private unfinished = 0;
+  /** Index in `queue` of the message holding the next never-sent fragment, and that fragment. */
+  private nextMsg = 0;
+  private nextFrag = 0;
+  /** Bytes of the messages before `nextMsg` (begun, or done): what the receiver may hold. */
+  private spanBytes = 0;
+  /** Transmissions in the order sent; entries for fragments acked or resent since are stale. */
+  private readonly flight = new Fifo<Sent>();
   private inFlight = 0;
+  /** Fragments declared lost, to resend before any new fragment (stale once acked). */
+  private readonly lost = new Fifo<OutFrag>();
+  private txCount = 0;
+  private largestAckedTx = 0;
+  /** Transmissions up to this one were sent before the last window cut. */
+  private recoveryTx = 0;
+  private cwnd: number;
+  private ssthresh = Infinity;
+  private srtt = -1;
+  private rttvar = 0;
+  private latestRtt = 0;
+  /** Timeouts in a row without an ACK of new data: the RTO is doubled this many times. */
+  private backoff = 0;
+  private lastSendAt = -1;
+  /** When the retransmission timer was last (re)started; it runs while fragments are in flight. */
+  private timerStart = 0;
+  /** The latest `now` seen. */
+  private now = -Infinity;
+  readonly stats: SenderStats = {
+    sent: 0,
+    retransmitted: 0,
+    fastRetransmits: 0,
+    timeouts: 0,
+    windowCuts: 0,
+  };
 
-  constructor(private cfg: DeliveryConfig = DEFAULT_DELIVERY_CONFIG) {}
-
-  get pending(): number {
-    return this.queue.length;
+  constructor(private cfg: DeliveryConfig = DEFAULT_DELIVERY_CONFIG) {
+    this.cwnd = cfg.initialWindow;
   }
 
-  /** Queues a message; its fragments go out on the next `tick`. */
+  /** Messages not yet acknowledged or given up on. */
+  get pending(): number {
+    return this.unfinished;
+  }
+
+  /** The congestion window now, in fragments. */
+  get window(): number {
+    return Math.floor(this.cwnd);
+  }
+
+  /** Fragments sent and neither acknowledged nor declared lost. */
+  get fragmentsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /** The retransmission timeout now, backoff included (ms). */
+  get rto(): number {
+    const base = this.srtt < 0
+      ? this.cfg.initialRtoMs
+      : Math.max(this.cfg.minRtoMs, this.srtt + Math.max(CLOCK_GRANULARITY_MS, 4 * this.rttvar));
+    return Math.min(this.cfg.maxRtoMs, base * 2 ** this.backoff);
+  }
+
+  /** The smoothed round-trip time (ms), or null before the first sample. */
+  get srttMs(): number | null {
+    return this.srtt < 0 ? null : this.srtt;
+  }
+
+  /** Queues a message; its fragments go out on the next `tick`s, as the window allows. */
   send(msgNo: number, bytes: Uint8Array, direct: boolean, now: number): void {
     const chunks = split(bytes);
     if (chunks.length > MAX_MESSAGE_FRAGS) throw new RangeError("message too large");
-    this.queue.push({
+    this.now = Math.max(this.now, now);
+    const o: Outgoing = {
       seq: this.nextSeq++,
       msgNo,
       direct,
       chunks,
-      acked: chunks.map(() => false),
+      frags: [],
+      bytes: bytes.length,
       left: chunks.length,
       firstSent: -1,
-      nextSend: now,
-      rto: this.cfg.initialRtoMs,
-    });
+      done: false,
+    };
+    o.frags = chunks.map((_, index) => ({
+      msg: o,
+      index,
+      state: "unsent",
+      sends: 0,
+      tx: 0,
+      firstTx: 0,
+      sentAt: 0,
+    }));
+    this.queue.push(o);
+    this.unfinished++;
   }
 
   /** Lowest sequence number still unacknowledged: receivers may skip anything below it. */
   private floor(): number {
-    return this.queue[0]?.seq ?? this.nextSeq;
-  }
-
-  onAck(seq: number, frag: number, events: TxEvent[]): void {
-    const i = this.queue.findIndex((o) => o.seq === seq);
-    const o = this.queue[i];
-    if (!o || frag >= o.chunks.length || o.acked[frag]) return;
-    o.acked[frag] = true;
-    o.left--;
-    this.inFlight--;
-    if (o.left === 0) {
-      this.queue.splice(i, 1);
-      events.push({ type: "delivered", msgNo: o.msgNo });
-    }
-  }
-
-  /** Fragments due now (first sends and retransmissions) and give-ups. */
-  tick(now: number, events: TxEvent[]): Fragment[] {
-    const out: Fragment[] = [];
-    for (let i = 0; i < this.queue.length; i++) {
-      const o = this.queue[i]!;
-      if (o.firstSent >= 0 && now - o.firstSent > this.cfg.giveUpMs) {
-        this.inFlight -= o.left;
-        this.queue.splice(i--, 1);
-        events.push({ type: "undelivered", msgNo: o.msgNo });
-        continue;
-      }
-      if (now < o.nextSend) continue;
-      const first = o.firstSent < 0;
-      if (first && this.inFlight + o.left > this.cfg.window && this.inFlight > 0) break;
-      if (first) {
-        o.firstSent = now;
-        this.inFlight += o.left;
-      } else {
-        o.rto = Math.min(o.rto * 2, this.cfg.maxRtoMs);
-      }
-      o.nextSend = now + o.rto;
-      const floor = this.floor();
-      for (let f = 0; f < o.chunks.length; f++) {
-        if (o.acked[f]) continue;
-        out.push({
-          seq: o.seq,
-          floor,
-          msgNo: o.msgNo,
-          frag: f,
-          frags: o.chunks.length,
-          direct: o.direct,
-          chunk: o.chunks[f]!,
-        });
-      }
-    }
-    return out;
+    return this.queue.peek()?.seq ?? this.nextSeq;
   }
 
   /**
-   * When `tick` next has work: a retransmission or give-up, or a first send the window allows.
-   * Null when nothing is queued or everything waits for acknowledgements to open the window.
+   * An acknowledgement of fragment `frag` of message `seq`. `now` (ms) gives the RTT sample;
+   * without it the last time given is used.
    */
-  nextDeadline(): number | null {
-    let at = Infinity;
-    let inFlight = this.inFlight;
-    for (const o of this.queue) {
-      if (o.firstSent >= 0) {
-        at = Math.min(at, o.nextSend, o.firstSent + this.cfg.giveUpMs + 1);
+  onAck(seq: number, frag: number, events: TxEvent[], now: number = this.now): void {
+    this.now = Math.max(this.now, now);
+    const head = this.queue.peek();
+    const o = head && this.queue.at(seq - head.seq);
+    const f = o?.frags[frag];
+    if (!o || o.seq !== seq || o.done || !f || f.state === "acked" || f.sends === 0) return;
+    if (f.sends === 1) this.sample(this.now - f.sentAt);
+    const wasInFlight = this.inFlight;
+    if (f.state === "flight") this.inFlight--;
+    f.state = "acked";
+    this.backoff = 0; // new data acknowledged: the path works, drop the timeout backoff
+    this.timerStart = this.now; // RFC 6298 (5.3): new data acknowledged, restart the timer
+    // Grow the window for data sent since the last cut, while the window is what limits us.
+    if (f.tx > this.recoveryTx && 2 * wasInFlight >= this.cwnd) {
+      this.cwnd = Math.min(
+        this.cfg.maxWindow,
+        this.cwnd < this.ssthresh ? this.cwnd + 1 : this.cwnd + 1 / this.cwnd,
+      );
+    }
+    if (--o.left === 0) this.finish(o, { type: "delivered", msgNo: o.msgNo }, events);
+    // An ACK of a resent fragment may answer its first copy: count only that one as acked
+    // here, or a late ACK of a first copy would make everything sent before the resend look
+    // lost (a spurious timeout would snowball into resending the whole window).
+    const acked = f.sends === 1 ? f.tx : f.firstTx;
+    if (acked > this.largestAckedTx) this.largestAckedTx = acked;
+    this.detectLosses(this.now);
+  }
+
+  /** RFC 6298 section 2: the first sample sets SRTT and RTTVAR, later ones smooth them. */
+  private sample(r: number): void {
+    this.latestRtt = r;
+    if (this.srtt < 0) {
+      this.srtt = r;
+      this.rttvar = r / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - r);
+      this.srtt = 0.875 * this.srtt + 0.125 * r;
+    }
+  }
+
+  /** How long before a fragment sent ahead of an acknowledged one counts as lost. */
+  private lossDelay(): number {
+    const rtt = this.srtt < 0 ? this.rto : Math.max(this.srtt, this.latestRtt);
+    return Math.max(CLOCK_GRANULARITY_MS, TIME_THRESHOLD * rtt);
+  }
+
+  /**
+   * Declares lost the fragments in flight sent before the newest one acknowledged, once
+   * REORDER_THRESHOLD later ones were acknowledged or lossDelay has passed.
+   */
+  private detectLosses(now: number): void {
+    const delay = this.lossDelay();
+    for (;;) {
+      const s = this.oldestInFlight();
+      if (!s || s.tx >= this.largestAckedTx) return;
+      const reordered = s.tx + REORDER_THRESHOLD <= this.largestAckedTx;
+      if (!reordered && s.frag.sentAt + delay > now) return; // later ones are younger still
+      this.flight.shift();
+      this.markLost(s.frag);
+      this.stats.fastRetransmits++;
+      if (s.tx > this.recoveryTx) {
+        // One cut per window: losses among fragments sent before this cut are the same event.
+        this.ssthresh = Math.max(MIN_WINDOW, Math.floor(this.cwnd / 2));
+        this.cwnd = this.ssthresh;
+        this.recoveryTx = this.txCount;
+        this.stats.windowCuts++;
+      }
+    }
+  }
+
+  /** Whether a transmission record is the live one of a fragment still in flight. */
+  private current(s: Sent): boolean {
+    return s.frag.state === "flight" && s.frag.tx === s.tx && !s.frag.msg.done;
+  }
+
+  private markLost(f: OutFrag): void {
+    f.state = "lost";
+    this.inFlight--;
+    this.lost.push(f);
+  }
+
+  /** Marks `o` done, reports it, and drops finished messages from the head of the queue. */
+  private finish(o: Outgoing, e: TxEvent, events: TxEvent[]): void {
+    o.done = true;
+    this.unfinished--;
+    events.push(e);
+    while (this.queue.peek()?.done) {
+      const gone = this.queue.shift()!;
+      if (this.nextMsg > 0) {
+        this.nextMsg--;
+        this.spanBytes -= gone.bytes;
+      } else {
+        this.nextFrag = 0; // it was the message being sent: the next one starts afresh
+      }
+    }
+  }
+
+  /** The oldest live transmission in flight, dropping stale records on the way. */
+  private oldestInFlight(): Sent | undefined {
+    for (;;) {
+      const s = this.flight.peek();
+      if (!s || this.current(s)) return s;
+      this.flight.shift();
+    }
+  }
+
+  /** The next fragment to resend, dropping ones acknowledged or given up since. */
+  private nextLost(): OutFrag | undefined {
+    for (;;) {
+      const f = this.lost.peek();
+      if (!f || (f.state === "lost" && !f.msg.done)) return f;
+      this.lost.shift();
+    }
+  }
+
+  /** The next never-sent fragment, if the span limits let its message begin. */
+  private nextNew(): OutFrag | undefined {
+    for (;;) {
+      const o = this.queue.at(this.nextMsg);
+      if (!o) return undefined;
+      if (o.done || this.nextFrag >= o.frags.length) {
+        this.spanBytes += o.bytes;
+        this.nextMsg++;
+        this.nextFrag = 0;
         continue;
       }
-      // The same rule as `tick`: a first send that does not fit the window waits for ACKs.
-      if (inFlight + o.left > this.cfg.window && inFlight > 0) break;
-      inFlight += o.left;
-      at = Math.min(at, o.nextSend);
+      if (this.nextFrag === 0 && !this.mayBegin(o)) return undefined;
+      return o.frags[this.nextFrag];
+    }
+  }
+
+  /** The receiver can buffer `o` as well as everything from the oldest unfinished message. */
+  private mayBegin(o: Outgoing): boolean {
+    const head = this.queue.peek()!;
+    if (o === head) return true; // the receiver always takes the next message it expects
+    if (o.seq - head.seq >= this.cfg.maxSpanMessages) return false;
+    return this.spanBytes + o.bytes <= this.cfg.maxSpanBytes;
+  }
+
+  /** Fragments due now (resends first, then new ones, as the window allows) and give-ups. */
+  tick(now: number, events: TxEvent[]): Fragment[] {
+    this.now = Math.max(this.now, now);
+    now = this.now;
+    this.giveUp(now, events);
+    this.detectLosses(now);
+    if (this.inFlight > 0 && now >= this.timerStart + this.rto) this.timeout();
+    if (this.inFlight === 0 && this.lastSendAt >= 0 && now - this.lastSendAt > this.rto) {
+      this.cwnd = Math.min(this.cwnd, this.cfg.initialWindow); // idle: no full-window burst
+    }
+    const out: Fragment[] = [];
+    let floor = -1;
+    while (this.inFlight < this.window) {
+      let f = this.nextLost();
+      if (f) this.lost.shift();
+      else {
+        f = this.nextNew();
+        if (!f) break;
+        this.nextFrag++;
+        if (f.index === 0) f.msg.firstSent = now;
+      }
+      if (f.sends > 0) this.stats.retransmitted++;
+      this.stats.sent++;
+      f.sends++;
+      f.tx = ++this.txCount;
+      if (f.sends === 1) f.firstTx = f.tx;
+      f.sentAt = now;
+      f.state = "flight";
+      if (this.inFlight++ === 0) this.timerStart = now; // RFC 6298 (5.1): start the timer
+      this.flight.push({ frag: f, tx: f.tx });
+      if (floor < 0) floor = this.floor();
+      const o = f.msg;
+      out.push({
+        seq: o.seq,
+        floor,
+        msgNo: o.msgNo,
+        frag: f.index,
+        frags: o.chunks.length,
+        direct: o.direct,
+        chunk: o.chunks[f.index]!,
+      });
+    }
+    if (out.length > 0) this.lastSendAt = now;
+    return out;
+  }
+
+  /** The retransmission timer fired: everything in flight is presumed lost. */
+  private timeout(): void {
+    this.stats.timeouts++;
+    this.stats.windowCuts++;
+    this.ssthresh = Math.max(MIN_WINDOW, Math.floor(this.inFlight / 2));
+    this.cwnd = MIN_WINDOW;
+    this.backoff++;
+    this.recoveryTx = this.txCount;
+    for (let s = this.flight.shift(); s; s = this.flight.shift()) {
+      if (this.current(s)) this.markLost(s.frag);
+    }
+  }
+
+  /** Gives up on messages begun more than giveUpMs ago (the oldest come first). */
+  private giveUp(now: number, events: TxEvent[]): void {
+    for (let i = 0;; i++) {
+      const o = this.queue.at(i);
+      if (!o || o.firstSent < 0 || now - o.firstSent <= this.cfg.giveUpMs) break;
+      if (o.done) continue;
+      for (const f of o.frags) if (f.state === "flight") this.inFlight--;
+      // Its never-sent fragments, if any, are skipped by nextNew (done).
+      this.finish(o, { type: "undelivered", msgNo: o.msgNo }, events);
+      if (this.queue.at(i) !== o) i = -1; // the head moved: start over
+    }
+  }
+
+  /**
+   * When `tick` next has work: now (the last time given) if the window has room for a
+   * fragment that may go, else the retransmission timeout of the oldest fragment in flight or
+   * the next give-up. Null when nothing is queued, or when only ACKs can let anything go.
+   */
+  nextDeadline(): number | null {
+    if (this.inFlight < this.window && (this.nextLost() || this.nextNew())) return this.now;
+    let at = Infinity;
+    if (this.inFlight > 0) at = this.timerStart + this.rto;
+    const oldest = this.oldestInFlight();
+    // Sent before an acknowledged fragment: lost by the time threshold, if nothing comes.
+    if (oldest && oldest.tx < this.largestAckedTx) {
+      at = Math.min(at, oldest.frag.sentAt + this.lossDelay());
+    }
+    for (const o of this.queue) {
+      if (o.firstSent < 0) break;
+      if (o.done) continue;
+      at = Math.min(at, o.firstSent + this.cfg.giveUpMs + 1);
+      break;
     }
     return at === Infinity ? null : at;
   }
 
   /** The peer is gone: everything still queued is undeliverable. */
   abandon(events: TxEvent[]): void {
-    for (const o of this.queue) events.push({ type: "undelivered", msgNo: o.msgNo });
-    this.queue = [];
+    for (const o of this.queue) {
+      if (!o.done) events.push({ type: "undelivered", msgNo: o.msgNo });
+    }
+    this.queue.clear();
+    this.flight.clear();
+    this.lost.clear();
+    this.unfinished = 0;
     this.inFlight = 0;
+    this.nextMsg = 0;
+    this.nextFrag = 0;
+    this.spanBytes = 0;
   }
 }
 
@@ -177,9 +585,10 @@ export interface Received {
 /** Limits on what one peer can make us hold for it. */
 export interface ReceiverConfig {
   /**
-   * Bytes of incomplete messages kept for the peer; beyond it fragments are dropped unacked
-   * (the sender retransmits them later). The next expected message is always taken, so the
-   * most held is this plus MAX_MESSAGE.
+   * Bytes kept for the peer of messages not yet released: incomplete ones, and complete ones
+   * waiting behind an earlier one. Beyond it fragments are dropped unacked (the sender
+   * retransmits them later). The next expected message is always taken, so the most held is
+   * this plus MAX_MESSAGE. The sender keeps within it (DeliveryConfig.maxSpanBytes).
    */
   maxBufferedBytes: number;
   /** An incomplete message is forgotten this long after its first fragment arrived. */
@@ -189,9 +598,11 @@ export interface ReceiverConfig {
 export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
   // Not the sender's window: fragments it has had acknowledged still wait here while one
   // earlier fragment is lost, so a healthy sender under loss buffers several windows' worth
-  // (a 20%-loss lab run stalled at one window). 1 MiB per peer still bounds what a room of
-  // hostile members can pin (63 MiB at 64 members).
-  maxBufferedBytes: 1024 * 1024,
+  // (a 20%-loss lab run stalled at one window). The sender's span limit keeps it from ever
+  // reaching this, so it need not grow with the congestion window (at most 512 fragments,
+  // half of it). 1 MiB per peer still bounds what a room of hostile members can pin (63 MiB
+  // at 64 members).
+  maxBufferedBytes: RX_BUFFER_BYTES,
   // Past the sender's give-up (30 s) plus slack: only messages the sender abandoned time out.
   partialTimeoutMs: 40_000,
 };
@@ -201,7 +612,7 @@ export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
  * - `oversize`: a chunk over FRAG_SIZE, more than MAX_MESSAGE_FRAGS fragments, or frag >= frags
  * - `inconsistent`: its frags or msg_no differ from earlier fragments of the same seq
  * - `window`: too far ahead of the next expected message
- * - `buffer_full`: the peer already has `maxBufferedBytes` of incomplete messages with us
+ * - `buffer_full`: the peer already has `maxBufferedBytes` of unreleased messages with us
  * - `expired`: (counted per message) an incomplete message timed out and was forgotten
  */
 export type RxDropReason = "oversize" | "inconsistent" | "window" | "buffer_full" | "expired";
@@ -215,13 +626,16 @@ interface Incomplete {
   firstAt: number;
 }
 
-/** How far ahead of the next expected message we buffer; beyond it, data is dropped unacked. */
-const RX_WINDOW = 256;
-
 export class Receiver {
   private expected = 0;
-  /** By seq, in order of creation, so the oldest (first to time out) comes first. */
+  /** Incomplete messages by seq, in order of creation: the oldest (first to time out) first. */
   private partial = new Map<number, Incomplete>();
+  /**
+   * Complete messages waiting behind an earlier one, by seq. They never time out: they were
+   * acknowledged, so the sender reported them delivered; they go out in order once the gap
+   * fills or the sender's floor passes it (it gave up on what is missing).
+   */
+  private held = new Map<number, Incomplete>();
   private bytes = 0;
   /** The latest `now` seen: time only moves forward here. */
   private now = 0;
@@ -234,7 +648,7 @@ export class Receiver {
     this.cfg = { ...DEFAULT_RECEIVER_CONFIG, ...cfg };
   }
 
-  /** Bytes of incomplete messages held now. */
+  /** Bytes of messages held now: incomplete ones and complete ones waiting behind a gap. */
   get buffered(): number {
     return this.bytes;
   }
@@ -250,17 +664,20 @@ export class Receiver {
     ) {
       return this.drop("oversize");
     }
-    if (f.floor > this.expected) {
-      // The sender gave up on everything below `floor`: stop waiting for it.
-      for (const s of this.partial.keys()) if (s < f.floor) this.forget(s);
-      this.expected = f.floor;
-      this.release(ready);
-    }
+    if (f.floor > this.expected) this.skipTo(f.floor, ready);
     if (f.seq < this.expected) {
       this.duplicates++;
       return true; // already delivered; the ACK was lost, so ACK again
     }
     if (f.seq - this.expected >= RX_WINDOW) return this.drop("window");
+    const done = this.held.get(f.seq);
+    if (done) {
+      if (done.chunks.length !== f.frags || done.msgNo !== f.msgNo) {
+        return this.drop("inconsistent");
+      }
+      this.duplicates++;
+      return true;
+    }
     let p = this.partial.get(f.seq);
     if (p && (p.chunks.length !== f.frags || p.msgNo !== f.msgNo)) {
       return this.drop("inconsistent");
@@ -288,11 +705,15 @@ export class Receiver {
     p.left--;
     p.bytes += f.chunk.length;
     this.bytes += f.chunk.length;
-    this.release(ready);
+    if (p.left === 0) {
+      this.partial.delete(f.seq);
+      this.held.set(f.seq, p);
+      this.release(ready);
+    }
     return true;
   }
 
-  /** Forgets incomplete messages that have timed out by `now`. */
+  /** Forgets incomplete messages that have timed out by `now` (complete ones stay). */
   tick(now: number): void {
     this.now = Math.max(this.now, now);
     for (const [seq, p] of this.partial) {
@@ -320,17 +741,35 @@ export class Receiver {
     this.partial.delete(seq);
   }
 
+  /** Takes a complete message out of `held`. */
+  private take(seq: number): Incomplete | undefined {
+    const p = this.held.get(seq);
+    if (!p) return undefined;
+    this.bytes -= p.bytes;
+    this.held.delete(seq);
+    return p;
+  }
+
+  /**
+   * The sender is done with everything below `floor`: it gave up on the messages we still
+   * miss, and the complete ones it had acknowledged go out now, in order, instead of waiting.
+   */
+  private skipTo(floor: number, ready: Received[]): void {
+    for (const s of this.partial.keys()) if (s < floor) this.forget(s);
+    const below = [...this.held.keys()].filter((s) => s < floor).sort((a, b) => a - b);
+    for (const s of below) ready.push(this.whole(this.take(s)!));
+    this.expected = floor;
+    this.release(ready);
+  }
+
+  private whole(p: Incomplete): Received {
+    return { msgNo: p.msgNo, direct: p.direct, bytes: concat(...(p.chunks as Uint8Array[])) };
+  }
+
   private release(ready: Received[]): void {
-    for (;;) {
-      const p = this.partial.get(this.expected);
-      if (!p || p.left > 0) return;
-      this.forget(this.expected);
+    for (let p = this.take(this.expected); p; p = this.take(this.expected)) {
       this.expected++;
-      ready.push({
-        msgNo: p.msgNo,
-        direct: p.direct,
-        bytes: concat(...(p.chunks as Uint8Array[])),
-      });
+      ready.push(this.whole(p));
     }
   }
 }

@@ -3,15 +3,20 @@ import fc from "fast-check";
 import {
   DEFAULT_DELIVERY_CONFIG,
   DEFAULT_RECEIVER_CONFIG,
+  type DeliveryConfig,
   FRAG_SIZE,
   type Fragment,
   MAX_MESSAGE,
   MAX_MESSAGE_FRAGS,
+  MIN_WINDOW,
   type Received,
   Receiver,
+  RX_BUFFER_BYTES,
+  RX_WINDOW,
   Sender,
   type TxEvent,
 } from "../../lib/peer/delivery.ts";
+import { MemNet } from "../_helpers/memnet.ts";
 
 const cfg = DEFAULT_DELIVERY_CONFIG;
 const bytes = (n: number, seed = 1) => Uint8Array.from({ length: n }, (_, i) => (i * seed) & 0xff);
@@ -36,7 +41,7 @@ function transfer(
     if (link.dup) frags = frags.flatMap((f) => [f, f]);
     for (const f of frags) {
       if (link.loss(i++)) continue;
-      if (rx.onData(f, got, now) && !link.loss(i++)) tx.onAck(f.seq, f.frag, ev);
+      if (rx.onData(f, got, now) && !link.loss(i++)) tx.onAck(f.seq, f.frag, ev, now);
     }
   }
   return { ev, got, rx };
@@ -245,4 +250,343 @@ Deno.test("delivery: without a time the receiver still works (nothing times out)
   assert.ok(rx.onData(frag(0, 0, 2, 4), got));
   assert.ok(rx.onData(frag(0, 1, 2, 4), got));
   assert.equal(got.length, 1);
+});
+
+// ---- the sender on a simulated path: delay, a bottleneck queue, loss ----
+
+/** A deterministic pseudo-random sequence in [0, 1). */
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
+}
+
+interface Path {
+  /** One-way propagation delay, ms. */
+  delayMs: number;
+  /** Bottleneck rate towards the receiver in fragments per ms (Infinity: none). */
+  rate: number;
+  /** Fragments the bottleneck queues at most; more are dropped (congestion). */
+  queue: number;
+  /** Random loss of DATA and of ACKs (datagram index -> lost). */
+  lossData: () => boolean;
+  lossAck: () => boolean;
+}
+
+const PATH: Path = {
+  delayMs: 10,
+  rate: Infinity,
+  queue: Infinity,
+  lossData: () => false,
+  lossAck: () => false,
+};
+
+/**
+ * Runs a Sender and a Receiver over `path` in virtual time, driven only by datagram arrivals
+ * and the sender's own deadline, as a host would (never polling). Checks on the way that the
+ * deadline always lies ahead after a tick and that the sender never stalls: with messages
+ * pending and nothing on the way, it must have a deadline.
+ */
+function run(
+  msgs: Uint8Array[],
+  path: Partial<Path> = {},
+  cfg: Partial<DeliveryConfig> = {},
+  rxCfg: Partial<typeof DEFAULT_RECEIVER_CONFIG> = {},
+) {
+  const p = { ...PATH, ...path };
+  const tx = new Sender({ ...cfg_, ...cfg });
+  const rx = new Receiver(rxCfg);
+  const ev: TxEvent[] = [];
+  const got: Received[] = [];
+  type Ev = { at: number; kind: "data"; f: Fragment } | {
+    at: number;
+    kind: "ack";
+    seq: number;
+    frag: number;
+  };
+  const events: Ev[] = [];
+  const schedule = (e: Ev) => {
+    let i = events.length;
+    while (i > 0 && events[i - 1]!.at > e.at) i--;
+    events.splice(i, 0, e);
+  };
+  let busyUntil = 0;
+  const congestionDrops = { n: 0 };
+  const windows: number[] = [];
+  let maxInFlight = 0;
+  let now = 0;
+  msgs.forEach((m, i) => tx.send(i + 1, m, false, 0));
+  const send = () => {
+    for (const f of tx.tick(now, ev)) {
+      maxInFlight = Math.max(maxInFlight, tx.fragmentsInFlight);
+      // The bottleneck: one fragment every 1/rate ms, at most `queue` waiting.
+      const start = Math.max(now, busyUntil);
+      if ((start - now) * p.rate >= p.queue) {
+        congestionDrops.n++;
+        continue;
+      }
+      busyUntil = start + 1 / p.rate;
+      if (p.lossData()) continue;
+      schedule({ at: (p.rate === Infinity ? now : busyUntil) + p.delayMs, kind: "data", f });
+    }
+    const d = tx.nextDeadline();
+    assert.ok(d === null || d > now, `deadline ${d} not after ${now}`);
+    return d;
+  };
+  let deadline = send();
+  for (let steps = 0; tx.pending > 0; steps++) {
+    assert.ok(steps < 2_000_000, "runs away");
+    const next = events[0];
+    if (!next && deadline === null) assert.fail(`stalled at ${now} with ${tx.pending} pending`);
+    if (next && (deadline === null || next.at <= deadline)) {
+      events.shift();
+      now = next.at;
+      if (next.kind === "data") {
+        if (rx.onData(next.f, got, now) && !p.lossAck()) {
+          schedule({ at: now + p.delayMs, kind: "ack", seq: next.f.seq, frag: next.f.frag });
+        }
+        continue; // the receiver has no deadline of its own here
+      }
+      tx.onAck(next.seq, next.frag, ev, now);
+      windows.push(tx.window);
+    } else {
+      now = deadline!;
+    }
+    deadline = send();
+  }
+  return { tx, rx, ev, got, windows, maxInFlight, congestionDrops: congestionDrops.n, now };
+}
+const cfg_ = { ...DEFAULT_DELIVERY_CONFIG, giveUpMs: 600_000 };
+
+const msgsOf = (n: number, size: number) => Array.from({ length: n }, (_, i) => bytes(size, i));
+const assertAllInOrder = (r: ReturnType<typeof run>, msgs: Uint8Array[]) => {
+  assert.deepEqual(r.got.map((g) => g.msgNo), msgs.map((_, i) => i + 1), "exactly once, in order");
+  r.got.forEach((g, i) => assert.deepEqual(g.bytes, msgs[i]));
+  assert.equal(r.ev.filter((e) => e.type === "delivered").length, msgs.length);
+  assert.equal(r.ev.filter((e) => e.type === "undelivered").length, 0);
+};
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+Deno.test("delivery: without loss the window grows from one message's worth, no resends", () => {
+  const msgs = msgsOf(200, MAX_MESSAGE);
+  const r = run(msgs);
+  assertAllInOrder(r, msgs);
+  assert.equal(r.tx.stats.retransmitted, 0);
+  assert.equal(r.tx.stats.sent, 200 * MAX_MESSAGE_FRAGS);
+  assert.equal(r.windows[0], cfg.initialWindow + 1, "slow start: one more per ACK");
+  assert.equal(r.tx.window, cfg.maxWindow, "no loss: it grows to the cap");
+  assert.ok(r.maxInFlight <= cfg.maxWindow);
+});
+
+Deno.test("delivery: the RTO follows the measured RTT (RFC 6298), within its bounds", () => {
+  const cases = [
+    { delayMs: 0.1, rto: cfg.minRtoMs, name: "loopback: the minimum" },
+    { delayMs: 150, rto: 301, name: "300 ms RTT: SRTT + max(G, 4 RTTVAR) as RTTVAR decays" },
+  ];
+  for (const c of cases) {
+    const tx = new Sender(cfg);
+    assert.equal(tx.rto, cfg.initialRtoMs, `${c.name}: before any sample`);
+    assert.equal(tx.srttMs, null);
+    let now = 0;
+    const ev: TxEvent[] = [];
+    for (let i = 0; i < 200; i++) {
+      tx.send(i, bytes(10), false, now);
+      for (const f of tx.tick(now, ev)) tx.onAck(f.seq, f.frag, ev, now + 2 * c.delayMs);
+      now += 2 * c.delayMs;
+    }
+    assert.ok(Math.abs(tx.srttMs! - 2 * c.delayMs) < 1e-6, `${c.name}: srtt ${tx.srttMs}`);
+    assert.ok(Math.abs(tx.rto - c.rto) < 1, `${c.name}: rto ${tx.rto}`);
+  }
+  // The first sample alone: SRTT = R, RTTVAR = R/2, so RTO = 3R.
+  const tx = new Sender(cfg);
+  tx.send(1, bytes(1), false, 0);
+  const [f] = tx.tick(0, []);
+  tx.onAck(f!.seq, f!.frag, [], 1000);
+  assert.equal(tx.rto, 3000);
+});
+
+Deno.test("delivery: Karn's rule: an ACK after a resend gives no RTT sample", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  tx.send(1, bytes(10), false, 0);
+  assert.equal(tx.tick(0, ev).length, 1);
+  assert.equal(tx.nextDeadline(), cfg.initialRtoMs);
+  const resent = tx.tick(cfg.initialRtoMs, ev);
+  assert.equal(resent.length, 1, "the timeout resends it");
+  assert.equal(tx.rto, 2 * cfg.initialRtoMs, "and doubles the RTO");
+  // This ACK may answer the first copy (sent at 0) or the second (at 400): no sample.
+  tx.onAck(resent[0]!.seq, resent[0]!.frag, ev, 450);
+  assert.deepEqual(ev, [{ type: "delivered", msgNo: 1 }]);
+  assert.equal(tx.srttMs, null, "no RTT sample");
+  assert.equal(tx.rto, cfg.initialRtoMs, "new data acknowledged: the backoff is dropped");
+});
+
+Deno.test("delivery: a lost fragment is resent on its own, without stalling later messages", () => {
+  const msgs = msgsOf(20, 4000);
+  let i = 0;
+  const r = run(msgs, { lossData: () => i++ === 5 }); // one fragment of the second message
+  assertAllInOrder(r, msgs);
+  assert.equal(r.tx.stats.retransmitted, 1, "only the lost fragment went twice");
+  assert.equal(r.tx.stats.fastRetransmits, 1, "found lost by later ACKs, not a timeout");
+  assert.equal(r.tx.stats.timeouts, 0);
+  assert.equal(r.tx.stats.windowCuts, 1);
+});
+
+Deno.test("delivery: a lost last fragment is resent when its timer fires", () => {
+  const msgs = msgsOf(3, 2048);
+  let i = 0;
+  const r = run(msgs, { lossData: () => i++ === 5 }); // the very last one: nothing after it
+  assertAllInOrder(r, msgs);
+  assert.equal(r.tx.stats.timeouts, 1);
+  assert.equal(r.tx.stats.retransmitted, 1);
+});
+
+const bottlenecks = [
+  // 1 fragment per ms, 20 ms RTT: 20 fragments in flight fill the path, 30 more the queue.
+  { name: "1 fragment/ms, 30 queued", rate: 1, queue: 30, msgs: 300, capacity: 50 },
+  // A slow link with a deep queue: 200 ms of queueing on a 20 ms path. The RTT grows tenfold
+  // while the window fills it; a timer that did not wait for ACKs would fire spuriously.
+  { name: "0.05 fragments/ms, 10 queued", rate: 0.05, queue: 10, msgs: 40, capacity: 11 },
+];
+for (const c of bottlenecks) {
+  Deno.test(`delivery: a bottleneck (${c.name}): the window backs off and holds near capacity`, () => {
+    const msgs = msgsOf(c.msgs, MAX_MESSAGE);
+    const r = run(msgs, { rate: c.rate, queue: c.queue });
+    assertAllInOrder(r, msgs);
+    assert.ok(r.congestionDrops > 0, "slow start overshot the queue");
+    assert.ok(r.tx.stats.windowCuts >= 2, "and the window was cut");
+    assert.equal(r.tx.stats.timeouts, 0, "losses were found by ACKs, no timer fired");
+    // It settles around capacity, far below the cap, keeps the path busy and loses little.
+    const late = r.windows.slice(r.windows.length / 2);
+    assert.ok(Math.max(...late) <= 1.2 * c.capacity, `window later: up to ${Math.max(...late)}`);
+    assert.ok(mean(late) >= 0.4 * c.capacity, `and it keeps the path busy: ${mean(late)}`);
+    assert.ok(
+      r.tx.stats.retransmitted < 0.05 * r.tx.stats.sent,
+      `resends ${r.tx.stats.retransmitted} of ${r.tx.stats.sent}`,
+    );
+  });
+}
+
+Deno.test("delivery: 20% random loss both ways: exactly once, in order, bounded resends, a smaller window", () => {
+  for (const seed of [1, 2, 3]) {
+    const msgs = msgsOf(60, 5000);
+    const dataLoss = lcg(seed), ackLoss = lcg(seed + 100);
+    const lossy = run(msgs, { lossData: () => dataLoss() < 0.2, lossAck: () => ackLoss() < 0.2 });
+    assertAllInOrder(lossy, msgs);
+    const clean = run(msgs);
+    const frags = clean.tx.stats.sent;
+    // A fragment gets through with its ACK with p = 0.8 × 0.8: 1/0.64 sends each on average
+    // (0.56 resends), and a lost ACK costs a spurious resend. Bounded well below 2 each.
+    const resends = lossy.tx.stats.retransmitted;
+    assert.ok(resends <= 1.2 * frags, `seed ${seed}: ${resends} resends for ${frags} fragments`);
+    assert.ok(resends >= 0.3 * frags, `seed ${seed}: losses were repaired (${resends})`);
+    assert.ok(
+      mean(lossy.windows) < mean(clean.windows) / 4,
+      `seed ${seed}: window under loss ${mean(lossy.windows)}, without ${mean(clean.windows)}`,
+    );
+    assert.deepEqual([...lossy.rx.drops.keys()], [], "the receiver never had to refuse data");
+  }
+});
+
+Deno.test("delivery: the sender stays within what the receiver buffers (messages and bytes)", () => {
+  const cases = [
+    { name: "many small messages", msgs: msgsOf(3 * RX_WINDOW, 10) },
+    { name: "many full messages", msgs: msgsOf(3 * RX_BUFFER_BYTES / MAX_MESSAGE, MAX_MESSAGE) },
+  ];
+  for (const c of cases) {
+    // The first fragment is lost: everything after it waits at the receiver for its resend.
+    let i = 0;
+    const r = run(c.msgs, { delayMs: 50, lossData: () => i++ === 0 }, { initialWindow: 512 });
+    assertAllInOrder(r, c.msgs);
+    assert.deepEqual([...r.rx.drops.keys()], [], `${c.name}: nothing refused`);
+    assert.equal(r.tx.stats.retransmitted, 1, c.name);
+  }
+});
+
+Deno.test("delivery: a dead path: timeouts back off to the cap, then the message is given up", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  for (let m = 1; m <= 3; m++) tx.send(m, bytes(3000), false, 0);
+  const sends: number[] = [];
+  let now = 0;
+  for (let d: number | null = 0; d !== null; d = tx.nextDeadline()) {
+    assert.ok(d >= now);
+    now = d;
+    const out = tx.tick(now, ev);
+    assert.ok(out.length <= Math.max(cfg.initialWindow, MIN_WINDOW), "a timeout resends a few");
+    if (out.length) sends.push(now);
+    assert.ok(sends.length < 100, "runs away");
+  }
+  assert.deepEqual(ev.map((e) => e.type), ["undelivered", "undelivered", "undelivered"]);
+  assert.equal(tx.pending, 0);
+  const gaps = sends.slice(1).map((t, i) => t - sends[i]!);
+  assert.ok(gaps.every((g, i) => i === 0 || g >= gaps[i - 1]! - 1e-9), `backoff: ${gaps}`);
+  assert.ok(Math.max(...gaps) <= cfg.maxRtoMs + 1e-9);
+  assert.equal(tx.window, MIN_WINDOW, "the window was reset");
+});
+
+Deno.test("delivery: an idle sender restarts from the initial window", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  let now = 0;
+  for (let i = 0; i < 50; i++) {
+    tx.send(i, bytes(MAX_MESSAGE), false, now);
+    for (const f of tx.tick(now, ev)) tx.onAck(f.seq, f.frag, ev, now + 1);
+    now += 1;
+    for (const f of tx.tick(now, ev)) tx.onAck(f.seq, f.frag, ev, now + 1);
+  }
+  assert.ok(tx.window > cfg.initialWindow, `grew to ${tx.window}`);
+  for (let i = 0; i < 20; i++) tx.send(100 + i, bytes(MAX_MESSAGE), false, now + 60_000);
+  assert.equal(tx.tick(now + 60_000, ev).length, cfg.initialWindow, "no full-window burst");
+});
+
+Deno.test("delivery: a chat that never fills its window does not grow it without bound", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  for (let i = 0; i < 1000; i++) {
+    tx.send(i, bytes(100), false, i * 10);
+    for (const f of tx.tick(i * 10, ev)) tx.onAck(f.seq, f.frag, ev, i * 10 + 5);
+  }
+  assert.equal(tx.window, cfg.initialWindow);
+});
+
+Deno.test("delivery: a message acknowledged behind one the sender gave up on is still delivered", () => {
+  const rx = new Receiver();
+  const got: Received[] = [];
+  // seq 0 never completes; seq 1 arrives whole (and was acknowledged) but must wait for it.
+  assert.ok(rx.onData(frag(0, 0, 2, 5), got, 0));
+  assert.ok(rx.onData(frag(1, 0, 1, 5), got, 0));
+  assert.equal(got.length, 0);
+  // Long after: the incomplete seq 0 times out, the complete seq 1 must not.
+  const late = 2 * DEFAULT_RECEIVER_CONFIG.partialTimeoutMs;
+  rx.tick(late);
+  assert.equal(rx.drops.get("expired"), 1);
+  assert.equal(rx.nextDeadline(), null, "nothing left to time out");
+  // The sender gave up on seq 0; its next DATA says so with floor 2.
+  assert.ok(rx.onData({ ...frag(2, 0, 1, 5), floor: 2 }, got, late));
+  assert.deepEqual(got.map((g) => g.msgNo), [2, 3], "seq 1 and 2 in order, seq 0 skipped");
+  assert.equal(rx.buffered, 0);
+});
+
+Deno.test("delivery: two agents over 20% loss each way: exactly once, in order, resends bounded", () => {
+  const net = new MemNet();
+  net.add("alice");
+  net.add("bob");
+  net.advance(3000);
+  const msgs = Array.from({ length: 40 }, (_, i) => `${i} `.padEnd(3000, "abcdefgh"[i % 8]));
+  const alice = net.hosts.get("alice")!;
+  const rnd = lcg(7);
+  let fromAlice = 0;
+  net.filter = (p) => {
+    if (p.from.host === alice.host && p.from.port === alice.port) fromAlice++;
+    return rnd() >= 0.2;
+  };
+  for (const m of msgs) net.msg("alice", "bob", m);
+  for (let i = 0; i < 120 && net.texts("bob").length < msgs.length; i++) net.advance(1000);
+  assert.deepEqual(net.texts("bob"), msgs);
+  const events = net.events.get("alice")!;
+  assert.equal(events.filter((e) => e.type === "delivered").length, msgs.length);
+  assert.equal(events.filter((e) => e.type === "undelivered").length, 0);
+  // 120 fragments; each needs 1/0.64 sends on average. Allow for pings and keepalives too.
+  assert.ok(fromAlice < 120 * 2.5, `alice sent ${fromAlice} datagrams for 120 fragments`);
+  assert.equal(net.agent("alice").pending, 0);
 });
