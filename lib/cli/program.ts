@@ -11,17 +11,14 @@ import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
 import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
 import { LOG_LEVELS } from "./log.ts";
 import type { LockRequest } from "./secret.ts";
+import { INVITE_ENV, SECRET_ENV, UsageError } from "./usage.ts";
+
+export { INVITE_ENV, SECRET_ENV, UsageError };
 import { TIMEOUT_MS } from "../nat/discovery.ts";
 
 export const DEFAULT_PORT = 8848;
-/** For scripts: a locked room's secret, or a whole invite code (never on the command line). */
-export const SECRET_ENV = "P2PCHAT_ROOM_SECRET";
-export const INVITE_ENV = "P2PCHAT_INVITE";
 /** The STUN port (RFC 8489) `nat --stun` uses when none is given. */
 export const STUN_PORT = 3478;
-
-/** A mistake of the user's: print `message` on one line, exit 2. */
-export class UsageError extends Error {}
 
 export interface Io {
   out: (s: string) => void;
