@@ -62,6 +62,11 @@ export interface Options {
   latencyRate: number;
   /** Pin the server(s) to one core and the bench to the others (taskset), where possible. */
   pin: boolean;
+  /**
+   * Run p2pchat with `deno task serve`'s permissions (no FFI), so its sockets are
+   * Deno.DatagramConn rather than batched system calls.
+   */
+  denoSockets: boolean;
 }
 
 const USAGE = `usage: deno run -A bench/server_bench.ts [options]
@@ -78,6 +83,8 @@ const USAGE = `usage: deno run -A bench/server_bench.ts [options]
   --rounds N      with --vs-coturn: throughput rounds per server (default 3, at most 20)
   --latency-rate R  with --vs-coturn: the fixed offered rate for latency (default 20000)
   --no-pin        do not pin the server to core ${SERVER_CORE} and the bench to the others
+  --deno-sockets  run p2pchat with the permissions of deno task serve (no FFI): its sockets
+                  are then Deno.DatagramConn, not batched system calls
 `;
 
 function num(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
@@ -116,6 +123,7 @@ export function parseOptions(args: string[]): Options | "help" {
         rounds: { type: "string" },
         "latency-rate": { type: "string" },
         "no-pin": { type: "boolean" },
+        "deno-sockets": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -148,6 +156,7 @@ export function parseOptions(args: string[]): Options | "help" {
     rounds: int(v.rounds, "--rounds", 1, 20, 3),
     latencyRate: int(v["latency-rate"], "--latency-rate", 100, 1_000_000, 20_000),
     pin: !(v["no-pin"] ?? false),
+    denoSockets: v["deno-sockets"] ?? false,
   };
 }
 
@@ -254,12 +263,15 @@ function spawn(
   return server;
 }
 
-function startP2pchat(port: number, prefix: string[]): Server {
+/** `deno task serve`'s permissions (deno.json): no FFI, so no batched system calls. */
+const TASK_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-sys"];
+
+function startP2pchat(port: number, prefix: string[], denoSockets: boolean): Server {
   return spawn("p2pchat", [
     ...prefix,
     Deno.execPath(),
     "run",
-    "-A",
+    ...(denoSockets ? TASK_PERMISSIONS : ["-A"]),
     MAIN,
     "serve",
     "--host",
@@ -663,7 +675,7 @@ async function guarded(
 async function single(o: Options): Promise<void> {
   const pin = await pinBench(o);
   const port = o.port || freePort();
-  const server = startP2pchat(port, pin.prefix);
+  const server = startP2pchat(port, pin.prefix, o.denoSockets);
   const budgetMs = 30_000 + (o.warmupSeconds + o.seconds) * 1000 + 3 * o.timeoutMs;
   await guarded([server], budgetMs, async () => {
     await waitReady(server, 20_000);
@@ -673,7 +685,10 @@ async function single(o: Options): Promise<void> {
     console.log(
       `p2pchat serve on ${HOST}:${port} (pid ${pid}); ${o.clients} clients x ${load}, ` +
         `mix ${o.mix}, ${o.warmupSeconds} s warm-up + ${o.seconds} s measured, ` +
-        `timeout ${o.timeoutMs} ms; ${pin.note}; load average ${loadAverage() ?? "n/a"}`,
+        `timeout ${o.timeoutMs} ms; ${pin.note}; load average ${loadAverage() ?? "n/a"}; ` +
+        `server sockets: ${
+          o.denoSockets ? "Deno.DatagramConn (no FFI)" : "batched where usable (-A)"
+        }`,
     );
     const f = await measure(o, server, {
       mix: o.mix,
@@ -727,7 +742,7 @@ async function vsCoturn(o: Options): Promise<void> {
   }
   const pin = await pinBench(o);
   const servers = [
-    startP2pchat(o.port || freePort(), pin.prefix),
+    startP2pchat(o.port || freePort(), pin.prefix, o.denoSockets),
     startCoturn(freePort(), pin.prefix, turnserver),
   ];
   const period = (o.warmupSeconds + o.seconds) * 1000 + 2 * o.timeoutMs + 3000;
@@ -736,7 +751,8 @@ async function vsCoturn(o: Options): Promise<void> {
     for (const s of servers) await waitReady(s, 20_000);
     console.log(
       `STUN Binding, ${o.clients} clients, ${o.warmupSeconds} s warm-up + ${o.seconds} s ` +
-        `measured per period; ${pin.note}; load average ${loadAverage() ?? "n/a"}`,
+        `measured per period; ${pin.note}; load average ${loadAverage() ?? "n/a"}; p2pchat ` +
+        `sockets: ${o.denoSockets ? "Deno.DatagramConn (no FFI)" : "batched where usable (-A)"}`,
     );
     for (const s of servers) {
       console.log(`${s.name} (pid ${s.child.pid}) sockets: ${checkLoopbackOnly(s)}`);

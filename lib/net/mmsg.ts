@@ -33,12 +33,21 @@ const SOCKADDR_IN = 16;
 const AF_INET = 2, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20, MSG_WAITFORONE = 0x10000;
 const SHUT_RDWR = 2;
+const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVBUFFORCE = 33;
+/**
+ * The receive buffer asked for: what arrives while the event loop is busy elsewhere (a garbage
+ * collection, a burst of registrations) waits here instead of being dropped; about 100 ms of
+ * 40,000 small datagrams a second. The kernel caps it at net.core.rmem_max unless the process
+ * may exceed that (CAP_NET_ADMIN).
+ */
+const RECEIVE_BUFFER_BYTES = 4 << 20;
 const EINTR = 4, EAGAIN = 11;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   recvmmsg: {
     parameters: ["i32", "buffer", "u32", "i32", "pointer"],
     result: "i32",
@@ -199,6 +208,11 @@ export function openMmsgUdp(
     throw new Error(
       `Cannot bind ${host}:${port}: errno ${e}${e === 98 ? " (address in use)" : ""}`,
     );
+  }
+  const size = new Uint8Array(4);
+  new DataView(size.buffer).setInt32(0, RECEIVE_BUFFER_BYTES, true);
+  if (c.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) {
+    c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4); // capped, but more than the default
   }
   const len = new Uint8Array(4);
   new DataView(len.buffer).setUint32(0, SOCKADDR_IN, true);

@@ -32,7 +32,9 @@ export const DEFAULT_SERVER_CONFIG: ServerConfig = {
   keepaliveMs: 15_000,
   maxMembersPerRoom: 64,
   maxRooms: 1024,
-  maxPeers: 4096,
+  // What one server process holds within 200 MB (bench/scale_bench.ts: 100,000 peers held
+  // with keepalives); --max-rooms must allow that many too (1024 rooms of 64 hold 65,536).
+  maxPeers: 100_000,
   nameTtlMs: 24 * 3600_000,
   registrationsPerMinute: 30,
   relayBytesPerSec: 128 * 1024,

@@ -14,7 +14,7 @@
  * Who is registered lives in registry.ts, who may register in admission.ts.
  */
 import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
-import { equalBytes, fromHex, toHex } from "../wire/bytes.ts";
+import { equalText, toHex } from "../wire/bytes.ts";
 import {
   decode,
   encode,
@@ -95,9 +95,12 @@ function relayable(payload: Uint8Array): boolean {
     d.value.type === "sealed");
 }
 
+/** The locals of every member that announced none: one shared array, never changed. */
+const NO_LOCALS: Addr[] = [];
+
 /** Whether `m` registers exactly what `r` is (maybe from elsewhere): same name, room and key. */
 const sameMember = (r: Rec, m: Register) =>
-  r.name === m.name && r.room === m.room && equalBytes(r.key, m.key);
+  r.name === m.name && r.room === m.room && r.keyHex === toHex(m.key);
 
 export class ServerState {
   readonly stats = new ServerStats();
@@ -338,31 +341,27 @@ export class ServerState {
    * each once, at most MAX_LOCALS.
    */
   private lanOnly(locals: Addr[]): Addr[] {
+    if (locals.length === 0) return NO_LOCALS;
     const kept: Addr[] = [];
     for (const a of locals) {
       if (!isLanAddress(a.host) || kept.some((k) => sameAddr(k, a))) this.stats.localsRefused++;
       else if (kept.length < MAX_LOCALS) kept.push(a);
     }
-    return kept;
+    return kept.length > 0 ? kept : NO_LOCALS;
   }
 
   /** A new member: added, welcomed, announced to the room. */
   private join(m: Register, keyHex: string, from: Addr, now: number, out: ServerAction[]): void {
-    const tokenBytes = this.random(8);
     const rec: Rec = {
       id: m.id,
-      token: toHex(tokenBytes),
-      tokenBytes,
+      token: toHex(this.random(8)),
       name: m.name,
       room: m.room,
-      key: m.key,
       keyHex,
       public: from,
       locals: this.lanOnly(m.locals),
       lastSeen: now,
       regNonce: m.nonce,
-      relay: new Bucket(this.cfg.relayBytesPerSec, this.cfg.relayBytesPerSec * RELAY_BURST_S, now),
-      connects: new Bucket(CONNECT_RATE, CONNECT_BURST, now),
     };
     this.registry.add(rec, m.proof && proofVerifier(m.proof));
     this.stats.registered++;
@@ -427,7 +426,7 @@ export class ServerState {
   private authed(id: Id, token: string, from: Addr, now: number): Rec | undefined {
     const r = this.registry.get(id);
     // Constant time: how much of a guess matches must not show in how long the answer takes.
-    if (!r || !equalBytes(fromHex(token), r.tokenBytes)) {
+    if (!r || !equalText(token, r.token)) {
       this.stats.drop("unauthenticated");
       return undefined;
     }
@@ -480,8 +479,12 @@ export class ServerState {
       return this.error(from, ErrorCode.NO_SUCH_PEER, about, m.to, out, m.token);
     }
     const allowed = m.type === "connect"
-      ? src.connects.take(1, now)
-      : src.relay.take(Math.max(RELAY_MIN_CHARGE, m.payload.length), now);
+      ? (src.connects ??= new Bucket(CONNECT_RATE, CONNECT_BURST, now)).take(1, now)
+      : (src.relay ??= new Bucket(
+        this.cfg.relayBytesPerSec,
+        this.cfg.relayBytesPerSec * RELAY_BURST_S,
+        now,
+      )).take(Math.max(RELAY_MIN_CHARGE, m.payload.length), now);
     if (!allowed) {
       this.stats.drop(`${m.type}_rate`);
       const what = `${m.type} rate limit hit by ${src.name} in ${src.room}`;
