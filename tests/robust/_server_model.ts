@@ -106,6 +106,9 @@ export class World {
   /** What happened, by kind (errors by code, removals by reason): coverage for the report. */
   readonly seen = new Map<string, number>();
 
+  /** Which announced local addresses the server may pass on (the test's own LAN list). */
+  lan: (a: Addr) => boolean = () => true;
+
   constructor(readonly cfg: ServerConfig, seed: number) {
     this.server = new ServerState(cfg, seeded(seed));
     this.silence = silenceMs(cfg);
@@ -210,6 +213,7 @@ export class World {
       assert.ok(d.ok, `the server sent an undecodable datagram (${d.ok || d.reason})`);
       const m = d.value;
       got.push(m);
+      this.checkLocals(m);
       saw(m.type === "error" ? `error ${m.code}` : m.type);
       switch (m.type) {
         case "register_ok":
@@ -282,6 +286,21 @@ export class World {
       size <= input.bytes.length,
       `answered ${input.bytes.length} bytes from unproven ${k} with ${size}`,
     );
+  }
+
+  /** Member entries pass on only LAN locals, each once, at most four. */
+  private checkLocals(m: Message): void {
+    const entries = m.type === "register_ok" || m.type === "members"
+      ? m.members
+      : m.type === "peer_joined" || m.type === "connect_fwd"
+      ? [m.member]
+      : [];
+    for (const e of entries) {
+      const keys = e.locals.map(addrKey);
+      assert.ok(e.locals.every(this.lan), `${e.name}'s locals include a non-LAN address: ${keys}`);
+      assert.equal(new Set(keys).size, keys.length, `${e.name}'s locals repeat: ${keys}`);
+      assert.ok(keys.length <= 4, `${e.name} has ${keys.length} locals`);
+    }
   }
 
   /** A message carrying `token` sent to `to`: only the member holding it may receive it. */
