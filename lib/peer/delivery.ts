@@ -214,6 +214,9 @@ class Fifo<T> {
  *   and after an idle spell longer than the RTO it restarts at initialWindow at most
  *   (RFC 5681).
  *
+ * - **Bursts**: new fragments go once the window has room for a quarter of it (at most one
+ *   message's 16), resends as soon as there is room for one.
+ *
  * Pure: time comes in as `now` (ms); `tick` returns the DATA to send.
  */
 export class Sender {
@@ -246,6 +249,12 @@ export class Sender {
   private lastSendAt = -1;
   /** When the retransmission timer was last (re)started; it runs while fragments are in flight. */
   private timerStart = 0;
+  /**
+   * The timer's deadline as told to the host: never after the real one (timerStart + rto),
+   * but not moved later by every ACK either, so the host's timer is not re-armed per datagram.
+   * When it comes and the real deadline has moved on, `tick` just moves it there.
+   */
+  private armed = Infinity;
   /** The latest `now` seen. */
   private now = -Infinity;
   readonly stats: SenderStats = {
@@ -338,6 +347,7 @@ export class Sender {
     f.state = "acked";
     this.backoff = 0; // new data acknowledged: the path works, drop the timeout backoff
     this.timerStart = this.now; // RFC 6298 (5.3): new data acknowledged, restart the timer
+    this.armed = Math.min(this.armed, this.timerStart + this.rto); // (the RTO may have shrunk)
     // Grow the window for data sent since the last cut, while the window is what limits us.
     if (f.tx > this.recoveryTx && 2 * wasInFlight >= this.cwnd) {
       this.cwnd = Math.min(
@@ -471,18 +481,24 @@ export class Sender {
     now = this.now;
     this.giveUp(now, events);
     this.detectLosses(now);
-    if (this.inFlight > 0 && now >= this.timerStart + this.rto) this.timeout();
+    if (this.inFlight > 0 && now >= this.armed) {
+      if (now >= this.timerStart + this.rto) this.timeout();
+      else this.armed = this.timerStart + this.rto;
+    }
     if (this.inFlight === 0 && this.lastSendAt >= 0 && now - this.lastSendAt > this.rto) {
       this.cwnd = Math.min(this.cwnd, this.cfg.initialWindow); // idle: no full-window burst
     }
     const out: Fragment[] = [];
     let floor = -1;
+    let bursting = false;
     while (this.inFlight < this.window) {
       let f = this.nextLost();
       if (f) this.lost.shift();
       else {
+        if (!bursting && this.window - this.inFlight < this.burst()) break;
         f = this.nextNew();
         if (!f) break;
+        bursting = true;
         this.nextFrag++;
         if (f.index === 0) f.msg.firstSent = now;
       }
@@ -493,7 +509,10 @@ export class Sender {
       if (f.sends === 1) f.firstTx = f.tx;
       f.sentAt = now;
       f.state = "flight";
-      if (this.inFlight++ === 0) this.timerStart = now; // RFC 6298 (5.1): start the timer
+      if (this.inFlight++ === 0) {
+        this.timerStart = now; // RFC 6298 (5.1): start the timer
+        this.armed = now + this.rto;
+      }
       this.flight.push({ frag: f, tx: f.tx });
       if (floor < 0) floor = this.floor();
       const o = f.msg;
@@ -509,6 +528,16 @@ export class Sender {
     }
     if (out.length > 0) this.lastSendAt = now;
     return out;
+  }
+
+  /**
+   * New fragments wait until the window has room for this many, then fill it: a quarter of
+   * the window, at most one full message. Sent one per ACK, every fragment and every ACK is a
+   * wake-up of its own at each end; in bursts the datagrams queue up and are taken together
+   * (chat_bench: about 10% less CPU per MB at the sender on loopback). Resends never wait.
+   */
+  private burst(): number {
+    return Math.max(1, Math.min(MAX_MESSAGE_FRAGS, Math.floor(this.window / 4)));
   }
 
   /** The retransmission timer fired: everything in flight is presumed lost. */
@@ -543,9 +572,10 @@ export class Sender {
    * the next give-up. Null when nothing is queued, or when only ACKs can let anything go.
    */
   nextDeadline(): number | null {
-    if (this.inFlight < this.window && (this.nextLost() || this.nextNew())) return this.now;
+    const room = this.window - this.inFlight;
+    if (room > 0 && (this.nextLost() || (room >= this.burst() && this.nextNew()))) return this.now;
     let at = Infinity;
-    if (this.inFlight > 0) at = this.timerStart + this.rto;
+    if (this.inFlight > 0) at = this.armed;
     const oldest = this.oldestInFlight();
     // Sent before an acknowledged fragment: lost by the time threshold, if nothing comes.
     if (oldest && oldest.tx < this.largestAckedTx) {

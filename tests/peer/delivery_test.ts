@@ -539,6 +539,29 @@ Deno.test("delivery: an idle sender restarts from the initial window", () => {
   assert.equal(tx.tick(now + 60_000, ev).length, cfg.initialWindow, "no full-window burst");
 });
 
+Deno.test("delivery: new fragments leave in bursts of a quarter window, resends at once", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  for (let m = 0; m < 4; m++) tx.send(m, bytes(MAX_MESSAGE), false, 0);
+  const first = tx.tick(0, ev);
+  assert.equal(first.length, cfg.initialWindow);
+  // Each ACK grows the window by one (slow start) and frees one slot: 2 of room per ACK.
+  tx.onAck(first[0]!.seq, first[0]!.frag, ev, 10);
+  assert.equal(tx.tick(10, ev).length, 0, "2 of room: below the burst (17/4 = 4)");
+  assert.equal(tx.nextDeadline(), 10 + tx.rto, "and nothing is due but the timer");
+  tx.onAck(first[1]!.seq, first[1]!.frag, ev, 11);
+  assert.equal(tx.tick(11, ev).length, 4, "4 of room: the window is filled");
+  // Fragments 2-5 are lost once 6-9 are acknowledged; the window is halved (to 9, with 10
+  // still in flight). A resend goes as soon as there is room for one: it is not held back.
+  for (let i = 6; i < 10; i++) tx.onAck(first[i]!.seq, first[i]!.frag, ev, 12);
+  assert.equal(tx.stats.fastRetransmits, 4);
+  assert.equal(tx.window, 9);
+  assert.deepEqual(tx.tick(12, ev), [], "no room yet");
+  tx.onAck(first[10]!.seq, first[10]!.frag, ev, 13);
+  tx.onAck(first[11]!.seq, first[11]!.frag, ev, 13);
+  assert.deepEqual(tx.tick(13, ev).map((f) => f.frag), [2], "room for one: the oldest loss");
+});
+
 Deno.test("delivery: a chat that never fills its window does not grow it without bound", () => {
   const tx = new Sender(cfg);
   const ev: TxEvent[] = [];
