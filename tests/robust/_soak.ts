@@ -225,8 +225,20 @@ const netAddr = (a: Addr): Deno.NetAddr => ({ transport: "udp", hostname: a.host
 const rnd = (n: number) => crypto.getRandomValues(new Uint8Array(n));
 const hexId = () => toHex(rnd(8));
 
+type RegisterOk = Extract<Message, { type: "register_ok" }>;
+
+/** Where a fake member's datagrams go: a real socket here, the in-memory network elsewhere. */
+export interface Link {
+  /** Sends to `to`, or to the server. */
+  send(bytes: Uint8Array, to?: Addr): void;
+  /** The full registration (cookie and signature): REGISTER_OK, or why not. */
+  register(id: string, name: string, who: Identity): Promise<RegisterOk | string>;
+  /** Everything that arrives. */
+  onMessage: (m: Message, from: Addr) => void;
+}
+
 /** One UDP socket holding any number of registrations; answers are told apart by nonce/token. */
-class Socket {
+class Socket implements Link {
   readonly conn: Deno.DatagramConn;
   private waiting = new Map<string, (m: Message) => void>();
   onMessage: (m: Message, from: Addr) => void = () => {};
@@ -275,7 +287,7 @@ class Socket {
     id: string,
     name: string,
     who: Identity,
-  ): Promise<Extract<Message, { type: "register_ok" }> | string> {
+  ): Promise<RegisterOk | string> {
     const nonce = hexId();
     const m: Extract<Message, { type: "register" }> = {
       type: "register",
@@ -323,7 +335,7 @@ class Socket {
 }
 
 /** Mallory: a registered member of the room, attacking bob. */
-class Mallory {
+export class Mallory {
   readonly me = newIdentity();
   readonly id = hexId();
   token = "";
@@ -336,7 +348,8 @@ class Mallory {
   private seq = 0;
   private msgNo = 1000;
 
-  constructor(readonly sock: Socket) {
+  /** `now`: the clock for her Noise sessions (the in-memory network passes its own). */
+  constructor(readonly sock: Link, private now: () => number = () => performance.now()) {
     this.secure = new SecureLayer({
       staticKey: { publicKey: this.me.xPublic, privateKey: this.me.xSecret },
       sessionId: this.id,
@@ -369,7 +382,7 @@ class Mallory {
 
   private onAck(m: Extract<Message, { type: "hello_ack" }>): void {
     if (!this.bob || m.from !== this.bob.id) return;
-    const r = this.secure.onHandshakeResp(m.resp, performance.now());
+    const r = this.secure.onHandshakeResp(m.resp, this.now());
     if (r.ok && r.fresh) this.answered = this.pending;
   }
 
@@ -403,7 +416,7 @@ class Mallory {
   freshInit(): void {
     if (!this.bob) return;
     this.secure.restartHandshake(this.bob.id);
-    this.pending = this.secure.handshakeInit(this.bob.id, performance.now(), Date.now());
+    this.pending = this.secure.handshakeInit(this.bob.id, this.now(), Date.now());
     this.sock.send(this.hello(this.pending), this.bob.public);
     this.count("hello fresh init");
   }
@@ -447,7 +460,7 @@ class Mallory {
           direct: true,
           chunk: rnd(1024),
         });
-        const body = this.secure.seal(bob.id, SEALED_AD, data, performance.now());
+        const body = this.secure.seal(bob.id, SEALED_AD, data, this.now());
         if (!body) return this.freshInit();
         this.sock.send(encode({ type: "sealed", body }), bob.public);
         return this.count("sealed DATA, never completed");
@@ -481,7 +494,7 @@ class Mallory {
 }
 
 /** Flood kinds, by weight: see Mallory.flood. */
-const KINDS = [0, 0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8];
+export const KINDS = [0, 0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8];
 
 /** Registers and leaves in a loop from one address, cycling through a few names. */
 async function churn(
@@ -613,8 +626,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakFigures> {
     );
 
     // The attackers.
-    const mallory = new Mallory(new Socket(loopback(2), server));
-    sockets.push(mallory.sock);
+    const malloryAt = new Socket(loopback(2), server);
+    sockets.push(malloryAt);
+    const mallory = new Mallory(malloryAt);
     await mallory.join();
     const churnStats = { registered: 0, refused: 0 };
     const churners = [loopback(3), loopback(4)].map((h) => {
