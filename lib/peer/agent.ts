@@ -264,6 +264,7 @@ export class PeerAgent {
       else if (this.wantsRelayHello(r)) at = earliest(at, r.nextRelayHello);
       at = earliest(at, this.hard.nextDeadline(r));
       at = earliest(at, r.rx.nextDeadline());
+      if (session) at = earliest(at, r.tx.floorDeadline());
     }
     return at;
   }
@@ -762,16 +763,13 @@ export class PeerAgent {
           };
           this.toPeer(r, ack, now, relayed ? null : from, via);
         }
-        for (const x of ready) {
-          this.emit({
-            type: "message",
-            from: r.member.name,
-            to: x.direct ? this.cfg.name : "room",
-            text: dec.decode(x.bytes),
-            id: this.msgId(r.member.id, x.msgNo),
-          });
-        }
-        return;
+        return this.showMessages(r, ready);
+      }
+      case "floor": {
+        // The sender gave up on what lies below: show what waited behind it.
+        const ready: Received[] = [];
+        r.rx.onFloor(m.floor, ready);
+        return this.showMessages(r, ready);
       }
       case "data_ack": {
         const ev: TxEvent[] = [];
@@ -781,6 +779,18 @@ export class PeerAgent {
       }
       default:
         this.drop("inner_type");
+    }
+  }
+
+  private showMessages(r: Remote, ready: Received[]): void {
+    for (const x of ready) {
+      this.emit({
+        type: "message",
+        from: r.member.name,
+        to: x.direct ? this.cfg.name : "room",
+        text: dec.decode(x.bytes),
+        id: this.msgId(r.member.id, x.msgNo),
+      });
     }
   }
 
@@ -852,6 +862,11 @@ export class PeerAgent {
         this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
       }
       this.txEvents(r, ev);
+      // After the tick: a give-up in it may have moved the floor past what DATA told.
+      const floor = r.tx.floorNotice(now);
+      if (floor !== null) {
+        this.toPeer(r, { type: "floor", from: this.id, to: r.member.id, floor }, now);
+      }
     }
   }
 

@@ -219,6 +219,10 @@ class Fifo<T> {
  *
  * Pure: time comes in as `now` (ms); `tick` returns the DATA to send.
  */
+/** FLOOR notices per floor change, and how far apart. */
+const FLOOR_TRIES = 5;
+const FLOOR_RETRY_MS = 1000;
+
 export class Sender {
   private nextSeq = 0;
   /** Messages by seq, oldest first; done ones leave when they reach the head. */
@@ -324,11 +328,40 @@ export class Sender {
     }));
     this.queue.push(o);
     this.unfinished++;
+    this.floorTold = 0;
   }
 
   /** Lowest sequence number still unacknowledged: receivers may skip anything below it. */
   private floor(): number {
     return this.queue.peek()?.seq ?? this.nextSeq;
+  }
+
+  /** The highest floor a DATA (or FLOOR) carried to the receiver. */
+  private toldFloor = 0;
+  private floorTold = 0;
+  private nextFloorAt = 0;
+
+  /**
+   * A floor to send on its own (FLOOR), or null. When the sender gives up on (or abandons) a
+   * message and has nothing left to send, no DATA will carry the new floor, and the receiver
+   * would hold later messages it already acknowledged until the next one: so it is told,
+   * up to FLOOR_TRIES times, FLOOR_RETRY_MS apart (a lost FLOOR is covered by the next).
+   */
+  floorNotice(now: number): number | null {
+    const f = this.floor();
+    if (f <= this.toldFloor || this.queue.length > 0) return null;
+    if (this.floorTold >= FLOOR_TRIES || now < this.nextFloorAt) return null;
+    this.floorTold++;
+    this.nextFloorAt = now + FLOOR_RETRY_MS;
+    if (this.floorTold >= FLOOR_TRIES) this.toldFloor = f;
+    return f;
+  }
+
+  /** When `floorNotice` next has something, or null. */
+  floorDeadline(): number | null {
+    const f = this.floor();
+    if (f <= this.toldFloor || this.queue.length > 0 || this.floorTold >= FLOOR_TRIES) return null;
+    return this.nextFloorAt;
   }
 
   /**
@@ -515,6 +548,7 @@ export class Sender {
       }
       this.flight.push({ frag: f, tx: f.tx });
       if (floor < 0) floor = this.floor();
+      if (floor > this.toldFloor) this.toldFloor = floor;
       const o = f.msg;
       out.push({
         seq: o.seq,
@@ -784,6 +818,11 @@ export class Receiver {
    * The sender is done with everything below `floor`: it gave up on the messages we still
    * miss, and the complete ones it had acknowledged go out now, in order, instead of waiting.
    */
+  /** A FLOOR from the sender: it gave up on everything below `floor`. */
+  onFloor(floor: number, ready: Received[]): void {
+    if (floor > this.expected && floor - this.expected <= RX_WINDOW) this.skipTo(floor, ready);
+  }
+
   private skipTo(floor: number, ready: Received[]): void {
     for (const s of this.partial.keys()) if (s < floor) this.forget(s);
     const below = [...this.held.keys()].filter((s) => s < floor).sort((a, b) => a - b);

@@ -164,7 +164,9 @@ export type Message =
     mapped: Addr[];
   }
   | ({ type: "data"; from: Id; to: Id } & DataFields)
-  | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number };
+  | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number }
+  /** The sender gave up on every message below `floor` and has nothing else to send. */
+  | { type: "floor"; from: Id; to: Id; floor: number };
 
 /** NAT mapping behaviour in RFC 5780 terms, as NAT_INFO carries it (one byte: the index). */
 export const NAT_MAPPINGS = [
@@ -626,6 +628,15 @@ const LAYOUTS = {
       w.u32(m.seq).u8(m.frag);
     },
     read: (r) => ({ from: id.read(r), to: id.read(r), seq: r.u32(), frag: r.u8() }),
+  },
+  floor: {
+    code: 0x42,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u32(m.floor);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), floor: r.u32() }),
   },
   sealed: {
     code: 0x50,

@@ -587,8 +587,7 @@ const weatherArb = fc.record({ loss: fc.constantFrom(0, 0, 0.2, 0.5), seed: nat(
 );
 
 Deno.test(
-  "stateful fuzz: two agents under injection deliver exactly once and admit no one " +
-    "(fails when it hits the BUG at the end)",
+  "stateful fuzz: two agents under injection deliver exactly once and admit no one",
   () => {
     let runs = 0, delivered = 0;
     fc.assert(
@@ -630,8 +629,8 @@ Deno.test(
 );
 
 // ---- what the agent fuzz found, as deterministic tests ----------------------------------------
-// The first three were fixed in lib/ and stay as regression tests. The BUG ones at the end fail
-// until lib/ is fixed: their assertions say what a user must see, not what happens now.
+// All were fixed in lib/ and stay as regression tests. The last ones (FLOOR) failed
+// before FLOOR (0x42) existed: their assertions say what a user must see.
 
 const AT_A: Addr = { host: "198.51.100.1", port: 1000 };
 const AT_B: Addr = { host: "203.0.113.2", port: 2000 };
@@ -745,8 +744,8 @@ const stuckCases = [
 ];
 for (const c of stuckCases) {
   Deno.test({
-    name: "BUG (fuzz): a message acknowledged while it waits behind an earlier one the sender " +
-      `${c.name} is shown only when the sender sends something more`,
+    name: "fuzz found: a message acknowledged while it waits behind an earlier one the sender " +
+      `${c.name} is shown even when the sender sends nothing more (FLOOR)`,
     fn() {
       const net = new MemNet();
       net.add("alice", {}, AT_A);
@@ -775,8 +774,8 @@ for (const c of stuckCases) {
         ["delivered 2", "undelivered 1"],
         "alice: the second delivered, the first not",
       );
-      // Alice sends nothing more: bob learns that the first will never come only from her next
-      // DATA (its floor), so "small", which alice sees delivered, waits unshown until then.
+      // Alice sends nothing more: her FLOOR tells bob the first will never come, so "small",
+      // which alice sees delivered, is shown (it waited unshown before FLOOR existed).
       net.advance(30_000);
       assert.deepEqual(net.texts("bob"), ["small"], "bob shows what alice saw delivered");
     },

@@ -154,6 +154,10 @@ const samples: { m: Message; hex: string }[] = [
     hex: "500133" + A + B + N + PUB,
   },
   {
+    m: { type: "floor", from: A, to: B, floor: 7 },
+    hex: "500142" + A + B + "00000007",
+  },
+  {
     m: {
       type: "nat_info",
       from: A,
@@ -492,6 +496,12 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     to: hex8,
     nonce: hex8,
     observed: addr,
+  }),
+  rec({
+    type: fc.constant("floor" as const),
+    from: hex8,
+    to: hex8,
+    floor: fc.nat({ max: 2 ** 32 - 1 }),
   }),
   rec({
     type: fc.constant("nat_info" as const),
