@@ -105,3 +105,26 @@ export function loadAverage(): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * Kernel drops (receive buffer full) summed over the UDP sockets that `ss` lists for `filter`
+ * (ss's own filter language, e.g. "src 127.1.0.0/16"), or undefined without `ss`. Fast with
+ * many sockets, where reading /proc/net/udp takes minutes for 100,000 of them.
+ */
+export async function ssDrops(filter: string[]): Promise<number | undefined> {
+  try {
+    const r = await new Deno.Command("ss", {
+      args: ["-u", "-a", "-n", "-m", "-H", ...filter],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!r.success) return undefined;
+    let n = 0;
+    for (const m of new TextDecoder().decode(r.stdout).matchAll(/skmem:\([^)]*\bd(\d+)\)/g)) {
+      n += Number(m[1]);
+    }
+    return n;
+  } catch {
+    return undefined;
+  }
+}

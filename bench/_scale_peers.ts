@@ -6,11 +6,13 @@
  * server gave it, counted from its own REGISTER_OK, as a peer's agent does.
  *
  * Protocol with scale_bench.ts: the configuration as one JSON argument; JSON lines on stdout
- * (`registered` once every peer has registered or given up, then `result`); on stdin the line
- * `hold <ms>` starts the measured period. End of stdin (the parent died) exits at once.
+ * (`ready` once every socket and key is made, `registered` once every peer has registered or
+ * given up, then `result`); on stdin the line `register` starts registering (so no process is
+ * still making keys while others register) and `hold <ms>` the measured period. End of stdin
+ * (the parent died) exits at once.
  */
 import { decode, encode, MAGIC, type Message, registerSigInput, T } from "../lib/wire/codec.ts";
-import { newIdentity, sign } from "../lib/identity/identity.ts";
+import { publicFromSecret, signWith } from "../lib/crypto/ed25519.ts";
 import { toHex } from "../lib/wire/bytes.ts";
 
 export interface SliceConfig {
@@ -100,7 +102,9 @@ class Peer {
   readonly id: string;
   readonly name: string;
   readonly room: string;
-  private me = newIdentity();
+  /** An Ed25519 key of its own (the X25519 half of an identity is never used here). */
+  private secret = crypto.getRandomValues(new Uint8Array(32));
+  private edPublic = publicFromSecret(this.secret);
   private nonce = toHex(crypto.getRandomValues(new Uint8Array(8)));
   keepalive: Uint8Array | null = null;
   intervalMs = 0;
@@ -131,11 +135,11 @@ class Peer {
       name: this.name,
       room: this.room,
       locals: [],
-      key: this.me.edPublic,
+      key: this.edPublic,
       cookie,
       sig: new Uint8Array(0),
     };
-    if (cookie.length > 0) m.sig = sign(this.me, registerSigInput(m));
+    if (cookie.length > 0) m.sig = signWith(this.secret, registerSigInput(m));
     return encode(m);
   }
 }
@@ -146,7 +150,9 @@ async function main(cfg: SliceConfig): Promise<void> {
   const peers: Peer[] = [];
   for (let i = 0; i < cfg.count; i++) peers.push(new Peer(cfg.first + i, cfg));
 
-  let measuring = false, measureFrom = Infinity, stopped = false;
+  let measuring = false, measureFrom = Infinity, measureUntil = Infinity, stopped = false;
+  /** Whether a keepalive sent at `at` was sent in the measured period. */
+  const measured = (at: number) => at >= measureFrom && at < measureUntil;
   const r: SliceResult = {
     type: "result",
     sent: 0,
@@ -212,7 +218,7 @@ async function main(cfg: SliceConfig): Promise<void> {
           if (measuring) r.unmatched++;
           return;
         }
-        if (p.kaSentAt >= measureFrom) {
+        if (measured(p.kaSentAt)) {
           r.answered++;
           if (type === T.ERROR) r.errors++;
           r.rttUs.push(Math.round((now - p.kaSentAt) * 1000));
@@ -277,14 +283,14 @@ async function main(cfg: SliceConfig): Promise<void> {
     while (waiting.length > 0 && now - waiting.peek()!.at >= cfg.timeoutMs) {
       const w = waiting.shift()!;
       if (w.peer.kaSentAt !== w.at) continue; // answered
-      if (w.at >= measureFrom) r.lost++;
+      if (measured(w.at)) r.lost++;
       w.peer.kaSentAt = -1;
     }
     while (due.length > 0 && now >= due.peek()!.nextKeepalive) {
       const p = due.shift()!;
       p.nextKeepalive += p.intervalMs;
       due.push(p);
-      if (p.kaSentAt >= measureFrom) r.lost++; // the one before was never answered
+      if (measured(p.kaSentAt)) r.lost++; // the one before was never answered
       p.kaSentAt = now;
       waiting.push({ peer: p, at: now });
       if (measuring) r.sent++;
@@ -306,6 +312,9 @@ async function main(cfg: SliceConfig): Promise<void> {
     }
   })();
 
+  out({ type: "ready" });
+  const go = await commands.next();
+  if (go.done || go.value !== "register") Deno.exit(0); // the parent went away or gave up
   startMore();
   await allRegistered;
   out(reg);
@@ -316,12 +325,13 @@ async function main(cfg: SliceConfig): Promise<void> {
   measureFrom = performance.now();
   await new Promise((res) => setTimeout(res, Number(m[1])));
   measuring = false;
+  measureUntil = performance.now();
   // Keepalives sent in the period get their timeout to be answered.
   const drainUntil = performance.now() + cfg.timeoutMs + 50;
-  while (performance.now() < drainUntil && peers.some((p) => p.kaSentAt >= measureFrom)) {
+  while (performance.now() < drainUntil && peers.some((p) => measured(p.kaSentAt))) {
     await new Promise((res) => setTimeout(res, 20));
   }
-  for (const p of peers) if (p.kaSentAt >= measureFrom) r.lost++;
+  for (const p of peers) if (measured(p.kaSentAt)) r.lost++;
   clearInterval(ticker);
   stopped = true;
   for (const p of peers) p.conn.close();

@@ -67,6 +67,8 @@ export interface Options {
    * Deno.DatagramConn rather than batched system calls.
    */
   denoSockets: boolean;
+  /** V8 flags for the p2pchat server process, or "". */
+  serverV8Flags: string;
 }
 
 const USAGE = `usage: deno run -A bench/server_bench.ts [options]
@@ -85,6 +87,7 @@ const USAGE = `usage: deno run -A bench/server_bench.ts [options]
   --no-pin        do not pin the server to core ${SERVER_CORE} and the bench to the others
   --deno-sockets  run p2pchat with the permissions of deno task serve (no FFI): its sockets
                   are then Deno.DatagramConn, not batched system calls
+  --server-v8-flags F  run p2pchat with deno run --v8-flags=F (default: none)
 `;
 
 function num(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
@@ -124,6 +127,7 @@ export function parseOptions(args: string[]): Options | "help" {
         "latency-rate": { type: "string" },
         "no-pin": { type: "boolean" },
         "deno-sockets": { type: "boolean" },
+        "server-v8-flags": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -157,6 +161,7 @@ export function parseOptions(args: string[]): Options | "help" {
     latencyRate: int(v["latency-rate"], "--latency-rate", 100, 1_000_000, 20_000),
     pin: !(v["no-pin"] ?? false),
     denoSockets: v["deno-sockets"] ?? false,
+    serverV8Flags: v["server-v8-flags"] ?? "",
   };
 }
 
@@ -266,12 +271,13 @@ function spawn(
 /** `deno task serve`'s permissions (deno.json): no FFI, so no batched system calls. */
 const TASK_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-sys"];
 
-function startP2pchat(port: number, prefix: string[], denoSockets: boolean): Server {
+function startP2pchat(port: number, prefix: string[], o: Options): Server {
   return spawn("p2pchat", [
     ...prefix,
     Deno.execPath(),
     "run",
-    ...(denoSockets ? TASK_PERMISSIONS : ["-A"]),
+    ...(o.denoSockets ? TASK_PERMISSIONS : ["-A"]),
+    ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
     MAIN,
     "serve",
     "--host",
@@ -675,7 +681,7 @@ async function guarded(
 async function single(o: Options): Promise<void> {
   const pin = await pinBench(o);
   const port = o.port || freePort();
-  const server = startP2pchat(port, pin.prefix, o.denoSockets);
+  const server = startP2pchat(port, pin.prefix, o);
   const budgetMs = 30_000 + (o.warmupSeconds + o.seconds) * 1000 + 3 * o.timeoutMs;
   await guarded([server], budgetMs, async () => {
     await waitReady(server, 20_000);
@@ -742,7 +748,7 @@ async function vsCoturn(o: Options): Promise<void> {
   }
   const pin = await pinBench(o);
   const servers = [
-    startP2pchat(o.port || freePort(), pin.prefix, o.denoSockets),
+    startP2pchat(o.port || freePort(), pin.prefix, o),
     startCoturn(freePort(), pin.prefix, turnserver),
   ];
   const period = (o.warmupSeconds + o.seconds) * 1000 + 2 * o.timeoutMs + 3000;
@@ -752,7 +758,8 @@ async function vsCoturn(o: Options): Promise<void> {
     console.log(
       `STUN Binding, ${o.clients} clients, ${o.warmupSeconds} s warm-up + ${o.seconds} s ` +
         `measured per period; ${pin.note}; load average ${loadAverage() ?? "n/a"}; p2pchat ` +
-        `sockets: ${o.denoSockets ? "Deno.DatagramConn (no FFI)" : "batched where usable (-A)"}`,
+        `sockets: ${o.denoSockets ? "Deno.DatagramConn (no FFI)" : "batched where usable (-A)"}` +
+        (o.serverV8Flags ? `, --v8-flags=${o.serverV8Flags}` : ""),
     );
     for (const s of servers) {
       console.log(`${s.name} (pid ${s.child.pid}) sockets: ${checkLoopbackOnly(s)}`);
