@@ -15,10 +15,11 @@ import { mmsgUsable, openMmsgUdp } from "./mmsg.ts";
 export const MAX_IN_FLIGHT_SENDS = 1024;
 
 /**
- * Receives outstanding on each socket. With one, every datagram waits for a whole round trip
- * through the event loop before the next receive is even asked for; with several, the runtime
- * completes as many as are queued in one turn. Measured on a loopback STUN flood (see
- * bench/README.md): 4 answers about 2.5x what 1 does, 8 adds little more.
+ * Receives outstanding on each socket (Deno.DatagramConn; `receive()` may be called again before
+ * an earlier call is done). With one, a datagram that arrives while the event loop is between
+ * ops waits for the next receive to be asked for. Measured (bench/README.md): under a flood that
+ * keeps the socket full it makes no difference (1, 2, 4, 8: 62k, 56k, 56k, 55k answers/s, within
+ * the noise of a shared machine); batched system calls (mmsg.ts) are what raise the rate.
  */
 export const UDP_RECEIVES = 4;
 
