@@ -139,7 +139,9 @@ export class ChatOutput implements Output {
       case "nat":
         s.print(this.c(
           "dim",
-          `* your NAT: ${e.mapping} mapping, ${e.filtering} filtering, ${e.allocation} ports` +
+          (e.natted === false
+            ? "* no NAT in front of you: the server sees this host's own address"
+            : `* your NAT: ${e.mapping} mapping, ${e.filtering} filtering, ${e.allocation} ports`) +
             (e.mapped ? `; ${e.portmap} mapped ${e.mapped} for you` : ""),
         ));
         break;

@@ -140,6 +140,7 @@ export class PeerHost {
     const m = this.mapped;
     this.onEvent({
       type: "nat",
+      natted: r?.natted ?? "unknown",
       mapping: r?.mapping ?? "unknown",
       filtering: r?.filtering ?? "unknown",
       allocation: r?.allocation ?? "unknown",

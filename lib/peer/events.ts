@@ -23,6 +23,8 @@ export type PeerEvent =
    */
   | {
     type: "nat";
+    /** False: the server saw this host's own address (no NAT); "unknown" if not known. */
+    natted: boolean | "unknown";
     mapping: string;
     filtering: string;
     allocation: string;
