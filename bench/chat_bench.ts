@@ -9,7 +9,6 @@
  *
  * @example deno run -A bench/chat_bench.ts --count 400 --size 16384
  */
-import { parseArgs } from "node:util";
 import { readProc, USER_HZ } from "./_proc.ts";
 import {
   FRAG_SIZE,
@@ -19,6 +18,7 @@ import {
   Sender,
   type TxEvent,
 } from "../lib/peer/delivery.ts";
+import { flags, int, num, UsageError } from "./_args.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -35,8 +35,6 @@ const RELAY_RATE = 1_000_000_000;
 const DUPLICATE_WAIT_MS = 1000;
 /** Peers' flags: quick keepalives and punching, as the e2e tests use. */
 const PEER_FLAGS = ["--keepalive", "0.5", "--ack-timeout", "300", "--punch-window", "1500"];
-
-class UsageError extends Error {}
 
 export interface Options {
   count: number;
@@ -78,50 +76,23 @@ const USAGE = `usage: deno run -A bench/chat_bench.ts [options]
                   charged to the right function, slow the peers down)
 `;
 
-function num(text: string, flag: string, min: number, max: number): number {
-  const v = Number(text);
-  if (text.trim() === "" || !Number.isFinite(v) || v < min || v > max) {
-    throw new UsageError(`Cannot parse ${flag} "${text}": use a number from ${min} to ${max}`);
-  }
-  return v;
-}
-
-function int(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
-  if (text === undefined) return dflt;
-  const v = Number(text);
-  if (text.trim() === "" || !Number.isInteger(v) || v < min || v > max) {
-    throw new UsageError(`Cannot parse ${flag} "${text}": use an integer from ${min} to ${max}`);
-  }
-  return v;
-}
-
 /** Parses the command line; throws UsageError on a mistake. */
 export function parseOptions(args: string[]): Options | "help" {
-  let v;
-  try {
-    v = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        count: { type: "string" },
-        size: { type: "string" },
-        window: { type: "string" },
-        pings: { type: "string" },
-        "ping-size": { type: "string" },
-        paths: { type: "string" },
-        timeout: { type: "string" },
-        prof: { type: "string" },
-        "sim-loss": { type: "string" },
-        "sim-delay": { type: "string" },
-        "sim-rate": { type: "string" },
-        "sim-queue": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError(`Cannot parse arguments: ${e instanceof Error ? e.message : e}`);
-  }
+  const v = flags(args, {
+    count: { type: "string" },
+    size: { type: "string" },
+    window: { type: "string" },
+    pings: { type: "string" },
+    "ping-size": { type: "string" },
+    paths: { type: "string" },
+    timeout: { type: "string" },
+    prof: { type: "string" },
+    "sim-loss": { type: "string" },
+    "sim-delay": { type: "string" },
+    "sim-rate": { type: "string" },
+    "sim-queue": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
   if (v.help) return "help";
   const paths = (v.paths ?? "direct,relay").split(",");
   for (const p of paths) {

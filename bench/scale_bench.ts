@@ -11,10 +11,10 @@
  *
  * @example deno run -A bench/scale_bench.ts --peers 100000 --hold 60
  */
-import { parseArgs } from "node:util";
 import { bindingRequest, parseBindingResponse } from "../lib/stun/binding.ts";
 import { loadAverage, type ProcReading, readProc, ssDrops, USER_HZ } from "./_proc.ts";
 import type { SliceConfig, SliceRegistered, SliceResult } from "./_scale_peers.ts";
+import { flags, int, UsageError } from "./_args.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -22,8 +22,6 @@ const PEERS = new URL("./_scale_peers.ts", import.meta.url).pathname;
 const HOST = "127.0.0.1";
 /** The server's core when pinned; the peers get the others. */
 const SERVER_CORE = 0;
-
-class UsageError extends Error {}
 
 interface Options {
   peers: number;
@@ -52,39 +50,20 @@ const USAGE = `usage: deno run -A bench/scale_bench.ts [options]
   --server-v8-flags F  run the server with deno run --v8-flags=F (default: none)
 `;
 
-function int(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
-  if (text === undefined) return dflt;
-  const v = Number(text);
-  if (text.trim() === "" || !Number.isInteger(v) || v < min || v > max) {
-    throw new UsageError(`Cannot parse ${flag} "${text}": use an integer from ${min} to ${max}`);
-  }
-  return v;
-}
-
 function parseOptions(args: string[]): Options | "help" {
-  let v;
-  try {
-    v = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        peers: { type: "string" },
-        hold: { type: "string" },
-        "per-ip": { type: "string" },
-        "room-size": { type: "string" },
-        "per-process": { type: "string" },
-        window: { type: "string" },
-        timeout: { type: "string" },
-        keepalive: { type: "string" },
-        "no-pin": { type: "boolean" },
-        "server-v8-flags": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError(`Cannot parse arguments: ${e instanceof Error ? e.message : e}`);
-  }
+  const v = flags(args, {
+    peers: { type: "string" },
+    hold: { type: "string" },
+    "per-ip": { type: "string" },
+    "room-size": { type: "string" },
+    "per-process": { type: "string" },
+    window: { type: "string" },
+    timeout: { type: "string" },
+    keepalive: { type: "string" },
+    "no-pin": { type: "boolean" },
+    "server-v8-flags": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
   if (v.help) return "help";
   return {
     peers: int(v.peers, "--peers", 1, 250_000, 100_000),

@@ -12,7 +12,6 @@
  * @example deno run -A bench/server_bench.ts --seconds 5 --clients 4 --mix both
  * @example deno run -A bench/server_bench.ts --vs-coturn
  */
-import { parseArgs } from "node:util";
 import { bindingRequest, parseBindingResponse } from "../lib/stun/binding.ts";
 import { toHex } from "../lib/wire/bytes.ts";
 import {
@@ -31,6 +30,7 @@ import {
   KINDS,
   type ToClient,
 } from "./_messages.ts";
+import { flags, int, num, UsageError } from "./_args.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -40,8 +40,6 @@ const MIXES = ["stun", "keepalive", "both"] as const;
 type Mix = typeof MIXES[number];
 /** The core the server runs on when pinned; the bench takes the others. */
 const SERVER_CORE = 0;
-
-class UsageError extends Error {}
 
 export interface Options {
   seconds: number;
@@ -90,50 +88,25 @@ const USAGE = `usage: deno run -A bench/server_bench.ts [options]
   --server-v8-flags F  run p2pchat with deno run --v8-flags=F (default: none)
 `;
 
-function num(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
-  if (text === undefined) return dflt;
-  const v = Number(text);
-  if (text.trim() === "" || !Number.isFinite(v) || v < min || v > max) {
-    throw new UsageError(`Cannot parse ${flag} "${text}": use a number from ${min} to ${max}`);
-  }
-  return v;
-}
-
-function int(text: string | undefined, flag: string, min: number, max: number, dflt: number) {
-  const v = num(text, flag, min, max, dflt);
-  if (!Number.isInteger(v)) throw new UsageError(`Cannot parse ${flag} "${text}": not an integer`);
-  return v;
-}
-
 /** Parses the command line; throws UsageError on a mistake. */
 export function parseOptions(args: string[]): Options | "help" {
-  let v;
-  try {
-    v = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        seconds: { type: "string" },
-        clients: { type: "string" },
-        mix: { type: "string" },
-        port: { type: "string" },
-        window: { type: "string" },
-        rate: { type: "string" },
-        warmup: { type: "string" },
-        timeout: { type: "string" },
-        "vs-coturn": { type: "boolean" },
-        rounds: { type: "string" },
-        "latency-rate": { type: "string" },
-        "no-pin": { type: "boolean" },
-        "deno-sockets": { type: "boolean" },
-        "server-v8-flags": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError(`Cannot parse arguments: ${e instanceof Error ? e.message : e}`);
-  }
+  const v = flags(args, {
+    seconds: { type: "string" },
+    clients: { type: "string" },
+    mix: { type: "string" },
+    port: { type: "string" },
+    window: { type: "string" },
+    rate: { type: "string" },
+    warmup: { type: "string" },
+    timeout: { type: "string" },
+    "vs-coturn": { type: "boolean" },
+    rounds: { type: "string" },
+    "latency-rate": { type: "string" },
+    "no-pin": { type: "boolean" },
+    "deno-sockets": { type: "boolean" },
+    "server-v8-flags": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
   if (v.help) return "help";
   const vsCoturn = v["vs-coturn"] ?? false;
   const mix = v.mix ?? (vsCoturn ? "stun" : "both");
