@@ -636,7 +636,7 @@ export class PeerAgent {
     if (!checkMac1(m, this.mac1)) return this.drop("bad_mac1");
     const claimed = this.claimed(m.from, m.to, relayedFrom);
     if (!claimed) return;
-    if (!this.secure.isAnsweredInit(m.init) && !this.mayRunInit(claimed.member.id, now)) return;
+    if (!this.secure.isAnsweredInit(m.init, now) && !this.mayRunInit(claimed.member.id, now)) return;
     // Noise authenticates the initiator's static key against the one the server announced.
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
     if (!got) return;
@@ -653,7 +653,9 @@ export class PeerAgent {
     r.helloSources.set(src, now);
     const ack = (to: Addr | null, nonce: string, ackVia: number) => {
       const pong: Message = { type: "pong", from: this.id, to: r.member.id, nonce, observed: from };
-      const sealed = this.seal(r, HELLO_ACK_AD, pong, now)!;
+      const sealed = this.seal(r, HELLO_ACK_AD, pong, now);
+      // The layer just made or confirmed this session; never answer with a broken datagram.
+      if (!sealed) return this.drop("no_session");
       const reply: Message = {
         type: "hello_ack",
         from: this.id,

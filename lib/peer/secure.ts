@@ -405,12 +405,19 @@ export class SecureLayer {
    * Whether `body` is a copy of an init already answered (its answer is cached): such copies
    * cost no Diffie-Hellman work, so callers rate-limit only the others.
    */
-  isAnsweredInit(body: Uint8Array): boolean {
-    if (body.length !== INIT_LEN) return false;
+  isAnsweredInit(body: Uint8Array, now: number): boolean {
+    return body.length === INIT_LEN && this.#cachedReply(body, now) !== null;
+  }
+
+  /** The cached answer to an identical init, if its session is still usable at `now`. */
+  #cachedReply(body: Uint8Array, now: number): CachedReply | null {
     const cached = this.#replies.get(
       toHex(body.subarray(INDEX_LEN_BYTES, INDEX_LEN_BYTES + KEY_LEN)),
     );
-    return cached !== undefined && equalBytes(cached.init, body) && this.#isLive(cached.session);
+    if (!cached || !equalBytes(cached.init, body)) return null;
+    // A session past reject-after cannot seal the answer's PONG: answer as a new init would.
+    if (!this.#isLive(cached.session) || this.#expired(cached.session, now)) return null;
+    return cached;
   }
 
   /**
@@ -547,8 +554,8 @@ export class SecureLayer {
     const senderIndex = r.u32();
     const message = r.rest();
     const ephemeral = toHex(message.subarray(0, KEY_LEN));
-    const cached = this.#replies.get(ephemeral);
-    if (cached && equalBytes(cached.init, body) && this.#isLive(cached.session)) {
+    const cached = this.#cachedReply(body, now);
+    if (cached) {
       return { ok: true, peerId: cached.session.peerId, reply: cached.reply.slice(), fresh: false };
     }
 

@@ -584,3 +584,17 @@ Deno.test("secure: a rekey asked for but never started is asked for again", () =
   assert.deepEqual(alice.layer.tick(1599).rekey, [], "expired now, and asked 299 ms ago");
   assert.deepEqual(alice.layer.tick(1600).rekey, [B], "still asking once expired");
 });
+
+Deno.test("secure: a copy of an init whose session is past reject-after is not answered from the cache", () => {
+  const [alice, bob] = pair();
+  const init = alice.layer.handshakeInit(B, 0, WALL);
+  const r1 = bob.layer.onHandshakeInit(init, 0);
+  assert.ok(r1.ok && r1.fresh);
+  // The session is kept alive by traffic (not idle) but is now older than reject-after.
+  const late = DEFAULT_SECURE_CONFIG.rejectAfterMs + 10_000;
+  assert.equal(bob.layer.isAnsweredInit(init, 10), true);
+  assert.equal(bob.layer.isAnsweredInit(init, late), false, "no longer a free cached copy");
+  // Answering it from the cache would need a seal the session refuses: it is refused instead.
+  const r2 = bob.layer.onHandshakeInit(init, late);
+  assert.equal(r2.ok, false);
+});
