@@ -6,6 +6,9 @@ import { elements, escapeText, text } from "./_xml.ts";
 import type { HttpRequest, HttpResponse } from "./http.ts";
 import type { Result } from "../wire/result.ts";
 
+/** Out-arguments read from one SOAP answer, at most (IGD actions return up to 8). */
+const MAX_OUT_ARGS = 32;
+
 /** Services that can map ports, best first (IGD v2's WANIPConnection:2 has AddAnyPortMapping). */
 export const WAN_SERVICES = [
   "urn:schemas-upnp-org:service:WANIPConnection:2",
@@ -107,6 +110,9 @@ export function parseSoapAnswer(res: HttpResponse, action: string): Result<SoapA
   for (const m of resp.matchAll(/<([A-Za-z_][\w.-]*)(?:\s[^>]*?)?>/g)) {
     const name = m[1]!;
     if (name in values) continue;
+    // Each name rescans the answer: a hostile one with thousands of distinct tags would cost
+    // seconds of CPU. A real answer has a handful of out-arguments.
+    if (Object.keys(values).length >= MAX_OUT_ARGS) break;
     values[name] = text(resp, name) ?? "";
   }
   return { ok: true, value: { kind: "ok", values } };
