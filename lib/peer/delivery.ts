@@ -728,6 +728,10 @@ export class Receiver {
     ) {
       return this.drop("oversize");
     }
+    // A sender's floor is its oldest unfinished message: never past the fragment it sends, and
+    // never further ahead than the window (or one bad DATA would make us drop all that follows).
+    if (f.floor > f.seq) return this.drop("inconsistent");
+    if (f.floor - this.expected > RX_WINDOW) return this.drop("window");
     if (f.floor > this.expected) this.skipTo(f.floor, ready);
     if (f.seq < this.expected) {
       this.duplicates++;
@@ -815,10 +819,9 @@ export class Receiver {
   }
 
   /**
-   * The sender is done with everything below `floor`: it gave up on the messages we still
-   * miss, and the complete ones it had acknowledged go out now, in order, instead of waiting.
+   * A FLOOR: the sender is done with everything below `floor`. It gave up on the messages we
+   * still miss, and the complete ones it had acknowledged go out now, in order.
    */
-  /** A FLOOR from the sender: it gave up on everything below `floor`. */
   onFloor(floor: number, ready: Received[]): void {
     if (floor > this.expected && floor - this.expected <= RX_WINDOW) this.skipTo(floor, ready);
   }

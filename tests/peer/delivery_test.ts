@@ -613,3 +613,22 @@ Deno.test("delivery: two agents over 20% loss each way: exactly once, in order, 
   assert.ok(fromAlice < 120 * 2.5, `alice sent ${fromAlice} datagrams for 120 fragments`);
   assert.equal(net.agent("alice").pending, 0);
 });
+
+Deno.test("delivery: a DATA whose floor is past its own seq or far ahead changes nothing", () => {
+  const rx = new Receiver();
+  const ready: Received[] = [];
+  const frag = (seq: number, floor: number) => ({
+    seq,
+    floor,
+    msgNo: seq + 1,
+    frag: 0,
+    frags: 1,
+    direct: false,
+    chunk: new TextEncoder().encode(`m${seq}`),
+  });
+  // Would otherwise move the next expected message to ~2^31: everything after is "duplicate".
+  assert.equal(rx.onData(frag(0, 2 ** 31), ready, 0), false);
+  assert.equal(rx.onData(frag(5, 5 + 10_000), ready, 0), false);
+  assert.equal(rx.onData(frag(0, 0), ready, 0), true);
+  assert.deepEqual(ready.map((r) => new TextDecoder().decode(r.bytes)), ["m0"]);
+});
