@@ -27,6 +27,7 @@ import {
   memberSize,
   type Message,
   NO_TOKEN,
+  relayedKind,
   T,
 } from "../wire/codec.ts";
 import { validName } from "../wire/names.ts";
@@ -90,9 +91,8 @@ function pages(members: Member[]): Member[][] {
 
 /** What a RELAY may carry: a whole peer datagram of the kinds peers exchange (docs/PROTOCOL.md). */
 function relayable(payload: Uint8Array): boolean {
-  const d = decode(payload);
-  return d.ok && (d.value.type === "hello" || d.value.type === "hello_ack" ||
-    d.value.type === "sealed");
+  // Header and length only: no decode (and no copies) per relayed datagram.
+  return relayedKind(payload) !== null;
 }
 
 /** The locals of every member that announced none: one shared array, never changed. */

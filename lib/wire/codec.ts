@@ -191,6 +191,27 @@ export interface DataFields {
 
 export type Decoded = Result<Message>;
 
+/**
+ * The kind of a peer-to-peer datagram from its header and length alone, without decoding it:
+ * what a relay needs to forward only whole HELLO, HELLO_ACK and SEALED datagrams (the peer
+ * decodes them anyway). Null for anything else, truncated or padded ones included.
+ */
+export function relayedKind(b: Uint8Array): "hello" | "hello_ack" | "sealed" | null {
+  if (b.length < HEADER_LEN || b[0] !== MAGIC || b[1] !== VERSION) return null;
+  switch (b[2]) {
+    case LAYOUTS.hello.code:
+      return b.length === HELLO_LEN ? "hello" : null;
+    case LAYOUTS.hello_ack.code:
+      return b.length >= HELLO_ACK_MIN && b.length <= MAX_DATAGRAM ? "hello_ack" : null;
+    case LAYOUTS.sealed.code:
+      return b.length >= HEADER_LEN + SEALED_MIN && b.length <= MAX_DATAGRAM ? "sealed" : null;
+    default:
+      return null;
+  }
+}
+const HELLO_LEN = HEADER_LEN + 3 * ID_LEN + HS_INIT_LEN + MAC1_LEN;
+const HELLO_ACK_MIN = HEADER_LEN + 2 * ID_LEN + HS_RESP_LEN + SEALED_MIN;
+
 /** Cheap demultiplexing test: is this (claiming to be) a p2pchat datagram? */
 export function looksLikeP2p(b: Uint8Array): boolean {
   return b.length >= HEADER_LEN && b[0] === MAGIC;

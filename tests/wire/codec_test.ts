@@ -11,6 +11,7 @@ import {
   type Message,
   NAT_MAPPINGS,
   registerSigInput,
+  relayedKind,
   roomProofInput,
   SEALED_MIN,
   T,
@@ -633,4 +634,23 @@ Deno.test("codec: a full DATA fragment, sealed and wrapped for the relay, fits i
   const relay = encode({ type: "relay", from: A, token: TOK, to: B, payload: sealed });
   assert.equal(relay.length, 1116);
   assert.ok(relay.length <= 1200);
+});
+
+Deno.test("codec: relayedKind agrees with decode on every message, whole or cut", () => {
+  const relayed = new Set(["hello", "hello_ack", "sealed"]);
+  fc.assert(
+    fc.property(arbMessage, fc.nat(), (m, cut) => {
+      const b = encode(m);
+      const want = relayed.has(m.type) ? m.type : null;
+      assert.equal(relayedKind(b), want);
+      const short = b.subarray(0, cut % b.length);
+      const d = decode(short);
+      const kind = relayedKind(short);
+      // A cut datagram is never taken for a whole one that decode would refuse.
+      if (kind !== null) {
+        assert.ok(d.ok && d.value.type === kind, `${m.type} cut at ${short.length}`);
+      }
+    }),
+    { numRuns: 3000 },
+  );
 });
