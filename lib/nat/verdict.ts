@@ -1,5 +1,6 @@
 /** What a NAT report means for p2pchat, in one plain sentence (no I/O). */
 import type { NatReport } from "./discovery.ts";
+import type { NatMapping } from "../wire/codec.ts";
 
 /**
  * The one-line verdict `p2pchat nat` prints: who this host gets a direct path with. Based on
@@ -34,4 +35,18 @@ export function verdict(r: NatReport): string {
     default:
       return "mapping unknown: p2pchat tries direct paths and falls back to the relay";
   }
+}
+
+/**
+ * The mapping behaviour birthday punching goes by. With a server that has one address but a
+ * second port, a public port that stayed the same towards both ports leaves RFC 5780 unable to
+ * tell endpoint-independent from address-dependent mapping; the latter is rare (RFC 4787 asks
+ * NATs for the former), so we punch as if endpoint-independent. A port that changed is
+ * decided (address-and-port-dependent) either way.
+ */
+export function forPunching(r: NatReport | null): NatMapping {
+  if (!r) return "unknown";
+  const portStayed = r.mapping === "unknown" && r.natted !== false && r.public !== null &&
+    r.server.other === null && r.server.secondPort !== null;
+  return portStayed ? "endpoint-independent" : r.mapping;
 }

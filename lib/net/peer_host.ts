@@ -12,7 +12,7 @@ import { localAddrs } from "./interfaces.ts";
 import { Alarm } from "./alarm.ts";
 import { discoverNat } from "./nat_runner.ts";
 import type { NatReport } from "../nat/discovery.ts";
-import type { NatMapping } from "../wire/codec.ts";
+import { forPunching } from "../nat/verdict.ts";
 import { type Mapping, PortMapper } from "../portmap/mod.ts";
 
 /** After the first punch window, how much longer discovery waits (the window's last probes). */
@@ -292,18 +292,4 @@ export class PeerHost {
     this.udp?.close();
     this.resolveDone(e);
   }
-}
-
-/**
- * The mapping behaviour birthday punching goes by. With a server that has one address but a
- * second port, a public port that stayed the same towards both ports leaves RFC 5780 unable to
- * tell endpoint-independent from address-dependent mapping; the latter is rare (RFC 4787 asks
- * NATs for the former), so we punch as if endpoint-independent. A port that changed is
- * decided (address-and-port-dependent) either way.
- */
-function forPunching(r: NatReport | null): NatMapping {
-  if (!r) return "unknown";
-  const portStayed = r.mapping === "unknown" && r.natted !== false && r.public !== null &&
-    r.server.other === null && r.server.secondPort !== null;
-  return portStayed ? "endpoint-independent" : r.mapping;
 }
