@@ -274,3 +274,22 @@ Deno.test("secret: an invite names the server and room, and its secret gives the
   assert.equal(l.room, "club");
   assert.deepEqual(l.keys, deriveRoomKeys("y".repeat(43), "club"));
 });
+
+Deno.test("invite codes: every truncation and random text is refused without throwing", () => {
+  const code = encodeInvite({
+    server: "chat.example.org:8848",
+    room: "family",
+    secret: newSecret(),
+  });
+  for (let n = 0; n < code.length; n++) {
+    const d = decodeInvite(code.slice(0, n));
+    assert.equal(d.ok, false, `cut at ${n}`);
+  }
+  const chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (let i = 0; i < 2000; i++) {
+    const len = Math.floor(Math.random() * 120);
+    const junk = Array.from({ length: len }, () => chars[Math.floor(Math.random() * 64)]).join("");
+    const d = decodeInvite(`p2pchat:${junk}`);
+    assert.ok(d.ok === false || typeof d.value.room === "string");
+  }
+});

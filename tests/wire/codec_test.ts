@@ -654,3 +654,14 @@ Deno.test("codec: relayedKind agrees with decode on every message, whole or cut"
     { numRuns: 3000 },
   );
 });
+
+Deno.test("codec: NAT_INFO with a bad flag or mapping is refused", () => {
+  assert.deepEqual(decode(fromHex("500134" + A + B + "02" + "00" + "00")), {
+    ok: false,
+    reason: "bad flag",
+  });
+  assert.deepEqual(decode(fromHex("500134" + A + B + "00" + "04" + "00")), {
+    ok: false,
+    reason: "bad mapping",
+  });
+});
