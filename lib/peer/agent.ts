@@ -636,7 +636,9 @@ export class PeerAgent {
     if (!checkMac1(m, this.mac1)) return this.drop("bad_mac1");
     const claimed = this.claimed(m.from, m.to, relayedFrom);
     if (!claimed) return;
-    if (!this.secure.isAnsweredInit(m.init, now) && !this.mayRunInit(claimed.member.id, now)) return;
+    if (!this.secure.isAnsweredInit(m.init, now) && !this.mayRunInit(claimed.member.id, now)) {
+      return;
+    }
     // Noise authenticates the initiator's static key against the one the server announced.
     const got = this.proven(m, relayedFrom, () => this.secure.onHandshakeInit(m.init, now));
     if (!got) return;
