@@ -2,6 +2,11 @@
 export interface Addr {
   host: string;
   port: number;
+  /**
+   * Reached over a TCP/WebSocket connection, not a UDP endpoint: `host:port` is the
+   * connection's remote end, never the same endpoint as UDP's `host:port`.
+   */
+  tcp?: true;
 }
 
 /** "1.2.3.4:5" or "[::1]:5". */
@@ -10,11 +15,13 @@ export function formatAddr(a: Addr): string {
 }
 
 export function sameAddr(a: Addr, b: Addr): boolean {
-  return a.port === b.port && a.host === b.host;
+  return a.port === b.port && a.host === b.host && (a.tcp === true) === (b.tcp === true);
 }
 
-/** Map key for an address; same as formatAddr. */
-export const addrKey = formatAddr;
+/** Map key for an address: formatAddr, with "/tcp" after a TCP/WebSocket one. */
+export function addrKey(a: Addr): string {
+  return a.tcp ? `${formatAddr(a)}/tcp` : formatAddr(a);
+}
 
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
