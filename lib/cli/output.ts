@@ -42,6 +42,7 @@ export class JsonOutput implements Output {
         peers: list.map((p) => ({
           name: p.name,
           path: p.path,
+          transport: p.transport ?? "udp",
           addr: p.addr,
           rtt_ms: p.rttMs,
           fingerprint: p.fingerprint,
@@ -98,7 +99,7 @@ export class ChatOutput implements Output {
           this.c(
             "dim",
             `* joined ${e.locked ? "locked " : ""}room ${e.room} as ${e.name} (public ` +
-              `${e.public}); /help for commands`,
+              `${e.public}${e.transport === "ws" ? ", over WebSocket" : ""}); /help for commands`,
           ),
         );
         break;
@@ -121,7 +122,14 @@ export class ChatOutput implements Output {
           "dim",
           `* path to ${e.peer}: ${e.path} ${e.addr}${
             e.rtt_ms === null ? "" : ` (${Math.round(e.rtt_ms)} ms)`
-          }`,
+          }${e.path === "relay" && e.transport === "ws" ? " over WebSocket" : ""}`,
+        ));
+        break;
+      case "transport":
+        s.print(this.c(
+          "dim",
+          `* server now reached over ${e.transport === "ws" ? "WebSocket" : "UDP"} ` +
+            `(${e.server}): ${e.why}`,
         ));
         break;
       case "message":
@@ -167,11 +175,12 @@ export class ChatOutput implements Output {
     if (list.length === 0) return this.screen.print(this.c("dim", "* nobody else is here"));
     for (const p of list) {
       const rtt = p.rttMs === null ? "-" : `${Math.round(p.rttMs)} ms`;
+      const path = p.path === "relay" && p.transport === "ws" ? "relay/ws" : p.path;
       const key = p.trusted ? p.fingerprint : `${p.fingerprint} (CHANGED: /trust ${p.name})`;
       this.screen.print(
         this.c(
           p.trusted ? "dim" : "red",
-          `* ${p.name.padEnd(16)} ${p.path.padEnd(10)} ${(p.addr ?? "-").padEnd(21)} ` +
+          `* ${p.name.padEnd(16)} ${path.padEnd(10)} ${(p.addr ?? "-").padEnd(21)} ` +
             `${rtt.padEnd(7)} key ${key}${p.secure ? "" : " (no session yet)"}`,
         ),
       );

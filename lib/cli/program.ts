@@ -4,7 +4,8 @@
  */
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
-import { type Addr, ipv4Bytes, parseHostPort } from "../wire/addr.ts";
+import { type Addr, formatAddr, ipv4Bytes, parseHostPort } from "../wire/addr.ts";
+import { wsUrl } from "../wire/ws_url.ts";
 import { NAME_RULE, validName } from "../wire/names.ts";
 import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
@@ -64,6 +65,11 @@ export type Invocation =
     cmd: "join";
     name: string | undefined;
     server: Addr;
+    /**
+     * The server's WebSocket endpoint: `only` when --server was a ws:// or wss:// URL (nothing
+     * else is used), else the fallback for when UDP gets no answer; null: UDP only.
+     */
+    websocket: { url: string; only: boolean } | null;
     room: string;
     port: number;
     json: boolean;
@@ -108,6 +114,20 @@ function serverAddr(v: string): Addr {
   const r = parseHostPort(v, DEFAULT_PORT);
   if (!r.ok) throw new InvalidArgumentError(`"${v}" is not HOST:PORT: ${r.reason}`);
   return r.value;
+}
+
+/** `--server` of join: HOST:PORT, or a ws:// or wss:// URL of the server's WebSocket endpoint. */
+function joinServer(v: string): { addr: Addr; url: string | null } {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) return { addr: serverAddr(v), url: null };
+  const u = wsUrl(v);
+  if (!u) {
+    throw new InvalidArgumentError(`"${v}" is not HOST:PORT or a ws:// or wss:// URL`);
+  }
+  const port = u.port ? Number(u.port) : u.protocol === "wss:" ? 443 : 80;
+  const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
+  const r = parseHostPort(host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
+  if (!r.ok) throw new InvalidArgumentError(`"${v}": ${r.reason}`);
+  return { addr: r.value, url: u.href };
 }
 
 function stunAddr(v: string): Addr {
@@ -431,13 +451,21 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .description("join a room as a peer and chat (type /help once in)")
     .option("--name <name>", `your name in the room (${NAME_RULE})`, name)
     .addOption(
-      new Option("--server <host:port>", "rendezvous server (env P2PCHAT_SERVER)")
-        .argParser(serverAddr)
+      new Option(
+        "--server <host:port|url>",
+        "rendezvous server; a ws:// or wss:// URL uses its WebSocket only (env P2PCHAT_SERVER)",
+      )
+        .argParser(joinServer)
         .default(
-          envServer ? undefined : { host: "127.0.0.1", port: DEFAULT_PORT },
+          envServer ? undefined : { addr: { host: "127.0.0.1", port: DEFAULT_PORT }, url: null },
           envServer ? `$P2PCHAT_SERVER = ${envServer}` : `127.0.0.1:${DEFAULT_PORT}`,
         ),
     )
+    .option(
+      "--websocket-url <url>",
+      "where the server's WebSocket is, for networks that block UDP (default ws://SERVER/p2pchat)",
+    )
+    .option("--no-websocket", "UDP only: never fall back to the server's WebSocket")
     .option("--room <room>", "room to join", name, "lobby")
     .option("--port <port>", "local UDP port (0 = any)", intIn(0, 65535, "--port"), 0)
     .option("--json", "machine-readable events on stdout, one JSON object per line", false)
@@ -507,15 +535,36 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       let server = o.server;
       if (!server) {
         try {
-          server = serverAddr(envServer!);
+          server = joinServer(envServer!);
         } catch (e) {
           throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
         }
       }
+      if (server.url && o.websocketUrl !== undefined) {
+        throw new UsageError("Cannot use --websocket-url with a ws:// --server: it names one");
+      }
+      if (server.url && o.websocket === false) {
+        throw new UsageError("Cannot use --no-websocket with a ws:// --server");
+      }
+      let fallback: string | null = null;
+      if (o.websocketUrl !== undefined) {
+        const u = wsUrl(o.websocketUrl);
+        if (!u) {
+          throw new UsageError(`--websocket-url: "${o.websocketUrl}" is not a ws:// or wss:// URL`);
+        }
+        fallback = u.href;
+      } else if (o.websocket !== false) {
+        fallback = `ws://${formatAddr(server.addr)}/p2pchat`;
+      }
       result = {
         cmd: "join",
         name: o.name,
-        server,
+        server: server.addr,
+        websocket: server.url
+          ? { url: server.url, only: true }
+          : fallback && o.websocket !== false
+          ? { url: fallback, only: false }
+          : null,
         room: o.room,
         port: o.port,
         json: o.json,

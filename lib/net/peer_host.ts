@@ -14,6 +14,17 @@ import { discoverNat } from "./nat_runner.ts";
 import type { NatReport } from "../nat/discovery.ts";
 import { forPunching } from "../nat/verdict.ts";
 import { type Mapping, PortMapper } from "../portmap/mod.ts";
+import {
+  DEFAULT_SERVER_LINK_CONFIG,
+  type LinkAction,
+  type ServerLinkConfig,
+  ServerLinkMachine,
+  type Transport,
+} from "../peer/server_link.ts";
+import { openWs, type WsLink } from "./ws_client.ts";
+import { decodeStun, encodeStun, looksLikeStun, METHOD_BINDING } from "../stun/codec.ts";
+import { toHex } from "../wire/bytes.ts";
+import { T } from "../wire/codec.ts";
 
 /** After the first punch window, how much longer discovery waits (the window's last probes). */
 const DISCOVERY_SLACK_MS = 200;
@@ -28,6 +39,13 @@ export interface PeerHostOptions {
   discovery?: boolean;
   /** Ask the gateway to map our port (UPnP, NAT-PMP, PCP), in the background. */
   portmap?: boolean;
+  /**
+   * The server's WebSocket endpoint: `auto` falls back to it when UDP gets no answer, `ws`
+   * uses nothing else. Absent: UDP only.
+   */
+  ws?: { url: string; mode: "auto" | "ws" };
+  /** Timings of the UDP/WebSocket choice (tests shorten them). */
+  link?: Partial<ServerLinkConfig>;
 }
 
 /** What the peer knows of its own NAT, for `/peers` and the `nat` event. */
@@ -54,6 +72,14 @@ export class PeerHost {
   private mapped: Mapping | null = null;
   private natDone = false;
   private resolveDone!: (e: Exit) => void;
+  /** UDP or WebSocket towards the server (null: UDP only). */
+  private link: ServerLinkMachine | null = null;
+  private ws: WsLink | null = null;
+  /** STUN transaction ids of our UDP probes to the server. */
+  private probeIds = new Set<string>();
+  private readonly linkAlarm = new Alarm(() =>
+    this.linkStep((out, now) => this.linkTick(now, out))
+  );
   /** Settles when the peer stops: after `leave()` or a fatal error. */
   readonly done: Promise<Exit> = new Promise((r) => this.resolveDone = r);
 
@@ -68,12 +94,116 @@ export class PeerHost {
     const server = this.opts.agent.server;
     this.udp = openUdp(this.opts.bindHost, this.opts.port, (bytes, from) => {
       if (this.opts.dropDirect && !sameAddr(from, server)) return;
+      if (this.link) {
+        const now = performance.now();
+        if (sameAddr(from, server)) {
+          // Only the answer to one of our probes moves us back from the WebSocket.
+          const stun = looksLikeStun(bytes);
+          if (stun ? this.answersProbe(bytes) : this.link.transport === "udp") {
+            this.linkStep((out) => this.link!.onUdpFromServer(now, out));
+          }
+          if (stun) return;
+        } else this.link.onUdpAny(now);
+      }
       this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
+    if (this.opts.ws) {
+      const cfg = { ...DEFAULT_SERVER_LINK_CONFIG, ...this.opts.link, mode: this.opts.ws.mode };
+      this.linkStep((out, now) => this.link = new ServerLinkMachine(cfg, now, out));
+    }
     this.call((out, now) => this.agent.start(now, out));
     // Never delays connecting: the agent starts now and learns about the NAT when we do.
     void this.learnNat();
+  }
+
+  /** How we reach the server now. */
+  get transport(): Transport {
+    return this.link?.transport ?? "udp";
+  }
+
+  /** One step of the UDP/WebSocket choice: carry out what it asks, re-arm its timer. */
+  private linkStep(fn: (out: LinkAction[], now: number) => void): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    const out: LinkAction[] = [];
+    fn(out, now);
+    for (const a of out) this.linkAction(a);
+    this.rearmLink(now);
+  }
+
+  private rearmLink(now: number): void {
+    if (this.link && !this.stopped) {
+      this.linkAlarm.set(this.link.nextDeadline(this.agent.pending > 0), now);
+    }
+  }
+
+  private linkTick(now: number, out: LinkAction[]): void {
+    this.link?.tick(now, this.agent.pending > 0, out);
+  }
+
+  private linkAction(a: LinkAction): void {
+    const ws = this.opts.ws!;
+    switch (a.type) {
+      case "open_ws": {
+        const link = openWs(ws.url, {
+          onOpen: () => this.linkStep((out, now) => this.link!.onWsOpen(now, out)),
+          onPacket: (bytes) => {
+            if (this.ws !== link) return;
+            this.call((out, now) => this.agent.handle(bytes, this.opts.agent.server, now, out, 0));
+          },
+          onClose: (why) => {
+            if (this.ws !== link) return;
+            this.ws = null;
+            this.onLog("debug", `WebSocket ${ws.url}: ${why}`);
+            this.linkStep((_, now) => this.link!.onWsClosed(now));
+          },
+        });
+        this.ws = link;
+        break;
+      }
+      case "close_ws":
+        this.ws?.close();
+        this.ws = null;
+        break;
+      case "udp_probe": {
+        const id = crypto.getRandomValues(new Uint8Array(12));
+        if (this.probeIds.size >= 8) this.probeIds.clear();
+        this.probeIds.add(toHex(id));
+        const req = encodeStun({
+          method: METHOD_BINDING,
+          class: "request",
+          transactionId: id,
+          attributes: [],
+        });
+        this.udp.send(req, this.opts.agent.server);
+        break;
+      }
+      case "switched": {
+        const server = a.to === "ws" ? ws.url : formatAddr(this.opts.agent.server);
+        this.onLog(
+          "info",
+          `server traffic now over ${a.to === "ws" ? "WebSocket" : "UDP"}: ${a.why}`,
+        );
+        this.onEvent({ type: "transport", transport: a.to, server, why: a.why });
+        this.call((out, now) => this.agent.transportChanged(a.lost, now, out));
+        break;
+      }
+    }
+  }
+
+  private answersProbe(bytes: Uint8Array): boolean {
+    const m = decodeStun(bytes);
+    if (!m.ok || m.value.class !== "success") return false;
+    return this.probeIds.delete(toHex(m.value.transactionId));
+  }
+
+  /** Adds what carries it to events that concern the server's transport. */
+  private decorate(e: PeerEvent): PeerEvent {
+    if (!this.link) return e;
+    if (e.type === "ready") return { ...e, transport: this.transport };
+    if (e.type === "path") return { ...e, transport: e.path === "relay" ? this.transport : "udp" };
+    return e;
   }
 
   /** Discovery and port mapping in parallel; each is bounded and a failure costs nothing. */
@@ -172,7 +302,11 @@ export class PeerHost {
   }
 
   peers(): PeerInfo[] {
-    return this.agent.peers();
+    const server = this.transport;
+    return this.agent.peers().map((p) => ({
+      ...p,
+      transport: p.path === "relay" || p.path === "connecting" ? server : "udp",
+    }));
   }
 
   get pending(): number {
@@ -230,6 +364,7 @@ export class PeerHost {
     fn(out, now);
     this.run(out);
     if (!this.stopped) this.alarm.set(this.agent.nextDeadline(now), now);
+    this.rearmLink(now);
     this.checkDrained();
   }
 
@@ -245,6 +380,10 @@ export class PeerHost {
     for (const a of out) {
       switch (a.type) {
         case "send":
+          if (!a.via && this.link && sameAddr(a.to, this.opts.agent.server)) {
+            this.toServer(a.bytes);
+            break;
+          }
           if (this.opts.dropDirect && !sameAddr(a.to, this.opts.agent.server)) break;
           (a.via ? this.extra.get(a.via) : this.udp)?.send(a.bytes, a.to);
           break;
@@ -256,7 +395,7 @@ export class PeerHost {
           this.extra.delete(a.via);
           break;
         case "event":
-          this.onEvent(a.event);
+          this.onEvent(this.decorate(a.event));
           break;
         case "log":
           this.onLog(a.level, a.message);
@@ -266,6 +405,16 @@ export class PeerHost {
           break;
       }
     }
+  }
+
+  /** A datagram for the server, over the transport the link chose. */
+  private toServer(bytes: Uint8Array): void {
+    const link = this.link!;
+    if (link.transport === "ws") return void this.ws?.send(bytes);
+    // REGISTER and KEEPALIVE are always answered: their silence is how a lost UDP shows.
+    const t = bytes[2];
+    if (t === T.REGISTER || t === T.KEEPALIVE) link.onUdpRequest(performance.now());
+    this.udp.send(bytes, this.opts.agent.server);
   }
 
   /** An extra socket on a port of the kernel's choice; failing to bind one only costs a mapping. */
@@ -287,6 +436,9 @@ export class PeerHost {
     this.stopped = true;
     void this.mapper?.stop();
     this.alarm.clear();
+    this.linkAlarm.clear();
+    this.ws?.close();
+    this.ws = null;
     for (const u of this.extra.values()) u.close();
     this.extra.clear();
     this.udp?.close();

@@ -122,6 +122,8 @@ export interface PeerInfo {
   trusted: boolean;
   /** Whether an encrypted session is up. */
   secure: boolean;
+  /** What carries the path (set by the host): "udp", or for `relay` the server's transport. */
+  transport?: "udp" | "ws";
 }
 
 /**
@@ -276,6 +278,22 @@ export class PeerAgent {
   setNat(nat: { mapping: NatMapping; mapped: Addr[] }, now: number, out: AgentAction[]): void {
     this.with(out, () => {
       this.hard.setNat(nat, now);
+      this.flush(now);
+    });
+  }
+
+  /**
+   * Server traffic now takes another transport (lib/peer/server_link.ts): register again from
+   * the new address. `udpLost`: UDP stopped getting through, so direct UDP paths are gone too.
+   */
+  transportChanged(udpLost: boolean, now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      this.reg.restart(now, out);
+      if (udpLost) {
+        for (const r of this.roster.all()) {
+          if (r.trusted) this.pathActions(r, r.path.lost(now), now);
+        }
+      }
       this.flush(now);
     });
   }

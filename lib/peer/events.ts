@@ -1,7 +1,18 @@
 /** What a peer reports to its user: the `--json` lines, one object each (see README). */
 export type PeerEvent =
   /** `locked`: the room has a secret, and every peer in it proved it (to us and the server). */
-  | { type: "ready"; name: string; room: string; public: string; local: string[]; locked: boolean }
+  /** `transport`: how we reach the server, "udp" or "ws" (WebSocket, when UDP is blocked). */
+  | {
+    type: "ready";
+    name: string;
+    room: string;
+    public: string;
+    local: string[];
+    locked: boolean;
+    transport?: "udp" | "ws";
+  }
+  /** Our traffic to the server moved to another transport (`why` says what we saw). */
+  | { type: "transport"; transport: "udp" | "ws"; server: string; why: string }
   | { type: "peer"; name: string; state: "joined"; fingerprint: string }
   | { type: "peer"; name: string; state: "left" }
   /** The peer's key differs from the one pinned for its name: nothing flows until /trust. */
@@ -12,6 +23,8 @@ export type PeerEvent =
     path: "lan" | "direct" | "relay";
     addr: string;
     rtt_ms: number | null;
+    /** What carries the path: "udp", or for `relay` the server's transport ("udp" or "ws"). */
+    transport?: "udp" | "ws";
   }
   | { type: "message"; from: string; to: string; text: string; id: string }
   | { type: "delivered"; to: string; id: string }

@@ -4,7 +4,7 @@
  * relay fallback, keeps the chosen path alive, and upgrades when a better one answers.
  * Packets in: `onHello`, `onAck`, `onConnectFwd`; packets out: the returned actions.
  */
-import { type Addr, addrKey, sameAddr } from "../wire/addr.ts";
+import { type Addr, addrKey, ipv6Bytes, sameAddr } from "../wire/addr.ts";
 import type { Id, Member } from "../wire/codec.ts";
 
 export type PathKind = "connecting" | "lan" | "direct" | "relay";
@@ -55,6 +55,21 @@ const MAX_PENDING = 256;
 export const MAX_REFLEXIVE = 8;
 /** Gateway-mapped addresses kept per peer (one per protocol is plenty). */
 export const MAX_MAPPED = 4;
+/**
+ * Global IPv6 locals given up on (a punch window unanswered) that stay given up while this
+ * peer is known, however often it is announced again; beyond this the oldest is forgotten.
+ */
+export const MAX_DROPPED_V6 = 16;
+
+/**
+ * Global unicast IPv6 (2000::/3): a peer's own address on the internet. Announced among its
+ * locals, but a path to it is `direct`, not `lan`; the server passes on only a few of them, and
+ * one that goes a punch window unanswered is dropped (it may not be the peer's at all).
+ */
+function isGlobalV6(host: string): boolean {
+  const b = host.includes(":") ? ipv6Bytes(host) : null;
+  return b !== null && (b[0]! & 0xe0) === 0x20;
+}
 
 export class PathMachine {
   kind: PathKind = "connecting";
@@ -79,6 +94,8 @@ export class PathMachine {
   private pending = new Map<string, { addr: Addr; sentAt: number; via: number }>();
   /** Gateway-mapped addresses the peer told us of (NAT_INFO): they survive setMember. */
   private mapped: Addr[] = [];
+  /** Keys of global IPv6 locals dropped unanswered (see MAX_DROPPED_V6). */
+  private droppedV6 = new Set<string>();
   private started = false;
   private lastPunch = -Infinity;
 
@@ -105,7 +122,7 @@ export class PathMachine {
 
   private addCand(addr: Addr, kind: CandKind): void {
     const k = addrKey(addr);
-    if (this.cands.has(k)) return;
+    if (this.cands.has(k) || (kind === "local" && this.droppedV6.has(k))) return;
     if (kind === "reflexive") {
       const refl = [...this.cands].filter(([, c]) => c.kind === "reflexive");
       if (refl.length >= MAX_REFLEXIVE) this.cands.delete(refl[0]![0]);
@@ -163,7 +180,11 @@ export class PathMachine {
         if (now >= this.phaseEnd) {
           this.phase = "idle";
           this.phaseEnd = now + this.cfg.retryDirectMs;
-          for (const c of this.cands.values()) if (!c.answered) c.cold = true;
+          for (const [k, c] of this.cands) {
+            if (c.answered) continue;
+            if (c.kind === "local" && isGlobalV6(c.addr.host)) this.dropV6(k);
+            else c.cold = true;
+          }
           if (this.kind === "connecting") this.set("relay", null, null, out);
           if (this.kind === "relay") out.push({ type: "punch_failed" });
         } else if (now >= this.nextProbe) {
@@ -177,11 +198,7 @@ export class PathMachine {
       case "up":
         if (now - this.lastAck > 3 * this.cfg.keepaliveMs) {
           // Three keepalives unanswered: the path is dead; fall back to relay and start over.
-          this.addr = null;
-          this.via = 0;
-          this.rttMs = null;
-          this.set("relay", null, null, out);
-          out.push(...this.start(now));
+          this.fallBack(now, out);
         } else if (now >= this.nextKeepalive && this.addr) {
           this.nextKeepalive = now + this.cfg.keepaliveMs;
           this.probe(this.addr, now, out, this.via);
@@ -189,6 +206,24 @@ export class PathMachine {
         break;
     }
     return out;
+  }
+
+  /**
+   * The host found that UDP no longer gets through (the network started dropping it): a direct
+   * path is gone without waiting for three keepalives. Relay now, and probe again.
+   */
+  lost(now: number): PathAction[] {
+    const out: PathAction[] = [];
+    if (this.phase === "up") this.fallBack(now, out);
+    return out;
+  }
+
+  private fallBack(now: number, out: PathAction[]): void {
+    this.addr = null;
+    this.via = 0;
+    this.rttMs = null;
+    this.set("relay", null, null, out);
+    out.push(...this.start(now));
   }
 
   /** When `tick` next has work: a phase ending, a probe or keepalive due, a path timing out. */
@@ -206,6 +241,15 @@ export class PathMachine {
         return this.addr ? Math.min(dead, this.nextKeepalive) : dead;
       }
     }
+  }
+
+  /** An unanswered global IPv6 local is probed no more (see isGlobalV6). */
+  private dropV6(k: string): void {
+    this.cands.delete(k);
+    if (this.droppedV6.size >= MAX_DROPPED_V6) {
+      this.droppedV6.delete(this.droppedV6.values().next().value!);
+    }
+    this.droppedV6.add(k);
   }
 
   private beginPunch(now: number, ask: boolean, out: PathAction[]): void {
@@ -307,10 +351,13 @@ export class PathMachine {
     this.nextKeepalive = now + this.cfg.keepaliveMs;
   }
 
-  /** The kind of path an answer from `a` gives: `lan` for the peer's announced local addresses. */
+  /**
+   * The kind of path an answer from `a` gives: `lan` for the peer's announced local addresses,
+   * except global IPv6 ones (`direct`: they are on the internet, see isGlobalV6).
+   */
   classify(a: Addr): PathKind {
     const isLocal = this.remote.locals.some((l) => sameAddr(l, a));
-    return isLocal && !sameAddr(this.remote.public, a) ? "lan" : "direct";
+    return isLocal && !sameAddr(this.remote.public, a) && !isGlobalV6(a.host) ? "lan" : "direct";
   }
 
   private set(kind: PathKind, addr: Addr | null, rtt: number | null, out: PathAction[]): void {

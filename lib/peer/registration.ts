@@ -101,6 +101,16 @@ export class Registration {
     this.register(now, out);
   }
 
+  /**
+   * Our traffic to the server now takes another way (UDP or WebSocket), so the server sees us
+   * at a new address: register again at once rather than at the next unanswered keepalive.
+   */
+  restart(now: number, out: AgentAction[]): void {
+    if (this.state === "closed" || this.state === "idle") return;
+    this.begin();
+    this.register(now, out);
+  }
+
   /** Leaves: tells the server (twice, in case one is lost) and stops. */
   leave(out: AgentAction[]): void {
     if (this.state === "closed") return;

@@ -56,7 +56,7 @@ Deno.test("cli: --help and --version print and do nothing else", () => {
   assert.equal(h.inv.cmd, "none");
   assert.match(h.out, /serve/);
   assert.match(h.out, /join/);
-  assert.match(run(["join", "--help"]).out, /--server <host:port>/);
+  assert.match(run(["join", "--help"]).out, /--server <host:port\|url>/);
   assert.doesNotMatch(run(["join", "--help"]).out, /test-drop-direct/, "test hooks stay hidden");
   assert.equal(run(["--version"]).out.trim(), "9.9.9");
 });
@@ -97,7 +97,7 @@ Deno.test("cli: help shows defaults in the units the flags take", () => {
   const join = run(["join", "--help"]).out.replace(/\s+/g, " ");
   assert.match(
     join,
-    /--server <host:port> rendezvous server \(env P2PCHAT_SERVER\) \(default: 127\.0\.0\.1:8848\)/,
+    /--server <host:port\|url> rendezvous server; .* \(env P2PCHAT_SERVER\) \(default: 127\.0\.0\.1:8848\)/,
   );
   assert.match(join, /--keepalive <seconds> .*?\(default: 15\)/);
   assert.match(join, /--retry-direct <seconds> .*?\(default: 30\)/);
@@ -191,3 +191,51 @@ for (const [what, argv, re, env] of natMistakes) {
     assert.equal(m.includes("\n"), false, "one line");
   });
 }
+
+Deno.test("cli: join's WebSocket: a fallback by default, a ws:// --server uses nothing else", () => {
+  const def = run(["join", "--name", "a", "--server", "10.1.2.3:9000"]).inv;
+  assert.ok(def.cmd === "join");
+  assert.deepEqual(def.websocket, { url: "ws://10.1.2.3:9000/p2pchat", only: false });
+  const v6 = run(["join", "--name", "a", "--server", "[2001:db8::1]:8848"]).inv;
+  assert.ok(v6.cmd === "join");
+  assert.deepEqual(v6.websocket, { url: "ws://[2001:db8::1]:8848/p2pchat", only: false });
+  const off = run(["join", "--name", "a", "--no-websocket"]).inv;
+  assert.ok(off.cmd === "join" && off.websocket === null);
+  const ws = run(["join", "--name", "a", "--server", "ws://example.org:8848"]).inv;
+  assert.ok(ws.cmd === "join");
+  assert.deepEqual(ws.server, { host: "example.org", port: 8848 });
+  assert.deepEqual(ws.websocket, { url: "ws://example.org:8848/p2pchat", only: true });
+  const wss = run(["join", "--name", "a", "--server", "wss://chat.example.org/p2pchat"]).inv;
+  assert.ok(wss.cmd === "join");
+  assert.deepEqual(wss.server, { host: "chat.example.org", port: 443 });
+  assert.deepEqual(wss.websocket, { url: "wss://chat.example.org/p2pchat", only: true });
+  const env = run(["join", "--name", "a"], { P2PCHAT_SERVER: "ws://[::1]:9000/x" }).inv;
+  assert.ok(env.cmd === "join");
+  assert.deepEqual(env.server, { host: "::1", port: 9000 });
+  assert.deepEqual(env.websocket, { url: "ws://[::1]:9000/x", only: true });
+  const proxied = run([
+    "join",
+    "--name",
+    "a",
+    "--server",
+    "example.org",
+    "--websocket-url",
+    "https://example.org",
+  ]).inv;
+  assert.ok(proxied.cmd === "join");
+  assert.deepEqual(proxied.websocket, { url: "wss://example.org/p2pchat", only: false });
+});
+
+Deno.test("cli: join refuses a bad WebSocket URL or a contradiction in one line", () => {
+  assert.match(usage(["join", "--name", "a", "--server", "ftp://x"]), /not HOST:PORT or a ws/);
+  assert.match(usage(["join", "--name", "a", "--server", "ws://u:p@x"]), /not HOST:PORT or a ws/);
+  assert.match(
+    usage(["join", "--name", "a", "--server", "ws://x", "--no-websocket"]),
+    /Cannot use --no-websocket/,
+  );
+  assert.match(
+    usage(["join", "--name", "a", "--server", "ws://x", "--websocket-url", "ws://y"]),
+    /Cannot use --websocket-url/,
+  );
+  assert.match(usage(["join", "--name", "a", "--websocket-url", "x"]), /not a ws/);
+});

@@ -1,0 +1,238 @@
+/**
+ * Which transport carries our traffic to the server: UDP, or the server's WebSocket endpoint
+ * when UDP gets no answer (networks that drop UDP). A clock-driven machine: the host reports
+ * what it sent and heard, and carries out what this asks for (open or close the WebSocket,
+ * probe UDP, switch). It never touches a socket.
+ *
+ * - `auto`: UDP first; no answer from the server within `fallbackMs` → WebSocket. While on the
+ *   WebSocket, UDP is probed every `udpRetryMs`; an answer over UDP moves us back.
+ * - On UDP, once the server has answered: a keepalive or registration unanswered for
+ *   `answerMs`, or our traffic unanswered for `silenceMs` (nothing heard over UDP at all while
+ *   messages wait for acknowledgement), starts a probe; `probes` probes unanswered, each
+ *   `answerMs` apart, mean UDP is lost → WebSocket.
+ * - `ws`: the WebSocket only (the user gave a ws:// or wss:// URL).
+ */
+
+export type Transport = "udp" | "ws";
+
+export interface ServerLinkConfig {
+  mode: "auto" | "ws";
+  /** No answer over UDP for this long after starting: move to the WebSocket. */
+  fallbackMs: number;
+  /** On the WebSocket, how often UDP is tried again. */
+  udpRetryMs: number;
+  /** How long a request that the server always answers may stay unanswered over UDP. */
+  answerMs: number;
+  /** Probes (each `answerMs` apart) that must all go unanswered before UDP counts as lost. */
+  probes: number;
+  /** Messages in flight and nothing at all heard over UDP for this long: probe the server. */
+  silenceMs: number;
+  /** After moving back to UDP, how long the WebSocket stays open for what is still on its way. */
+  closeGraceMs: number;
+  /** First and largest pause before reopening a WebSocket that closed or failed to open. */
+  reopenMinMs: number;
+  reopenMaxMs: number;
+}
+
+export const DEFAULT_SERVER_LINK_CONFIG: ServerLinkConfig = {
+  mode: "auto",
+  fallbackMs: 1500,
+  udpRetryMs: 10_000,
+  answerMs: 1000,
+  probes: 2,
+  silenceMs: 2000,
+  closeGraceMs: 3000,
+  reopenMinMs: 1000,
+  reopenMaxMs: 30_000,
+};
+
+export type LinkAction =
+  | { type: "open_ws" }
+  | { type: "close_ws" }
+  /** Send one STUN Binding request to the server over UDP: it always answers one. */
+  | { type: "udp_probe" }
+  /**
+   * Server traffic now goes over `to`. `lost`: UDP stopped answering while in use (direct UDP
+   * paths to peers are likely gone too). The server must learn our new address: register again.
+   */
+  | { type: "switched"; to: Transport; lost: boolean; why: string };
+
+type WsState = "closed" | "opening" | "open";
+
+export class ServerLinkMachine {
+  private current: Transport;
+  private ws: WsState = "closed";
+  private started = 0;
+  /** Whether the server ever answered over UDP. */
+  private heardUdp = false;
+  private lastUdpHeard = -Infinity;
+  private lastUdpAny = -Infinity;
+  /** The oldest unanswered request to the server over UDP (-1: none). */
+  private awaitingSince = -1;
+  /** The probe run in progress: probes sent, when the next is due (-1: no run). */
+  private probesSent = 0;
+  private nextProbe = -1;
+  private nextUdpRetry = Infinity;
+  private closeAt = Infinity;
+  private reopenAt = Infinity;
+  private reopenPause: number;
+  /** Why we are moving to the WebSocket, told once it opens. */
+  private pendingWhy: { lost: boolean; why: string } = { lost: false, why: "--server is a URL" };
+
+  constructor(private cfg: ServerLinkConfig, now: number, out: LinkAction[]) {
+    this.started = now;
+    this.reopenPause = cfg.reopenMinMs;
+    this.current = cfg.mode === "ws" ? "ws" : "udp";
+    this.lastUdpAny = now;
+    if (cfg.mode === "ws") this.openWs(out);
+  }
+
+  /** Where server-bound datagrams go now. */
+  get transport(): Transport {
+    return this.current;
+  }
+
+  /** Whether the WebSocket is open (server-bound datagrams on `ws` are dropped until it is). */
+  get wsOpen(): boolean {
+    return this.ws === "open";
+  }
+
+  /** We sent the server, over UDP, a request it always answers (REGISTER, KEEPALIVE). */
+  onUdpRequest(now: number): void {
+    if (this.awaitingSince < 0) this.awaitingSince = now;
+  }
+
+  /** Any datagram arrived over UDP (from a peer or the server). */
+  onUdpAny(now: number): void {
+    this.lastUdpAny = now;
+  }
+
+  /** A datagram from the server arrived over UDP: UDP works. */
+  onUdpFromServer(now: number, out: LinkAction[]): void {
+    this.heardUdp = true;
+    this.lastUdpHeard = now;
+    this.lastUdpAny = now;
+    this.awaitingSince = -1;
+    this.endProbes();
+    if (this.current === "ws" && this.cfg.mode === "auto") {
+      this.current = "udp";
+      this.nextUdpRetry = Infinity;
+      this.closeAt = now + this.cfg.closeGraceMs;
+      this.reopenAt = Infinity;
+      out.push({ type: "switched", to: "udp", lost: false, why: "UDP answers again" });
+    }
+  }
+
+  onWsOpen(now: number, out: LinkAction[]): void {
+    this.ws = "open";
+    this.reopenPause = this.cfg.reopenMinMs;
+    if (this.current === "ws") {
+      const w = this.pendingWhy;
+      out.push({ type: "switched", to: "ws", lost: w.lost, why: w.why });
+      this.pendingWhy = { lost: false, why: "the WebSocket opened again" };
+      this.nextUdpRetry = this.cfg.mode === "auto" ? now + this.cfg.udpRetryMs : Infinity;
+    } else if (this.closeAt === Infinity) {
+      // Opened while UDP came back meanwhile: not needed.
+      this.closeAt = now;
+    }
+  }
+
+  /** The WebSocket closed or failed to open. */
+  onWsClosed(now: number): void {
+    this.ws = "closed";
+    this.closeAt = Infinity;
+    if (this.current === "ws") {
+      this.reopenAt = now + this.reopenPause;
+      this.reopenPause = Math.min(this.reopenPause * 2, this.cfg.reopenMaxMs);
+    }
+  }
+
+  /** `pending`: messages wait for acknowledgement (our traffic expects answers). */
+  tick(now: number, pending: boolean, out: LinkAction[]): void {
+    if (this.current === "udp") this.tickUdp(now, pending, out);
+    else if (this.cfg.mode === "auto" && now >= this.nextUdpRetry) {
+      this.nextUdpRetry = now + this.cfg.udpRetryMs;
+      out.push({ type: "udp_probe" });
+    }
+    if (now >= this.closeAt) {
+      this.closeAt = Infinity;
+      if (this.current === "udp" && this.ws !== "closed") {
+        this.ws = "closed";
+        out.push({ type: "close_ws" });
+      }
+    }
+    if (now >= this.reopenAt) {
+      this.reopenAt = Infinity;
+      if (this.current === "ws" && this.ws === "closed") this.openWs(out);
+    }
+  }
+
+  nextDeadline(pending: boolean): number | null {
+    let at = Math.min(this.closeAt, this.reopenAt);
+    if (this.current === "udp") {
+      if (!this.heardUdp) at = Math.min(at, this.started + this.cfg.fallbackMs);
+      else if (this.nextProbe >= 0) at = Math.min(at, this.nextProbe);
+      else {
+        if (this.awaitingSince >= 0) at = Math.min(at, this.awaitingSince + this.cfg.answerMs);
+        if (pending) at = Math.min(at, this.silentSince() + this.cfg.silenceMs);
+      }
+    } else if (this.cfg.mode === "auto") at = Math.min(at, this.nextUdpRetry);
+    return at === Infinity ? null : at;
+  }
+
+  private tickUdp(now: number, pending: boolean, out: LinkAction[]): void {
+    if (!this.heardUdp) {
+      if (now - this.started >= this.cfg.fallbackMs) {
+        this.toWs(now, false, "no answer from the server over UDP", out);
+      }
+      return;
+    }
+    if (this.nextProbe >= 0) {
+      if (now < this.nextProbe) return;
+      if (this.probesSent >= this.cfg.probes) {
+        this.endProbes();
+        this.toWs(now, true, "the server stopped answering over UDP", out);
+        return;
+      }
+      this.probesSent++;
+      this.nextProbe = now + this.cfg.answerMs;
+      out.push({ type: "udp_probe" });
+      return;
+    }
+    const unanswered = this.awaitingSince >= 0 && now - this.awaitingSince >= this.cfg.answerMs;
+    const silent = pending && now - this.silentSince() >= this.cfg.silenceMs;
+    if (unanswered || silent) {
+      this.probesSent = 1;
+      this.nextProbe = now + this.cfg.answerMs;
+      out.push({ type: "udp_probe" });
+    }
+  }
+
+  /** Since when nothing was heard over UDP (never earlier than the last server answer). */
+  private silentSince(): number {
+    return Math.max(this.lastUdpAny, this.lastUdpHeard);
+  }
+
+  private endProbes(): void {
+    this.probesSent = 0;
+    this.nextProbe = -1;
+  }
+
+  private toWs(now: number, lost: boolean, why: string, out: LinkAction[]): void {
+    this.current = "ws";
+    this.awaitingSince = -1;
+    this.closeAt = Infinity;
+    if (this.ws === "open") {
+      out.push({ type: "switched", to: "ws", lost, why });
+      this.nextUdpRetry = now + this.cfg.udpRetryMs;
+    } else {
+      this.pendingWhy = { lost, why };
+      if (this.ws === "closed") this.openWs(out);
+    }
+  }
+
+  private openWs(out: LinkAction[]): void {
+    this.ws = "opening";
+    out.push({ type: "open_ws" });
+  }
+}

@@ -1,0 +1,137 @@
+/** The UDP/WebSocket choice towards the server, driven by a clock, without sockets. */
+import assert from "node:assert/strict";
+import {
+  DEFAULT_SERVER_LINK_CONFIG,
+  type LinkAction,
+  type ServerLinkConfig,
+  ServerLinkMachine,
+} from "../../lib/peer/server_link.ts";
+
+function make(cfg: Partial<ServerLinkConfig> = {}) {
+  const out: LinkAction[] = [];
+  const m = new ServerLinkMachine({ ...DEFAULT_SERVER_LINK_CONFIG, ...cfg }, 0, out);
+  return { m, out };
+}
+
+/** Ticks at every deadline up to `until`, collecting actions. */
+function runTo(m: ServerLinkMachine, from: number, until: number, pending = false): LinkAction[] {
+  const acts: LinkAction[] = [];
+  let now = from;
+  for (let i = 0; i < 1000; i++) {
+    const at = m.nextDeadline(pending);
+    if (at === null || at > until) break;
+    assert.ok(at >= now, `deadline ${at} is in the past (now ${now})`);
+    now = at;
+    m.tick(now, pending, acts);
+    assert.notEqual(m.nextDeadline(pending), now, "a deadline the machine does not move past");
+  }
+  return acts;
+}
+
+const types = (a: LinkAction[]) => a.map((x) => x.type);
+
+Deno.test("auto: UDP that answers keeps us on UDP; no WebSocket is opened", () => {
+  const { m, out } = make();
+  assert.deepEqual(out, []);
+  m.onUdpRequest(10);
+  m.onUdpFromServer(30, out);
+  assert.deepEqual(runTo(m, 30, 60_000), []);
+  assert.equal(m.transport, "udp");
+});
+
+Deno.test("auto: no UDP answer within fallbackMs opens the WebSocket, then switches once open", () => {
+  const { m } = make();
+  m.onUdpRequest(0);
+  assert.deepEqual(runTo(m, 0, 1499), []);
+  const acts = runTo(m, 0, 1500);
+  assert.deepEqual(types(acts), ["open_ws"]);
+  assert.equal(m.transport, "ws");
+  assert.equal(m.wsOpen, false);
+  const open: LinkAction[] = [];
+  m.onWsOpen(1600, open);
+  assert.deepEqual(open, [{
+    type: "switched",
+    to: "ws",
+    lost: false,
+    why: "no answer from the server over UDP",
+  }]);
+});
+
+Deno.test("auto: on the WebSocket, UDP is probed every udpRetryMs and an answer moves us back", () => {
+  const { m } = make();
+  runTo(m, 0, 1500);
+  m.onWsOpen(1600, []);
+  const probes = runTo(m, 1600, 1600 + 35_000);
+  assert.deepEqual(types(probes), ["udp_probe", "udp_probe", "udp_probe"]);
+  const back: LinkAction[] = [];
+  m.onUdpFromServer(40_000, back);
+  assert.equal(m.transport, "udp");
+  assert.equal(back[0]?.type, "switched");
+  assert.deepEqual(back[0], { type: "switched", to: "udp", lost: false, why: "UDP answers again" });
+  // The WebSocket stays a while for what is still on its way, then closes.
+  assert.deepEqual(runTo(m, 40_000, 40_000 + 2999), []);
+  assert.deepEqual(types(runTo(m, 40_000, 43_000)), ["close_ws"]);
+});
+
+Deno.test("auto: a keepalive unanswered starts probes; all unanswered means UDP is lost", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, []);
+  m.onUdpRequest(15_000);
+  // answerMs later: the first probe; then one more; then the move.
+  const acts = runTo(m, 15_000, 20_000);
+  assert.deepEqual(types(acts), ["udp_probe", "udp_probe", "open_ws"]);
+  const open: LinkAction[] = [];
+  m.onWsOpen(18_100, open);
+  assert.deepEqual(open, [{
+    type: "switched",
+    to: "ws",
+    lost: true,
+    why: "the server stopped answering over UDP",
+  }]);
+});
+
+Deno.test("auto: an answer to a probe ends the probes and keeps UDP", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, []);
+  m.onUdpRequest(15_000);
+  assert.deepEqual(types(runTo(m, 15_000, 16_000)), ["udp_probe"]);
+  m.onUdpFromServer(16_050, []);
+  assert.deepEqual(runTo(m, 16_050, 60_000), []);
+  assert.equal(m.transport, "udp");
+});
+
+Deno.test("auto: messages in flight and UDP silent for silenceMs also start probes", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, []);
+  m.onUdpAny(5000);
+  // Nothing pending: silence is normal for an idle peer.
+  assert.deepEqual(runTo(m, 5000, 20_000, false), []);
+  const acts = runTo(m, 5000, 7000, true);
+  assert.deepEqual(types(acts), ["udp_probe"]);
+});
+
+Deno.test("auto: a WebSocket that fails to open is retried with growing pauses", () => {
+  const { m } = make();
+  assert.deepEqual(types(runTo(m, 0, 1500)), ["open_ws"]);
+  m.onWsClosed(1600);
+  assert.deepEqual(types(runTo(m, 1600, 2600)), ["open_ws"]);
+  m.onWsClosed(2700);
+  assert.deepEqual(runTo(m, 2700, 4699), []);
+  assert.deepEqual(types(runTo(m, 2700, 4700)), ["open_ws"]);
+});
+
+Deno.test("ws: the WebSocket from the start, UDP never probed", () => {
+  const { m, out } = make({ mode: "ws" });
+  assert.deepEqual(types(out), ["open_ws"]);
+  assert.equal(m.transport, "ws");
+  const open: LinkAction[] = [];
+  m.onWsOpen(50, open);
+  assert.deepEqual(types(open), ["switched"]);
+  assert.deepEqual(runTo(m, 50, 120_000), []);
+  // A WebSocket that closes is reopened; the reopened one needs a new registration too.
+  m.onWsClosed(200);
+  assert.deepEqual(types(runTo(m, 200, 1200)), ["open_ws"]);
+  const again: LinkAction[] = [];
+  m.onWsOpen(1300, again);
+  assert.deepEqual(types(again), ["switched"]);
+});
