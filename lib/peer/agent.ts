@@ -773,6 +773,8 @@ export class PeerAgent {
       case "nat_info":
         return this.hard.onNatInfo(r, m, now);
       case "data": {
+        // Relayed although we hold a direct path: the peer's side of it may be gone.
+        if (relayed && r.path.sendAddr) this.pathActions(r, r.path.suspect(now), now);
         const ready: Received[] = [];
         if (r.rx.onData(m, ready, now)) {
           // ACK the way the data came, so a one-way path problem cannot strand it.

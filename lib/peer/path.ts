@@ -98,6 +98,9 @@ export class PathMachine {
   private droppedV6 = new Set<string>();
   private started = false;
   private lastPunch = -Infinity;
+  /** A check of the path in progress (see `suspect`): when it started and when it ends. */
+  private checkFrom = -1;
+  private checkUntil = -1;
 
   constructor(
     private remote: Member,
@@ -196,6 +199,14 @@ export class PathMachine {
         if (now >= this.phaseEnd) this.beginPunch(now, true, out);
         break;
       case "up":
+        if (this.checkUntil >= 0 && now >= this.checkUntil) {
+          const answered = this.lastAck >= this.checkFrom;
+          this.checkFrom = this.checkUntil = -1;
+          if (!answered) {
+            this.fallBack(now, out);
+            break;
+          }
+        }
         if (now - this.lastAck > 3 * this.cfg.keepaliveMs) {
           // Three keepalives unanswered: the path is dead; fall back to relay and start over.
           this.fallBack(now, out);
@@ -218,7 +229,22 @@ export class PathMachine {
     return out;
   }
 
+  /**
+   * The peer's data reached us through the relay although we hold a direct path to it: its side
+   * of the path may be gone (its network dropped UDP, say). Probe now; no answer within a
+   * second or four round trips, and the path is given up rather than after three keepalives.
+   */
+  suspect(now: number): PathAction[] {
+    const out: PathAction[] = [];
+    if (this.phase !== "up" || !this.addr || this.checkUntil >= 0) return out;
+    this.checkFrom = now;
+    this.checkUntil = now + Math.max(1000, 4 * (this.rttMs ?? 0));
+    this.probe(this.addr, now, out, this.via);
+    return out;
+  }
+
   private fallBack(now: number, out: PathAction[]): void {
+    this.checkFrom = this.checkUntil = -1;
     this.addr = null;
     this.via = 0;
     this.rttMs = null;
@@ -237,7 +263,8 @@ export class PathMachine {
         return Math.min(this.phaseEnd, this.nextProbe);
       case "up": {
         // `tick` declares the path dead once strictly more than three keepalives have passed.
-        const dead = this.lastAck + 3 * this.cfg.keepaliveMs + 1;
+        let dead = this.lastAck + 3 * this.cfg.keepaliveMs + 1;
+        if (this.checkUntil >= 0) dead = Math.min(dead, this.checkUntil);
         return this.addr ? Math.min(dead, this.nextKeepalive) : dead;
       }
     }

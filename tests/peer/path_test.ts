@@ -144,3 +144,31 @@ Deno.test("path: a candidate that never answered a whole window is probed once p
   m.onAck(lan, h.nonce, t0 + 20_001);
   assert.equal(m.kind, "lan");
 });
+
+Deno.test("path: suspect() probes at once; unanswered within the check, the path goes", () => {
+  const m = machine();
+  const toLan = hellos(m.start(0)).find((h) => h.to.host === lan.host)!;
+  m.onAck(lan, toLan.nonce, 4);
+  const probe = hellos(m.suspect(100));
+  assert.equal(probe.length, 1, "one probe now");
+  assert.deepEqual(probe[0]!.to, lan);
+  assert.deepEqual(m.suspect(200), [], "one check at a time");
+  assert.ok(m.nextDeadline()! <= 1100, "the check ends after a second (rtt is small)");
+  assert.deepEqual(paths(m.tick(1099)), []);
+  assert.deepEqual(paths(m.tick(1100)), [{ type: "path", kind: "relay", addr: null, rttMs: null }]);
+  assert.equal(m.sendAddr, null);
+});
+
+Deno.test("path: suspect() answered keeps the path; lost() drops it at once", () => {
+  const m = machine();
+  const toLan = hellos(m.start(0)).find((h) => h.to.host === lan.host)!;
+  m.onAck(lan, toLan.nonce, 4);
+  const probe = hellos(m.suspect(100))[0]!;
+  m.onAck(lan, probe.nonce, 110);
+  assert.deepEqual(paths(m.tick(1100)), []);
+  assert.equal(m.kind, "lan");
+  const gone = m.lost(1200);
+  assert.deepEqual(paths(gone), [{ type: "path", kind: "relay", addr: null, rttMs: null }]);
+  assert.ok(hellos(gone).length > 0, "and probes again");
+  assert.deepEqual(m.lost(1300), [], "nothing to lose twice");
+});
