@@ -1,7 +1,8 @@
 /**
  * What a source IP counts as: the unit per-source limits count by (an IPv4 address or an
- * IPv6 /64), and the address classes the server accepts as announced LAN addresses.
- * IPv4-mapped IPv6 (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 clients) is IPv4.
+ * IPv6 /64), and the address classes the server accepts as announced local addresses (LAN,
+ * and a few global IPv6). IPv4-mapped IPv6 (`::ffff:a.b.c.d`, as a dual-stack socket reports
+ * IPv4 clients) is IPv4.
  */
 import { ipFromBytes, ipv4Bytes, ipv6Bytes } from "../wire/addr.ts";
 import { toHex } from "../wire/bytes.ts";
@@ -43,11 +44,12 @@ const LAN4: [number[], number][] = [
   [[203, 0, 113], 24],
   [[198, 18], 15],
 ];
+// The IPv6 documentation prefix 2001:db8::/32 (RFC 3849) is not here: it lies inside global
+// unicast 2000::/3, and labs number their IPv6 internet from it, so it counts as global.
 const LAN6: [number[], number][] = [
   [[0xfc], 7], // unique local
   [[0xfe, 0x80], 10], // link-local
   [[...new Array(15).fill(0), 1], 128], // ::1
-  [[0x20, 0x01, 0x0d, 0xb8], 32], // documentation (RFC 3849)
 ];
 
 function inPrefix(b: Uint8Array, prefix: number[], bits: number): boolean {
@@ -60,13 +62,24 @@ function inPrefix(b: Uint8Array, prefix: number[], bits: number): boolean {
 
 /**
  * Whether `host` can be a LAN address worth announcing to a room: private (RFC 1918),
- * carrier-grade NAT (100.64/10), unique local (fc00::/7), link-local, loopback, or a
+ * carrier-grade NAT (100.64/10), unique local (fc00::/7), link-local, loopback, or an IPv4
  * documentation or benchmarking range. Peers send handshakes to the locals the server
  * announces, so anything else would let a member aim a whole room's probes at an address of
- * its choice on the internet.
+ * its choice on the internet (global IPv6 is let through only a few at a time: isGlobalV6).
  */
 export function isLanAddress(host: string): boolean {
   const b = ipBytes(host);
   if (!b) return false;
   return (b.length === 4 ? LAN4 : LAN6).some(([p, bits]) => inPrefix(b, p, bits));
+}
+
+/**
+ * Whether `host` is a global unicast IPv6 address (2000::/3, the documentation prefix
+ * 2001:db8::/32 included), not v4-mapped. A host's own global IPv6 addresses are reachable
+ * through stateful firewalls by hole punching, so the server passes a few of them on as locals
+ * (it cannot check them: they are bounded in number instead, see lib/server/state.ts).
+ */
+export function isGlobalV6(host: string): boolean {
+  const b = ipBytes(host);
+  return b !== null && b.length === 16 && (b[0]! & 0xe0) === 0x20;
 }

@@ -43,7 +43,7 @@ import {
 } from "./config.ts";
 import { Admission, type Refusal } from "./admission.ts";
 import { proofVerifier } from "../crypto/room.ts";
-import { isLanAddress } from "./ip.ts";
+import { isGlobalV6, isLanAddress } from "./ip.ts";
 import { memberOf, type Rec, Registry } from "./registry.ts";
 import { Bucket, LogLimiter } from "./limits.ts";
 
@@ -65,7 +65,7 @@ export class ServerStats {
   registered = 0;
   relayedPackets = 0;
   relayedBytes = 0;
-  /** Announced local addresses not passed on (not a LAN address, or repeated). */
+  /** Announced local addresses not passed on (not LAN nor global IPv6, repeated, too many). */
   localsRefused = 0;
   drops = new Map<string, number>();
   drop(reason: string): void {
@@ -97,6 +97,14 @@ function relayable(payload: Uint8Array): boolean {
 
 /** The locals of every member that announced none: one shared array, never changed. */
 const NO_LOCALS: Addr[] = [];
+
+/**
+ * Global IPv6 locals passed on per member, at most. The server cannot check that they are the
+ * member's own, and every member of the room probes them, so a member could aim the room's
+ * probes at any IPv6 host: few addresses (here) and few probes (peers drop one that goes a
+ * punch window unanswered, lib/peer/path.ts) bound that. Two: a host with two prefixes.
+ */
+export const MAX_GLOBAL_V6_LOCALS = 2;
 
 /** Whether `m` registers exactly what `r` is (maybe from elsewhere): same name, room and key. */
 const sameMember = (r: Rec, m: Register) =>
@@ -337,15 +345,24 @@ export class ServerState {
   }
 
   /**
-   * The announced local addresses worth passing on: LAN addresses only (see isLanAddress),
-   * each once, at most MAX_LOCALS.
+   * The announced local addresses worth passing on: LAN addresses (see isLanAddress) and at
+   * most MAX_GLOBAL_V6_LOCALS global IPv6 ones (isGlobalV6), each once, at most MAX_LOCALS.
+   * Public IPv4 never: a member must not aim a room's probes at the IPv4 internet.
    */
   private lanOnly(locals: Addr[]): Addr[] {
     if (locals.length === 0) return NO_LOCALS;
     const kept: Addr[] = [];
+    let global6 = 0;
     for (const a of locals) {
-      if (!isLanAddress(a.host) || kept.some((k) => sameAddr(k, a))) this.stats.localsRefused++;
-      else if (kept.length < MAX_LOCALS) kept.push(a);
+      const g = !isLanAddress(a.host) && isGlobalV6(a.host);
+      const ok = (isLanAddress(a.host) || (g && global6 < MAX_GLOBAL_V6_LOCALS)) &&
+        kept.length < MAX_LOCALS && !kept.some((k) => sameAddr(k, a));
+      if (!ok) {
+        this.stats.localsRefused++;
+        continue;
+      }
+      if (g) global6++;
+      kept.push(a);
     }
     return kept.length > 0 ? kept : NO_LOCALS;
   }

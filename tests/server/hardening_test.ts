@@ -312,3 +312,20 @@ Deno.test("hardening: only LAN addresses are passed on as a member's locals", ()
   const carol = join(feed, ID3, "carol", mallory, C, 4);
   assert.deepEqual(localsOfAlice(carol), [{ host: "192.168.7.7", port: 1 }]);
 });
+
+Deno.test("hardening: at most 2 global IPv6 locals per member are passed on, never public IPv4", () => {
+  const { s, feed } = server();
+  const v6 = (n: number) => ({ host: `2001:db8:${n}::10`, port: 5000 });
+  const lan = { host: "10.0.0.5", port: 5000 }, internet = { host: "8.8.8.8", port: 53 };
+  const withLocals = (locals: Addr[]) => ({ edit: (m: { locals: Addr[] }) => m.locals = locals });
+  const localsOfAlice = (answers: Message[]) =>
+    answers.flatMap((m) => m.type === "register_ok" ? m.members : [])
+      .find((e) => e.name === "alice")?.locals;
+  join(feed, ID1, "alice", alice, A, 1, "lobby", withLocals([v6(1), v6(2), v6(3), lan]));
+  assert.deepEqual(localsOfAlice(join(feed, ID2, "bob", bob, B, 2)), [v6(1), v6(2), lan]);
+  assert.equal(s.stats.localsRefused, 1, "the third global IPv6 address");
+  // Public IPv4 stays refused beside them; the mapped form of it too.
+  const again = withLocals([internet, { host: "::ffff:8.8.8.8", port: 53 }, v6(4), v6(4)]);
+  join(feed, ID1, "alice", alice, at(A.host, 9), 3, "lobby", { nonce: "2".repeat(16), ...again });
+  assert.deepEqual(localsOfAlice(join(feed, ID3, "carol", mallory, C, 4)), [v6(4)]);
+});

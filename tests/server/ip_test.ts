@@ -1,6 +1,9 @@
-/** What a source IP counts as: its limit key, and whether it may be announced as a LAN address. */
+/**
+ * What a source IP counts as: its limit key, whether it may be announced as a LAN address, and
+ * whether it is global IPv6 (announced a few at a time).
+ */
 import assert from "node:assert/strict";
-import { isLanAddress, limitKey } from "../../lib/server/ip.ts";
+import { isGlobalV6, isLanAddress, limitKey } from "../../lib/server/ip.ts";
 
 const lan: [string, boolean][] = [
   ["10.1.2.3", true],
@@ -29,7 +32,9 @@ const lan: [string, boolean][] = [
   ["fec0::1", false],
   ["::1", true],
   ["::", false],
-  ["2001:db8::1", true],
+  // The documentation prefix is global unicast now: labs number their IPv6 internet from it.
+  ["2001:db8::1", false],
+  ["2001:db8:ffff::2", false],
   ["2606:4700:4700::1111", false],
   ["ff02::1", false],
   ["::ffff:10.0.0.1", true],
@@ -39,6 +44,29 @@ const lan: [string, boolean][] = [
 for (const [host, want] of lan) {
   Deno.test(`ip: ${host} is ${want ? "" : "not "}a LAN address`, () => {
     assert.equal(isLanAddress(host), want);
+  });
+}
+
+const global6: [string, boolean][] = [
+  ["2001:db8::1", true],
+  ["2001:db8:ffff::2", true],
+  ["2606:4700:4700::1111", true],
+  ["3fff::1", true],
+  ["2000::", true],
+  ["4000::1", false],
+  ["1fff::1", false],
+  ["fd12:3456::2", false],
+  ["fe80::1", false],
+  ["::1", false],
+  ["::", false],
+  ["ff02::1", false],
+  ["::ffff:8.8.8.8", false],
+  ["8.8.8.8", false],
+  ["not-an-ip", false],
+];
+for (const [host, want] of global6) {
+  Deno.test(`ip: ${host} is ${want ? "" : "not "}global IPv6`, () => {
+    assert.equal(isGlobalV6(host), want);
   });
 }
 
