@@ -8,6 +8,9 @@ export type AgentAction =
   /** Open (or close) an extra local socket, named `via`, for birthday punching. */
   | { type: "open_socket"; via: number }
   | { type: "close_socket"; via: number }
+  /** Connect from local port `localPort` to `to`, as connection `via` (TCP hole punching). */
+  | { type: "tcp_open"; via: number; localPort: number; to: Addr }
+  | { type: "tcp_close"; via: number }
   | { type: "event"; event: PeerEvent }
   | { type: "log"; level: "debug" | "info" | "warn"; message: string }
   /** Unrecoverable: print `message` and exit with `code` (2: the user must change something). */

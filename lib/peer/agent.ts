@@ -42,6 +42,7 @@ import { Bucket } from "../rate/bucket.ts";
 import { type Remote, Roster } from "./roster.ts";
 import { type BirthdayConfig, DEFAULT_BIRTHDAY_CONFIG } from "./birthday.ts";
 import { HardNat } from "./hard_nat.ts";
+import { DEFAULT_TCP_PUNCH_CONFIG, type TcpPunchConfig } from "./tcp_punch.ts";
 
 export type { AgentAction } from "./actions.ts";
 
@@ -78,6 +79,11 @@ export interface AgentConfig {
   /** Birthday punching towards peers behind NATs with random per-destination ports. */
   birthday: BirthdayConfig;
   /**
+   * TCP hole punching after a failed punch window (lib/peer/tcp_punch.ts), through the host's
+   * `tcp_open` connections; null: never (a host without TCP connections).
+   */
+  tcpPunch: TcpPunchConfig | null;
+  /**
    * Handshake inits that need Diffie-Hellman work (copies of answered ones do not), per second
    * and burst: per claimed sender, and in all. Beyond them inits are dropped before any DH.
    */
@@ -103,6 +109,7 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   secure: {},
   relayHelloMs: 1000,
   birthday: DEFAULT_BIRTHDAY_CONFIG,
+  tcpPunch: DEFAULT_TCP_PUNCH_CONFIG,
   // A peer needs a new init per rekey (2 min) or reconnect; a room of 64 joining at once is 63.
   initRate: { perPeer: 2, perPeerBurst: 8, total: 20, totalBurst: 80 },
   natInfoRetryMs: 1000,
@@ -122,8 +129,11 @@ export interface PeerInfo {
   trusted: boolean;
   /** Whether an encrypted session is up. */
   secure: boolean;
-  /** What carries the path (set by the host): "udp", or for `relay` the server's transport. */
-  transport?: "udp" | "ws";
+  /**
+   * What carries the path (set by the host): "udp", or for `relay` the server's transport; the
+   * agent sets "tcp" for a direct path over a TCP connection (TCP punching).
+   */
+  transport?: "udp" | "ws" | "tcp";
 }
 
 /**
@@ -291,9 +301,22 @@ export class PeerAgent {
       this.reg.restart(now, out);
       if (udpLost) {
         for (const r of this.roster.all()) {
-          if (r.trusted) this.pathActions(r, r.path.lost(now), now);
+          // A path over a TCP connection (TCP punching) does not depend on UDP.
+          if (r.trusted && !r.path.addr?.tcp) this.pathActions(r, r.path.lost(now), now);
         }
       }
+      this.flush(now);
+    });
+  }
+
+  /**
+   * A TCP connection the agent asked for (`tcp_open`) came up, or failed or closed (each
+   * connection reports `closed` once, last; not after a `tcp_close`).
+   */
+  onTcp(via: number, state: "open" | "closed", now: number, out: AgentAction[]): void {
+    this.with(out, () => {
+      if (this.reg.closed) return;
+      this.hard.onTcp(via, state, now);
       this.flush(now);
     });
   }
@@ -383,6 +406,7 @@ export class PeerAgent {
       fingerprint: r.fingerprint,
       trusted: r.trusted,
       secure: this.secure.hasSession(r.member.id),
+      ...(r.path.kind !== "relay" && r.path.addr?.tcp ? { transport: "tcp" as const } : {}),
     }));
   }
 
@@ -974,6 +998,8 @@ export class PeerAgent {
             path: a.kind,
             addr: formatAddr(a.addr ?? this.cfg.server),
             rtt_ms: a.rttMs,
+            // A direct path over a TCP connection (TCP punching).
+            ...(a.addr?.tcp ? { transport: "tcp" as const } : {}),
           });
           break;
       }

@@ -23,8 +23,11 @@ export type PeerEvent =
     path: "lan" | "direct" | "relay";
     addr: string;
     rtt_ms: number | null;
-    /** What carries the path: "udp", or for `relay` the server's transport ("udp" or "ws"). */
-    transport?: "udp" | "ws";
+    /**
+     * What carries the path: "udp", or for `relay` the server's transport ("udp" or "ws"); "tcp"
+     * for a direct path over a TCP connection (TCP hole punching; `addr` is its remote end).
+     */
+    transport?: "udp" | "ws" | "tcp";
   }
   | { type: "message"; from: string; to: string; text: string; id: string }
   | { type: "delivered"; to: string; id: string }

@@ -2,7 +2,8 @@
  * What the agent does about NATs classic punching cannot beat: it tells each peer what it knows
  * of its own NAT (sealed NAT_INFO, resent until confirmed), takes the peer's gateway-mapped
  * addresses as candidates, and runs birthday punching (lib/peer/birthday.ts) after a failed
- * punch window when one side is hard and the other easy. The agent owns the sockets and the
+ * punch window when one side is hard and the other easy, and TCP punching
+ * (lib/peer/tcp_punch.ts) after any failed punch window. The agent owns the sockets and the
  * sealing; this module decides, through the small `HardNatHost` interface.
  */
 import type { Addr } from "../wire/addr.ts";
@@ -12,6 +13,7 @@ import type { AgentAction } from "./actions.ts";
 import { Birthday, type BirthdayAction, type BirthdayConfig, birthdayRole } from "./birthday.ts";
 import type { PathAction } from "./path.ts";
 import type { Remote } from "./roster.ts";
+import { TcpPunch, type TcpPunchAction, type TcpPunchConfig, tcpTargets } from "./tcp_punch.ts";
 
 export interface HardNatConfig {
   birthday: BirthdayConfig;
@@ -19,6 +21,10 @@ export interface HardNatConfig {
   natInfoRetryMs: number;
   natInfoTries: number;
   random: (n: number) => Uint8Array;
+  /** TCP hole punching after a failed punch window (lib/peer/tcp_punch.ts); null: never. */
+  tcpPunch: TcpPunchConfig | null;
+  /** Our local addresses: TCP punching connects from their port, our UDP socket's. */
+  locals: Addr[];
 }
 
 /** What HardNat needs of the agent. */
@@ -43,6 +49,8 @@ export class HardNat {
   private nat: { mapping: NatMapping; mapped: Addr[] } = { mapping: "unknown", mapped: [] };
   /** Names of extra sockets; 0 is the main socket. */
   private lastVia = 0;
+  /** TCP punching per peer: the current or last attempt, and when attempts started. */
+  private tcp = new Map<Id, { attempt: TcpPunch | null; starts: number[] }>();
 
   constructor(private cfg: HardNatConfig, private host: HardNatHost) {}
 
@@ -68,6 +76,15 @@ export class HardNat {
   }
 
   tick(r: Remote, now: number): void {
+    const t = this.tcp.get(r.member.id)?.attempt;
+    if (t?.active) {
+      const acts: TcpPunchAction[] = [];
+      t.tick(now, acts);
+      this.runTcp(r, acts, now);
+      if (!t.active && !r.path.sendAddr) {
+        this.host.log("info", `TCP punching towards ${r.member.name} found no path`);
+      }
+    }
     const b = r.birthday;
     if (!b?.active) return;
     const acts: BirthdayAction[] = [];
@@ -83,6 +100,9 @@ export class HardNat {
     if (this.host.hasSession(r) && this.wantsNatInfo(r)) at = r.nextNatInfo;
     const b = r.birthday?.active ? r.birthday.nextDeadline() : null;
     if (b !== null && (at === null || b < at)) at = b;
+    const t = this.tcp.get(r.member.id)?.attempt;
+    const tt = t?.active ? t.nextDeadline() : null;
+    if (tt !== null && (at === null || tt < at)) at = tt;
     return at;
   }
 
@@ -100,6 +120,23 @@ export class HardNat {
   onPunchFailed(r: Remote, now: number): void {
     r.punchFailed = true;
     this.maybeBirthday(r, now);
+    this.maybeTcp(r, now);
+  }
+
+  /** The host's news of a TCP connection: it came up, or failed or closed. */
+  onTcp(via: number, state: "open" | "closed", now: number): void {
+    for (const r of this.host.remotes()) {
+      const t = this.tcp.get(r.member.id)?.attempt;
+      if (!t?.owns(via)) continue;
+      const acts: TcpPunchAction[] = [];
+      if (state === "open") t.onOpen(via, now, acts);
+      else {
+        t.onClosed(via, now);
+        // The connection carrying the path is gone: start over.
+        if (r.path.via === via) this.host.pathActions(r, r.path.lost(now), now);
+      }
+      return this.runTcp(r, acts, now);
+    }
   }
 
   /** Whether a PONG from `from` answers one of the easy side's birthday probes: its RTT if so. */
@@ -125,6 +162,16 @@ export class HardNat {
     }
     if (kind !== "relay") r.punchFailed = false;
     if (r.birthdayVia !== 0 && r.path.via !== r.birthdayVia) this.closeVia(r);
+    const t = this.tcp.get(r.member.id)?.attempt;
+    if (t) {
+      const acts: TcpPunchAction[] = [];
+      if (kind !== "relay" && t.active) {
+        if (t.owns(r.path.via)) t.won(r.path.via, acts);
+        else t.stop(acts);
+      }
+      if (t.keptVia !== 0 && r.path.via !== t.keptVia) t.release(acts);
+      this.runTcp(r, acts, 0);
+    }
   }
 
   /** The peer is gone: its attempt and sockets go too. */
@@ -135,6 +182,14 @@ export class HardNat {
       this.run(r, acts, 0);
     }
     this.closeVia(r);
+    const t = this.tcp.get(r.member.id)?.attempt;
+    if (t) {
+      const acts: TcpPunchAction[] = [];
+      t.stop(acts);
+      t.release(acts);
+      this.runTcp(r, acts, 0);
+    }
+    this.tcp.delete(r.member.id);
   }
 
   /** Birthday attempts so far, for /peers and tests. */
@@ -188,6 +243,48 @@ export class HardNat {
     b.start(acts);
     b.tick(now, acts);
     this.run(r, acts, now);
+  }
+
+  /**
+   * After a failed punch window: a simultaneous TCP open, from our UDP socket's port number
+   * towards the ports the peer's TCP is likely mapped to (see tcpTargets). The peer's window
+   * failed at about the same time, so it connects towards us at once too.
+   */
+  private maybeTcp(r: Remote, now: number): void {
+    const cfg = this.cfg.tcpPunch;
+    const localPort = this.cfg.locals[0]?.port ?? 0;
+    if (!cfg || localPort === 0 || r.path.sendAddr) return;
+    let t = this.tcp.get(r.member.id);
+    if (t?.attempt?.active) return;
+    const targets = tcpTargets(r.member, cfg.maxTargets);
+    if (targets.length === 0) return;
+    if (!t) this.tcp.set(r.member.id, t = { attempt: null, starts: [] });
+    t.starts = t.starts.filter((s) => now - s < HOUR_MS);
+    if (t.starts.length >= cfg.maxPerHour) return this.host.drop("tcp_punch_cap");
+    t.starts.push(now);
+    const acts: TcpPunchAction[] = [];
+    // A winner of an earlier attempt that no longer carries the path closes now.
+    t.attempt?.release(acts);
+    t.attempt = new TcpPunch(targets, localPort, cfg, now, () => ++this.lastVia);
+    this.host.log("info", `TCP punching towards ${r.member.name}`);
+    t.attempt.start(acts);
+    this.runTcp(r, acts, now);
+  }
+
+  private runTcp(r: Remote, acts: TcpPunchAction[], now: number): void {
+    for (const a of acts) {
+      switch (a.type) {
+        case "open":
+          this.host.push({ type: "tcp_open", via: a.via, localPort: a.localPort, to: a.to });
+          break;
+        case "close":
+          this.host.push({ type: "tcp_close", via: a.via });
+          break;
+        case "check":
+          this.host.pathActions(r, r.path.check(a.to, a.via, now), now);
+          break;
+      }
+    }
   }
 
   private run(r: Remote, acts: BirthdayAction[], now: number): void {

@@ -229,6 +229,13 @@ export class PathMachine {
     return out;
   }
 
+  /** A connectivity check to `addr` from socket `via` (a TCP connection that came up). */
+  check(addr: Addr, via: number, now: number): PathAction[] {
+    const out: PathAction[] = [];
+    this.probe(addr, now, out, via);
+    return out;
+  }
+
   /**
    * The peer's data reached us through the relay although we hold a direct path to it: its side
    * of the path may be gone (its network dropped UDP, say). Probe now; no answer within a
