@@ -101,6 +101,32 @@ export function routerRuleset(r: RouterPlan): string {
 }
 
 /**
+ * The `table inet natlab6` ruleset of a router whose site has IPv6: routed, no translation, a
+ * stateful firewall as home routers have (RFC 6092): everything from the LAN goes out, and
+ * from "wan" only replies to it (conntrack established/related) and the ICMPv6 errors and
+ * neighbour discovery IPv6 needs come in; unsolicited inbound IPv6 is dropped silently.
+ * IPv4 is left to `table ip natlab`.
+ */
+export function firewall6Ruleset(): string {
+  return [
+    "table inet natlab6 {",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy accept;",
+    `    meta nfproto ipv6 iifname "wan" ct state established,related accept`,
+    `    meta nfproto ipv6 iifname "wan" icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept`,
+    `    meta nfproto ipv6 iifname "wan" drop`,
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority filter; policy accept;",
+    "    meta nfproto ipv6 ct state established,related accept",
+    `    meta nfproto ipv6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept`,
+    `    meta nfproto ipv6 iifname "wan" drop`,
+    "  }",
+    "}",
+  ].join("\n") + "\n";
+}
+
+/**
  * Replaces the loss table on a router's "wan" link; `pct` 0 removes it. Drops IPv4 only, so
  * ARP keeps working and loss stays a property of the datagrams.
  */

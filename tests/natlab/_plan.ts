@@ -41,6 +41,12 @@ export interface SiteSpec {
   delayMs?: number;
   /** Name of another site whose LAN is this router's upstream (double NAT). */
   behind?: string;
+  /**
+   * IPv6 on the LAN, from 2001:db8:N::/64 (N: the site's position, from 1), routed (no NAT)
+   * behind a stateful firewall on the router: outbound and replies pass, unsolicited inbound
+   * is dropped. `"only"`: the hosts get IPv6 and no IPv4 at all. Top-level sites only.
+   */
+  ipv6?: boolean | "only";
 }
 
 /** A whole lab: the server is always there; `publicHosts` are named pub1, pub2, ... */
@@ -48,6 +54,11 @@ export interface LabSpec {
   sites: SiteSpec[];
   /** Hosts with a public address and no NAT, 0..50; default 0. */
   publicHosts?: number;
+  /**
+   * IPv6 on the internet segment (2001:db8:ffff::/64), the server and the public hosts too.
+   * Implied by any site with `ipv6`; default false (every namespace has IPv6 off).
+   */
+  ipv6?: boolean;
 }
 
 /** The public segment ("the internet"); the internet namespace routes between both ranges. */
@@ -60,6 +71,21 @@ export const INTERNET = {
   /** Default pool for the LANs of open sites (TEST-NET-1, cut into /27 blocks). */
   openPool: "192.0.2.0/24",
 } as const;
+
+/**
+ * The IPv6 internet, when a lab has one: one /64 from the documentation prefix, routed by the
+ * internet namespace; each IPv6 site gets 2001:db8:N::/64 (`site6Net`). Interface ids mirror
+ * the IPv4 plan: server ::2 and ::3, routers ::10, ::11, ..., public hosts ::100, ::101, ...
+ */
+export const INTERNET6 = {
+  net: "2001:db8:ffff::/64",
+  gateway: "2001:db8:ffff::1",
+  serverAddrs: ["2001:db8:ffff::2", "2001:db8:ffff::3"] as [string, string],
+} as const;
+
+/** The IPv6 /64 of the site at position `n` (from 1) in the spec: 2001:db8:N::/64, N in hex. */
+export const site6Net = (n: number) => `2001:db8:${n.toString(16)}::/64`;
+const site6Addr = (n: number, id: number | string) => `2001:db8:${n.toString(16)}::${id}`;
 
 /** A veth pair: `parentIf` in `parentNs` (attached to `bridge`), `childIf` in `childNs`. */
 export interface LinkPlan {
@@ -85,6 +111,8 @@ export interface RouterPlan {
   /** Namespace and interface of the far end of the upstream link (for delay on both ends). */
   upstreamNs: string;
   upstreamIf: string;
+  /** The site's IPv6 /64 when it has IPv6 (routed, behind the stateful firewall). */
+  lan6?: string;
 }
 
 /** One namespace and everything configured inside it. */
@@ -98,8 +126,18 @@ export interface NsPlan {
   bridges: { name: string; addrs: string[] }[];
   /** Links this namespace is the parent of (created from here). */
   links: LinkPlan[];
-  /** The interface towards the parent, with CIDR addresses and the default gateway. */
-  uplink?: { ifname: string; addrs: string[]; gateway: string };
+  /**
+   * The interface towards the parent, with CIDR addresses and the default gateway (none for
+   * an IPv6-only host); `addrs6` and `gateway6` when the namespace has IPv6 (an `addrs6` entry
+   * may carry `ip addr` options after the CIDR, e.g. "preferred_lft 0").
+   */
+  uplink?: {
+    ifname: string;
+    addrs: string[];
+    gateway?: string;
+    addrs6?: string[];
+    gateway6?: string;
+  };
   routes: { dst: string; via: string }[];
   sysctls: [string, string][];
   router?: RouterPlan;
@@ -109,9 +147,12 @@ export interface Plan {
   prefix: string;
   /** Parents before children, so links can be created in order. */
   namespaces: NsPlan[];
-  server: { ns: string; addrs: [string, string] };
-  hosts: Record<string, { ns: string; addr: string; site?: string }>;
-  routers: Record<string, { ns: string; publicAddr: string }>;
+  /** `addrs6` when the lab has IPv6. */
+  server: { ns: string; addrs: [string, string]; addrs6?: [string, string] };
+  /** `addr` is "" for an IPv6-only host; `addr6` when the host has IPv6. */
+  hosts: Record<string, { ns: string; addr: string; addr6?: string; site?: string }>;
+  /** `publicAddr6`: the router's IPv6 address on the internet, when its site has IPv6. */
+  routers: Record<string, { ns: string; publicAddr: string; publicAddr6?: string }>;
 }
 
 /** Namespace prefixes look like `nl<pid><3 letters>`; pid 0 marks a detached (kept) lab. */
@@ -232,6 +273,12 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
     if (s.udpTimeoutSec !== undefined && !Number.isInteger(s.udpTimeoutSec)) {
       fail(`site "${s.name}": udpTimeoutSec must be a whole number of seconds`);
     }
+    if (s.ipv6 !== undefined && s.ipv6 !== true && s.ipv6 !== false && s.ipv6 !== "only") {
+      fail(`site "${s.name}": ipv6 must be true, false or "only", got ${JSON.stringify(s.ipv6)}`);
+    }
+    if (s.ipv6 && s.behind !== undefined) {
+      fail(`site "${s.name}": ipv6 is for top-level sites only, not behind "${s.behind}"`);
+    }
     byName.set(s.name, s);
   }
   if (spec.sites.length > 80) fail(`at most 80 sites, got ${spec.sites.length}`);
@@ -324,6 +371,24 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
     ["net.ipv4.conf.default.send_redirects", "0"],
     ["net.bridge.bridge-nf-call-iptables", "0"],
   ];
+  // IPv6 where asked for: on, and no duplicate address detection, so addresses work at once.
+  const lab6 = spec.ipv6 === true || spec.sites.some((s) => s.ipv6);
+  const v6Sysctls = (base: [string, string][], forward: boolean): [string, string][] => [
+    ...base.filter(([k]) => !k.includes("disable_ipv6")),
+    ["net.ipv6.conf.all.disable_ipv6", "0"],
+    ["net.ipv6.conf.default.disable_ipv6", "0"],
+    ["net.ipv6.conf.all.accept_dad", "0"],
+    ["net.ipv6.conf.default.accept_dad", "0"],
+    ["net.ipv6.conf.all.accept_ra", "0"],
+    ["net.ipv6.conf.default.accept_ra", "0"],
+    ...(forward
+      ? [["net.ipv6.conf.all.forwarding", "1"], ["net.bridge.bridge-nf-call-ip6tables", "0"]] as [
+        string,
+        string,
+      ][]
+      : []),
+  ];
+  const hostSysctls6 = lab6 ? v6Sysctls(commonSysctls, false) : commonSysctls;
 
   const inet: NsPlan = {
     node: "internet",
@@ -331,13 +396,19 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
     role: "internet",
     bridges: [{
       name: "br0",
-      addrs: [`${INTERNET.serverGateway}/24`, `${INTERNET.edgeGateway}/24`],
+      addrs: [
+        `${INTERNET.serverGateway}/24`,
+        `${INTERNET.edgeGateway}/24`,
+        ...(lab6 ? [`${INTERNET6.gateway}/64`] : []),
+      ],
     }],
     links: [],
     routes: [],
-    sysctls: routerSysctls,
+    sysctls: lab6 ? v6Sysctls(routerSysctls, true) : routerSysctls,
   };
   add(inet);
+  const up6 = (addr: string) =>
+    lab6 ? { addrs6: [`${addr}/64`], gateway6: INTERNET6.gateway as string } : {};
 
   const server: NsPlan = {
     node: "server",
@@ -349,9 +420,21 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
       ifname: "eth0",
       addrs: INTERNET.serverAddrs.map((a) => `${a}/24`),
       gateway: INTERNET.serverGateway,
+      // The second address is deprecated (preferred_lft 0): still reachable, never picked as
+      // a source. Otherwise a socket on "::" may answer a request to ::2 from ::3, and a
+      // stateful firewall drops that answer as unsolicited (seen: STUN never came back).
+      ...(lab6
+        ? {
+          addrs6: [
+            `${INTERNET6.serverAddrs[0]}/64`,
+            `${INTERNET6.serverAddrs[1]}/64 preferred_lft 0`,
+          ],
+          gateway6: INTERNET6.gateway,
+        }
+        : {}),
     },
     routes: [],
-    sysctls: commonSysctls,
+    sysctls: hostSysctls6,
   };
   inet.links.push({
     parentNs: inet.ns,
@@ -366,15 +449,21 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
   for (let i = 1; i <= publicHosts; i++) {
     const node = `pub${i}`;
     const addr = intToIp(edge.base + 99 + i);
+    const addr6 = `2001:db8:ffff::${99 + i}`;
     const p: NsPlan = {
       node,
       ns: nsName(prefix, node),
       role: "host",
       bridges: [],
       links: [],
-      uplink: { ifname: "eth0", addrs: [`${addr}/24`], gateway: INTERNET.edgeGateway },
+      uplink: {
+        ifname: "eth0",
+        addrs: [`${addr}/24`],
+        gateway: INTERNET.edgeGateway,
+        ...up6(addr6),
+      },
       routes: [],
-      sysctls: commonSysctls,
+      sysctls: hostSysctls6,
     };
     inet.links.push({
       parentNs: inet.ns,
@@ -383,13 +472,16 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
       childNs: p.ns,
       childIf: "eth0",
     });
-    hosts[node] = { ns: p.ns, addr };
+    hosts[node] = lab6 ? { ns: p.ns, addr, addr6 } : { ns: p.ns, addr };
     add(p);
   }
 
   let topIndex = 0;
   const nestedCount = new Map<string, number>();
+  const position = new Map(spec.sites.map((s, i) => [s.name, i + 1]));
   for (const s of ordered) {
+    const n6 = position.get(s.name)!;
+    const v6 = s.ipv6 === true || s.ipv6 === "only";
     const c = subnets.get(s.name)!;
     const node = `router:${s.name}`;
     const ns = nsName(prefix, node);
@@ -424,17 +516,26 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
       childNs: ns,
       childIf: "wan",
     });
+    const wan6 = `2001:db8:ffff::${9 + topIndex}`;
     const r: NsPlan = {
       node,
       ns,
       role: "router",
       site: s.name,
-      bridges: [{ name: "lan", addrs: [`${lanAddr}/${c.len}`] }],
+      bridges: [{
+        name: "lan",
+        addrs: [`${lanAddr}/${c.len}`, ...(v6 ? [`${site6Addr(n6, 1)}/64`] : [])],
+      }],
       links: [],
-      uplink: { ifname: "wan", addrs: [`${wanAddr}/${wanLen}`], gateway },
+      uplink: {
+        ifname: "wan",
+        addrs: [`${wanAddr}/${wanLen}`],
+        gateway,
+        ...(v6 ? up6(wan6) : {}),
+      },
       routes: [],
       sysctls: [
-        ...routerSysctls,
+        ...(v6 ? v6Sysctls(routerSysctls, true) : routerSysctls),
         ...(s.udpTimeoutSec === undefined ? [] : [
           ["net.netfilter.nf_conntrack_udp_timeout", String(s.udpTimeoutSec)] as [string, string],
           ["net.netfilter.nf_conntrack_udp_timeout_stream", String(s.udpTimeoutSec)] as [
@@ -455,10 +556,15 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
         delayMs: s.delayMs ?? 0,
         upstreamNs: upstream.ns,
         upstreamIf,
+        ...(v6 ? { lan6: site6Net(n6) } : {}),
       },
     };
     add(r);
-    routers[s.name] = { ns, publicAddr: wanAddr };
+    routers[s.name] = v6
+      ? { ns, publicAddr: wanAddr, publicAddr6: wan6 }
+      : { ns, publicAddr: wanAddr };
+    // The site's IPv6 is routed, not translated: the internet routes its /64 to the router.
+    if (v6) inet.routes.push({ dst: site6Net(n6), via: wan6 });
 
     // An open site's LAN is routed, not translated: every open hop upstream needs a route,
     // up to and including the first NAT router (or the internet).
@@ -476,7 +582,9 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
 
     for (let k = 1; k <= (s.hosts ?? 1); k++) {
       const hnode = `${s.name}${k}`;
-      const addr = intToIp(c.base + HOST_OFFSET + k - 1);
+      const only6 = s.ipv6 === "only";
+      const addr = only6 ? "" : intToIp(c.base + HOST_OFFSET + k - 1);
+      const addr6 = site6Addr(n6, HOST_OFFSET + k - 1);
       const h: NsPlan = {
         node: hnode,
         ns: nsName(prefix, hnode),
@@ -484,9 +592,14 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
         site: s.name,
         bridges: [],
         links: [],
-        uplink: { ifname: "eth0", addrs: [`${addr}/${c.len}`], gateway: lanAddr },
+        uplink: {
+          ifname: "eth0",
+          addrs: only6 ? [] : [`${addr}/${c.len}`],
+          ...(only6 ? {} : { gateway: lanAddr }),
+          ...(v6 ? { addrs6: [`${addr6}/64`], gateway6: site6Addr(n6, 1) } : {}),
+        },
         routes: [],
-        sysctls: commonSysctls,
+        sysctls: v6 ? v6Sysctls(commonSysctls, false) : commonSysctls,
       };
       r.links.push({
         parentNs: ns,
@@ -495,7 +608,9 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
         childNs: h.ns,
         childIf: "eth0",
       });
-      hosts[hnode] = { ns: h.ns, addr, site: s.name };
+      hosts[hnode] = v6
+        ? { ns: h.ns, addr, addr6, site: s.name }
+        : { ns: h.ns, addr, site: s.name };
       add(h);
     }
   }
@@ -503,7 +618,11 @@ export function planLab(spec: LabSpec, prefix: string): Plan {
   return {
     prefix,
     namespaces,
-    server: { ns: server.ns, addrs: [...INTERNET.serverAddrs] as [string, string] },
+    server: {
+      ns: server.ns,
+      addrs: [...INTERNET.serverAddrs] as [string, string],
+      ...(lab6 ? { addrs6: [...INTERNET6.serverAddrs] as [string, string] } : {}),
+    },
     hosts,
     routers,
   };

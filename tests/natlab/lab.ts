@@ -13,7 +13,7 @@
  *
  * CLI: deno run -A tests/natlab/lab.ts up|down|list|exec|selftest (see `help`).
  */
-import { lossRuleset, routerRuleset } from "./_nft.ts";
+import { firewall6Ruleset, lossRuleset, routerRuleset } from "./_nft.ts";
 import { NAT_TYPES, nsName, parseNsName, planLab, PREFIX_RE } from "./_plan.ts";
 import type { LabSpec, NsPlan, Plan } from "./_plan.ts";
 import { must, onPath, run } from "./_sh.ts";
@@ -38,9 +38,11 @@ export interface SpawnOptions {
 export interface Lab {
   /** Namespace name prefix of this run, e.g. "nl4242abc"; every namespace is `<prefix>-...`. */
   prefix: string;
-  server: { ns: string; addrs: [string, string] };
-  hosts: Record<string, { ns: string; addr: string; site?: string }>;
-  routers: Record<string, { ns: string; publicAddr: string }>;
+  /** `addrs6`: the server's IPv6 addresses, when the lab has IPv6. */
+  server: { ns: string; addrs: [string, string]; addrs6?: [string, string] };
+  /** `addr` is "" for an IPv6-only host; `addr6` when the host has IPv6. */
+  hosts: Record<string, { ns: string; addr: string; addr6?: string; site?: string }>;
+  routers: Record<string, { ns: string; publicAddr: string; publicAddr6?: string }>;
   /** Namespace of any node name. Throws for unknown nodes. */
   nsOf(node: string): string;
   /** Runs `cmd` inside a node's namespace and collects its output. */
@@ -263,11 +265,20 @@ function ipBatch(ns: string, what: string, lines: string[]): Promise<unknown> {
   return must(what, "ip", ["-n", ns, "-batch", "-"], lines.join("\n") + "\n");
 }
 
+/**
+ * `ip addr add` for a CIDR address, maybe followed by options; `nodad` on IPv6 addresses, so
+ * they are usable at once, not after duplicate address detection.
+ */
+function addrLine(a: string, dev: string): string {
+  const [cidr, ...opts] = a.split(" ");
+  return [`addr add ${cidr} dev ${dev}`, ...opts, ...(a.includes(":") ? ["nodad"] : [])].join(" ");
+}
+
 function linkLines(p: NsPlan): string[] {
   const lines: string[] = [];
   for (const b of p.bridges) {
     lines.push(`link add ${b.name} type bridge`);
-    for (const a of b.addrs) lines.push(`addr add ${a} dev ${b.name}`);
+    for (const a of b.addrs) lines.push(addrLine(a, b.name));
     lines.push(`link set ${b.name} up`);
   }
   for (const l of p.links) {
@@ -281,9 +292,11 @@ function linkLines(p: NsPlan): string[] {
 function addressLines(p: NsPlan): string[] {
   const lines = ["link set lo up"];
   if (p.uplink) {
-    for (const a of p.uplink.addrs) lines.push(`addr add ${a} dev ${p.uplink.ifname}`);
-    lines.push(`link set ${p.uplink.ifname} up`);
-    lines.push(`route add default via ${p.uplink.gateway}`);
+    const u = p.uplink;
+    for (const a of [...u.addrs, ...(u.addrs6 ?? [])]) lines.push(addrLine(a, u.ifname));
+    lines.push(`link set ${u.ifname} up`);
+    if (u.gateway) lines.push(`route add default via ${u.gateway}`);
+    if (u.gateway6) lines.push(`route add ::/0 via ${u.gateway6}`);
   }
   for (const r of p.routes) lines.push(`route add ${r.dst} via ${r.via}`);
   return lines;
@@ -300,6 +313,16 @@ async function configureRouter(p: NsPlan): Promise<void> {
     "-f",
     "-",
   ], routerRuleset(r));
+  if (r.lan6) {
+    await must(`load the IPv6 firewall into ${where}`, "ip", [
+      "netns",
+      "exec",
+      p.ns,
+      "nft",
+      "-f",
+      "-",
+    ], firewall6Ruleset());
+  }
   if (r.lossPct > 0) {
     await must(
       `set loss on ${where}`,
