@@ -5,6 +5,10 @@
  * The primary socket carries p2pchat and STUN; up to three more carry STUN alone, for NAT
  * behaviour discovery (RFC 5780; lib/server/stun.ts numbers them): host:altPort always when
  * that port is free, altHost:port and altHost:altPort with `altHost`.
+ *
+ * Beside them, a WebSocket endpoint (lib/net/ws_server.ts) for peers whose networks block UDP:
+ * the same state machine hears its messages from Addrs with `tcp` set, and sends to such an
+ * Addr go back on its connection, so the relay bridges UDP and WebSocket members as it is.
  */
 import type { Logger } from "@logtape/logtape";
 import {
@@ -16,6 +20,8 @@ import {
 import { isRfc5780, type StunLayout, type StunSocket } from "./lib/server/stun.ts";
 import { Alarm } from "./lib/net/alarm.ts";
 import { openUdp, type Udp } from "./lib/net/udp.ts";
+import { openWsServer, WS_PATH, type WsServer } from "./lib/net/ws_server.ts";
+import { defaultWsLimits, type WsLimitConfig } from "./lib/net/ws_limits.ts";
 import { type Addr, formatAddr } from "./lib/wire/addr.ts";
 import { onStopSignal } from "./lib/cli/signals.ts";
 
@@ -32,28 +38,82 @@ export interface ServeOptions {
    * warning if it is taken (unless `altHost` is set); 0: no second port.
    */
   altPort?: number;
+  /**
+   * The WebSocket endpoint. Unset: default settings (`TcpOptions` unset). false: none.
+   */
+  tcp?: TcpOptions | false;
   /** Settings that differ from DEFAULT_SERVER_CONFIG (the rest keep their defaults). */
   config: Partial<ServerConfig>;
   log: Logger;
   /** Resolves to stop the server (tests, signals). */
   stop?: Promise<void>;
-  /** Called once bound: the primary port, and where every STUN socket is. */
-  onListening?: (port: number, stun: StunLayout) => void;
+  /**
+   * Called once bound: the primary port, where every STUN socket is, and the WebSocket
+   * endpoint's TCP port (null: none).
+   */
+  onListening?: (port: number, stun: StunLayout, tcpPort: number | null) => void;
+}
+
+export interface TcpOptions {
+  /**
+   * The TCP port. Unset: the number the UDP port got, skipped with a warning if that TCP port
+   * is taken (fatal with TLS); set (0: any free port): failing to bind it is fatal.
+   */
+  port?: number;
+  /** PEM files of the certificate chain and its key: wss:// (both or neither). */
+  certFile?: string;
+  keyFile?: string;
+  /** Settings that differ from defaultWsLimits(keepalive). */
+  limits?: Partial<WsLimitConfig>;
+  /** Unsent bytes per connection beyond which sends are dropped (default MAX_UNSENT). */
+  maxUnsent?: number;
+}
+
+const why = (e: unknown) => e instanceof Error ? e.message : String(e);
+
+/** The certificate and key's PEM text, or the one-line reason they cannot be read. */
+async function readTls(t: TcpOptions): Promise<{ cert: string; key: string } | string | null> {
+  if (t.certFile === undefined && t.keyFile === undefined) return null;
+  if (t.certFile === undefined || t.keyFile === undefined) {
+    return "Cannot serve TLS: give both --tls-cert and --tls-key";
+  }
+  const pem = {} as { cert: string; key: string };
+  for (const [what, file] of [["cert", t.certFile], ["key", t.keyFile]] as const) {
+    try {
+      pem[what] = await Deno.readTextFile(file);
+    } catch (e) {
+      return `Cannot read --tls-${what} ${file}: ${why(e)}`;
+    }
+  }
+  return pem;
 }
 
 /** Serves until `stop` resolves or SIGINT/SIGTERM; returns the exit code. */
 export async function serve(o: ServeOptions): Promise<number> {
-  const state = new ServerState({ ...DEFAULT_SERVER_CONFIG, ...o.config });
+  const cfg = { ...DEFAULT_SERVER_CONFIG, ...o.config };
+  const state = new ServerState(cfg);
   const out: ServerAction[] = [];
   const sockets: (Udp | null)[] = [null, null, null, null];
+  let ws: WsServer | null = null;
   const run = () => {
     for (const a of out) {
-      if (a.type === "send") sockets[a.socket ?? 0]?.send(a.bytes, a.to);
-      else o.log[a.level](a.message);
+      if (a.type !== "send") o.log[a.level](a.message);
+      else if (a.to.tcp) ws?.send(a.bytes, a.to);
+      else sockets[a.socket ?? 0]?.send(a.bytes, a.to);
     }
     out.length = 0;
   };
-  const closeAll = () => sockets.forEach((u) => u?.close());
+  const closeAll = () => {
+    sockets.forEach((u) => u?.close());
+    return ws?.close();
+  };
+  const tcp = o.tcp === false ? null : o.tcp ?? {};
+  // Read before any socket is bound: a user mistake costs nothing to report.
+  const pem = tcp ? await readTls(tcp) : null;
+  if (typeof pem === "string") {
+    console.error(`p2pchat: ${pem}`);
+    return 2;
+  }
   // After every step the alarm is set for the state's next deadline; setting it for the time
   // it is already set for keeps the running timer.
   const rearm = (now: number) => alarm.set(state.nextDeadline(now), now);
@@ -117,7 +177,39 @@ export async function serve(o: ServeOptions): Promise<number> {
     ],
   };
   state.stunLayout = layout;
+  if (tcp) {
+    const port = tcp.port ?? primary.port;
+    try {
+      ws = openWsServer({
+        hostname: o.host,
+        port,
+        ...(pem ? { tls: pem } : {}),
+        limits: { ...defaultWsLimits(cfg.keepaliveMs), ...tcp.limits },
+        ...(tcp.maxUnsent !== undefined ? { maxUnsent: tcp.maxUnsent } : {}),
+      }, onPacket(0));
+    } catch (e) {
+      // Anything but the socket is the certificate or key: the user's mistake, as a bad file is.
+      const socket = e instanceof Deno.errors.AddrInUse ||
+        e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied;
+      const msg = socket || !pem
+        ? `Cannot listen on ${formatAddr({ host: o.host, port })} (TCP): ${why(e)}`
+        : `Cannot serve TLS with --tls-cert ${tcp.certFile} and --tls-key ${tcp.keyFile}: ${
+          why(e)
+        }`;
+      if (tcp.port !== undefined || pem) {
+        await closeAll();
+        console.error(`p2pchat: ${msg}`);
+        return socket || !pem ? 1 : 2;
+      }
+      o.log.warn(`${msg}; no WebSocket endpoint (choose its port with --tcp-port)`);
+    }
+  }
   o.log.info(`listening on ${formatAddr(primary)} (UDP; p2pchat and STUN)`);
+  if (ws) {
+    o.log.info(
+      `listening on ${formatAddr(ws.local)} (TCP; WebSocket ${WS_PATH}${ws.tls ? ", TLS" : ""})`,
+    );
+  }
   const more = layout.sockets.slice(1).filter((a): a is Addr => a !== null);
   if (more.length > 0) {
     const kind = isRfc5780(layout)
@@ -125,7 +217,7 @@ export async function serve(o: ServeOptions): Promise<number> {
       : "NAT discovery: change port only, no --alt-host";
     o.log.info(`STUN also on ${more.map(formatAddr).join(", ")} (${kind})`);
   }
-  o.onListening?.(primary.port, layout);
+  o.onListening?.(primary.port, layout, ws?.local.port ?? null);
   rearm(performance.now());
   let stop!: () => void;
   const stopped = new Promise<void>((r) => stop = r);
@@ -135,12 +227,16 @@ export async function serve(o: ServeOptions): Promise<number> {
   await stopped;
   offSignals();
   alarm.clear();
-  closeAll();
+  await closeAll();
   const s = state.stats;
   const drops = [...s.drops].map(([k, v]) => `${k}=${v}`).join(" ") || "none";
   o.log.info(
     `stopped: ${s.received} datagrams, ${s.stun} STUN, ${s.registered} registrations, ` +
       `${s.relayedPackets} relayed (${s.relayedBytes} bytes), drops: ${drops}`,
   );
+  if (ws) {
+    const w = [...ws.counts].map(([k, v]) => `${k}=${v}`).join(" ") || "none";
+    o.log.info(`WebSocket: ${w}`);
+  }
   return 0;
 }

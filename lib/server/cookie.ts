@@ -1,10 +1,11 @@
 /**
- * Stateless registration cookies: a keyed MAC over the source address and a time bucket.
+ * Stateless registration cookies: a keyed MAC over the source address (its transport too: a
+ * WebSocket connection's cookie is not a UDP endpoint's) and a time bucket.
  * Only a sender that receives at its source address can echo one, so a spoofed source can
  * never complete a registration.
  */
 import { hmacSha256 } from "../crypto/hash.ts";
-import { type Addr, formatAddr } from "../wire/addr.ts";
+import { type Addr, addrKey } from "../wire/addr.ts";
 import { COOKIE_LEN } from "../wire/codec.ts";
 import { equalBytes } from "../wire/bytes.ts";
 
@@ -16,7 +17,7 @@ export class Cookies {
   constructor(private secret: Uint8Array) {}
 
   private mac(from: Addr, bucket: number): Uint8Array {
-    return hmacSha256(this.secret, enc.encode(`${bucket}|${formatAddr(from)}`)).subarray(
+    return hmacSha256(this.secret, enc.encode(`${bucket}|${addrKey(from)}`)).subarray(
       0,
       COOKIE_LEN,
     );
