@@ -114,11 +114,16 @@ async function run(inv: Invocation): Promise<number> {
         json: inv.json,
         log,
         host: {
-          bindHost: "0.0.0.0",
+          // Dual stack: IPv4 and IPv6 on one socket ("0.0.0.0" where IPv6 is off; udp.ts).
+          bindHost: "::",
           port: inv.port,
           dropDirect: inv.testDropDirect,
           portmap: inv.portmap,
-          discovery: inv.natDiscovery,
+          // Discovery is STUN over UDP to the server: nothing to learn when it is WebSocket only.
+          discovery: inv.natDiscovery && !inv.websocket?.only,
+          ws: inv.websocket
+            ? { url: inv.websocket.url, mode: inv.websocket.only ? "ws" : "auto" }
+            : undefined,
           agent: {
             ...DEFAULT_AGENT_CONFIG,
             name,

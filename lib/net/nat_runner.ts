@@ -10,7 +10,7 @@ import { Alarm } from "./alarm.ts";
 import { openUdp, type Udp } from "./udp.ts";
 
 export interface DiscoverOptions {
-  /** The STUN server's primary address: an IPv4 literal (see lib/net/resolve.ts). */
+  /** The STUN server's primary address: an IP literal (see lib/net/resolve.ts). */
   server: Addr;
   /**
    * Also try the server's port + 1 when it names no OTHER-ADDRESS (default true): a p2pchat
@@ -19,16 +19,16 @@ export interface DiscoverOptions {
   guessAltPort?: boolean;
   /** Give up on each request after this long (default TIMEOUT_MS); a run takes about twice. */
   timeoutMs?: number;
-  /** Local address to bind the sockets to (default 0.0.0.0, any port). */
+  /** Local address to bind the sockets to (default "::", dual stack, any port: udp.ts). */
   bindHost?: string;
   /** Aborting closes the sockets and rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
-/** This host's IPv4 addresses: a public address among them means there is no NAT. */
+/** This host's IP addresses: a public address among them means there is no NAT. */
 function localHosts(): string[] {
   try {
-    return Deno.networkInterfaces().filter((i) => i.family === "IPv4").map((i) => i.address);
+    return Deno.networkInterfaces().map((i) => i.address);
   } catch {
     return []; // no --allow-sys: "natted" stays unknown
   }
@@ -49,7 +49,7 @@ export function discoverNat(o: DiscoverOptions): Promise<NatReport> {
     timeoutMs: o.timeoutMs ?? TIMEOUT_MS,
     localHosts: localHosts(),
   });
-  const bindHost = o.bindHost ?? "0.0.0.0";
+  const bindHost = o.bindHost ?? "::";
   const sockets = new Map<number, Udp>();
   return new Promise<NatReport>((resolve, reject) => {
     let over = false;
