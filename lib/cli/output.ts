@@ -122,7 +122,13 @@ export class ChatOutput implements Output {
           "dim",
           `* path to ${e.peer}: ${e.path} ${e.addr}${
             e.rtt_ms === null ? "" : ` (${Math.round(e.rtt_ms)} ms)`
-          }${e.path === "relay" && e.transport === "ws" ? " over WebSocket" : ""}`,
+          }${
+            e.transport === "tcp"
+              ? " over TCP"
+              : e.path === "relay" && e.transport === "ws"
+              ? " over WebSocket"
+              : ""
+          }`,
         ));
         break;
       case "transport":
@@ -175,7 +181,11 @@ export class ChatOutput implements Output {
     if (list.length === 0) return this.screen.print(this.c("dim", "* nobody else is here"));
     for (const p of list) {
       const rtt = p.rttMs === null ? "-" : `${Math.round(p.rttMs)} ms`;
-      const path = p.path === "relay" && p.transport === "ws" ? "relay/ws" : p.path;
+      const path = p.transport === "tcp"
+        ? `${p.path}/tcp`
+        : p.path === "relay" && p.transport === "ws"
+        ? "relay/ws"
+        : p.path;
       const key = p.trusted ? p.fingerprint : `${p.fingerprint} (CHANGED: /trust ${p.name})`;
       this.screen.print(
         this.c(

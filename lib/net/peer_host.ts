@@ -22,6 +22,7 @@ import {
   type Transport,
 } from "../peer/server_link.ts";
 import { openWs, type WsLink } from "./ws_client.ts";
+import { TcpSockets } from "./tcp.ts";
 import { decodeStun, encodeStun, looksLikeStun, METHOD_BINDING } from "../stun/codec.ts";
 import { toHex } from "../wire/bytes.ts";
 import { T } from "../wire/codec.ts";
@@ -64,6 +65,8 @@ export class PeerHost {
   private udp!: Udp;
   /** Extra sockets the agent asked for (birthday punching), by name. */
   private extra = new Map<number, Udp>();
+  /** TCP connections the agent asked for (TCP hole punching), by name. */
+  private tcp!: TcpSockets;
   private readonly alarm = new Alarm(() => this.call((out, now) => this.agent.tick(now, out)));
   private stopped = false;
   private drained: (() => void) | null = null;
@@ -106,6 +109,12 @@ export class PeerHost {
         } else this.link.onUdpAny(now);
       }
       this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
+    });
+    this.tcp = new TcpSockets({
+      bindHost: this.opts.bindHost,
+      onPacket: (bytes, from, via) =>
+        this.call((out, now) => this.agent.handle(bytes, from, now, out, via)),
+      onState: (via, state) => this.call((out, now) => this.agent.onTcp(via, state, now, out)),
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
     if (this.opts.ws) {
@@ -202,7 +211,9 @@ export class PeerHost {
   private decorate(e: PeerEvent): PeerEvent {
     if (!this.link) return e;
     if (e.type === "ready") return { ...e, transport: this.transport };
-    if (e.type === "path") return { ...e, transport: e.path === "relay" ? this.transport : "udp" };
+    if (e.type === "path") {
+      return { ...e, transport: e.path === "relay" ? this.transport : e.transport ?? "udp" };
+    }
     return e;
   }
 
@@ -305,7 +316,7 @@ export class PeerHost {
     const server = this.transport;
     return this.agent.peers().map((p) => ({
       ...p,
-      transport: p.path === "relay" || p.path === "connecting" ? server : "udp",
+      transport: p.path === "relay" || p.path === "connecting" ? server : p.transport ?? "udp",
     }));
   }
 
@@ -385,7 +396,14 @@ export class PeerHost {
             break;
           }
           if (this.opts.dropDirect && !sameAddr(a.to, this.opts.agent.server)) break;
-          (a.via ? this.extra.get(a.via) : this.udp)?.send(a.bytes, a.to);
+          if (a.via && this.tcp.has(a.via)) this.tcp.send(a.via, a.bytes);
+          else (a.via ? this.extra.get(a.via) : this.udp)?.send(a.bytes, a.to);
+          break;
+        case "tcp_open":
+          if (!this.opts.dropDirect) this.tcp.open(a.via, a.localPort, a.to);
+          break;
+        case "tcp_close":
+          this.tcp.close(a.via);
           break;
         case "open_socket":
           this.openExtra(a.via);
@@ -437,6 +455,7 @@ export class PeerHost {
     void this.mapper?.stop();
     this.alarm.clear();
     this.linkAlarm.clear();
+    this.tcp?.closeAll();
     this.ws?.close();
     this.ws = null;
     for (const u of this.extra.values()) u.close();
