@@ -21,9 +21,9 @@ export interface WsLimitConfig {
  * The defaults for a server whose peers keep alive every `keepaliveMs`.
  *
  * - 16 per IP: as many connections as the server holds registrations per IP (maxPeersPerIp).
- * - 20,000 in total: an idle connection costs the server about 10 KB (tests/e2e/ws_server_test.ts
- *   measures it), so 20,000 hold about 200 MB, the budget the UDP side's 100,000 peers have;
- *   a descriptor each, so the process needs `ulimit -n` above it.
+ * - 5,000 in total: an idle connection costs the server about 36 kB of RSS (measured by
+ *   tests/e2e/ws_server_test.ts), so 5,000 hold about 180 MB, the budget the UDP side's
+ *   100,000 peers have; a descriptor each, so `ulimit -n` must be above it.
  * - 10 s for the first message: a peer sends REGISTER at once; a slow link still manages one
  *   datagram in 10 s.
  * - 4 keepalive intervals of silence: longer than the server's own 3 (and 1 s) after which
@@ -32,7 +32,7 @@ export interface WsLimitConfig {
 export function defaultWsLimits(keepaliveMs: number): WsLimitConfig {
   return {
     maxPerIp: 16,
-    maxConnections: 20_000,
+    maxConnections: 5_000,
     firstMessageMs: 10_000,
     idleMs: 4 * keepaliveMs,
   };
