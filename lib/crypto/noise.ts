@@ -196,6 +196,28 @@ function nativeDecipher(cipher: CipherName, k: Uint8Array, nonce: Uint8Array) {
     : createDecipheriv("chacha20-poly1305", k, nonce, AEAD_OPTIONS);
 }
 
+/**
+ * Encrypts `plaintext` into `out` at `at`: the ciphertext, then the tag. Each call builds a
+ * runtime cipher object (node:crypto has no way to give one a new nonce); what it costs beyond
+ * that is one buffer the runtime returns, copied once into `out`.
+ */
+function aeadEncryptInto(
+  cipher: CipherName,
+  k: Uint8Array,
+  n: bigint,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+  out: Uint8Array,
+  at: number,
+): void {
+  const c = nativeCipher(cipher, k, nonceBytes(cipher, n));
+  if (ad.length > 0) c.setAAD(ad);
+  out.set(c.update(plaintext), at);
+  // Both are stream modes: final() has nothing left to emit, it only computes the tag.
+  c.final();
+  out.set(c.getAuthTag(), at + plaintext.length);
+}
+
 function aeadEncrypt(
   cipher: CipherName,
   k: Uint8Array,
@@ -203,13 +225,8 @@ function aeadEncrypt(
   ad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array {
-  const c = nativeCipher(cipher, k, nonceBytes(cipher, n));
-  if (ad.length > 0) c.setAAD(ad);
   const out = new Uint8Array(plaintext.length + TAG_LEN);
-  out.set(c.update(plaintext));
-  // Both are stream modes: final() has nothing left to emit, it only computes the tag.
-  c.final();
-  out.set(c.getAuthTag(), plaintext.length);
+  aeadEncryptInto(cipher, k, n, ad, plaintext, out, 0);
   return out;
 }
 
@@ -225,10 +242,12 @@ function aeadDecrypt(
     const d = nativeDecipher(cipher, k, nonceBytes(cipher, n));
     if (ad.length > 0) d.setAAD(ad);
     d.setAuthTag(ciphertext.subarray(body));
-    const out = new Uint8Array(d.update(ciphertext.subarray(0, body)));
+    const pt = d.update(ciphertext.subarray(0, body));
     // Throws on a wrong tag; the unauthenticated plaintext above is dropped then.
     d.final();
-    return out;
+    // A plain Uint8Array over the runtime's fresh buffer, not a copy: nobody else holds it, and
+    // a Buffer's slice() would be a view where callers expect a copy.
+    return new Uint8Array(pt.buffer, pt.byteOffset, pt.byteLength);
   } catch {
     return null;
   }
@@ -281,6 +300,19 @@ export class CipherState {
    */
   encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     if (this.#k === null) return plaintext.slice();
+    const out = new Uint8Array(plaintext.length + TAG_LEN);
+    this.encryptInto(ad, plaintext, out, 0);
+    return out;
+  }
+
+  /**
+   * {@link encryptWithAd} into a buffer the caller owns: the ciphertext and tag
+   * (`plaintext.length + TAG_LEN` bytes) are written to `out` from `at`, so a transport can
+   * put its own header in front without another copy. Throws as `encryptWithAd` does, and
+   * with a key missing or `out` too small.
+   */
+  encryptInto(ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): void {
+    if (this.#k === null) throw new Error("Cannot encrypt into a buffer: no key set");
     if (plaintext.length + TAG_LEN > MAX_MESSAGE_LEN) {
       throw new Error(
         `Cannot encrypt: ${plaintext.length} bytes plus tag exceed the ${MAX_MESSAGE_LEN}-byte limit`,
@@ -289,9 +321,11 @@ export class CipherState {
     if (this.#n >= MAX_NONCE) {
       throw new Error("Cannot encrypt: nonces exhausted, rekey or redo the handshake");
     }
-    const out = aeadEncrypt(this.cipher, this.#k, this.#n, ad, plaintext);
+    if (!(at >= 0 && at + plaintext.length + TAG_LEN <= out.length)) {
+      throw new Error(`Cannot encrypt: no room for ${plaintext.length + TAG_LEN} bytes at ${at}`);
+    }
+    aeadEncryptInto(this.cipher, this.#k, this.#n, ad, plaintext, out, at);
     this.#n++;
-    return out;
   }
 
   /**

@@ -35,13 +35,15 @@ import {
   systemRandom,
 } from "../crypto/keys.ts";
 import { MAX_COUNTER, ReplayWindow } from "../crypto/replay.ts";
-import { concat, equalBytes, fromHex, Reader, toHex, Writer } from "../wire/bytes.ts";
+import { equalBytes, fromHex, Reader, toHex, Writer } from "../wire/bytes.ts";
 import {
   HS_INIT_LEN,
   HS_PAYLOAD_LEN,
   HS_RESP_LEN,
+  INDEX_LEN,
   SEALED_MIN,
   SEALED_PREFIX_LEN,
+  TAG_LEN,
 } from "../wire/sizes.ts";
 
 /** Noise prologue both sides mix in: a different protocol version cannot complete a handshake. */
@@ -234,6 +236,18 @@ function writeU64(w: Writer, v: bigint): Writer {
 }
 
 const drop = (reason: SecureDropReason): SecureDrop => ({ ok: false, reason });
+
+/** Reused for every transport AD: the runtime copies it in `setAAD`, and all of this is sync. */
+let adScratch = new Uint8Array(64);
+
+/** A transport body's associated data: the datagram header, then the body's index and counter. */
+function associatedData(header: Uint8Array, body: Uint8Array): Uint8Array {
+  const len = header.length + TRANSPORT_PREFIX;
+  if (len > adScratch.length) adScratch = new Uint8Array(len);
+  adScratch.set(header);
+  adScratch.set(body.subarray(0, TRANSPORT_PREFIX), header.length);
+  return adScratch.subarray(0, len);
+}
 
 /** The session to send on: the newest usable confirmed one, else the newest usable one. */
 function sender(peer: Peer, usable: (s: Session) => boolean): Session | undefined {
@@ -467,18 +481,27 @@ export class SecureLayer {
     const peer = this.#peers.get(peerId);
     const s = peer && this.#sender(peer, now);
     if (!s) return null;
-    const prefix = writeU64(new Writer(TRANSPORT_PREFIX).u32(s.remoteIndex), s.send.nonce)
-      .finish();
-    const ct = s.send.encryptWithAd(concat(header, prefix), plaintext);
+    // One buffer for the whole body: index and counter, then ciphertext and tag written in place.
+    const out = new Uint8Array(TRANSPORT_PREFIX + plaintext.length + TAG_LEN);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, s.remoteIndex);
+    v.setBigUint64(INDEX_LEN, s.send.nonce);
+    s.send.encryptInto(associatedData(header, out), plaintext, out, TRANSPORT_PREFIX);
     s.sent++;
     s.lastUsed = now;
-    return concat(prefix, ct);
+    return out;
   }
 
   /** Decrypt a TRANSPORT body that came after `header`. Never throws. */
   open(header: Uint8Array, body: Uint8Array, now: number): OpenOutcome {
     this.#clock(now);
-    return this.#count(this.#guard(() => this.#open(header, body, now)));
+    let r: OpenOutcome;
+    try {
+      r = this.#open(header, body, now);
+    } catch {
+      r = drop("internal"); // as #guard: untrusted input must never escape as an exception
+    }
+    return this.#count(r);
   }
 
   /**
@@ -618,9 +641,9 @@ export class SecureLayer {
 
   #open(header: Uint8Array, body: Uint8Array, now: number): OpenOutcome {
     if (body.length < TRANSPORT_OVERHEAD) return drop("malformed");
-    const r = new Reader(body);
-    const s = this.#sessions.get(r.u32());
-    const counter = readU64(r);
+    const v = new DataView(body.buffer, body.byteOffset, TRANSPORT_PREFIX);
+    const s = this.#sessions.get(v.getUint32(0));
+    const counter = v.getBigUint64(INDEX_LEN);
     if (!s) return drop("unknown_index");
     if (counter > MAX_COUNTER) return drop("malformed");
     if (this.#expired(s, now) || counter >= BigInt(this.#cfg.rejectAfterMessages)) {
@@ -631,7 +654,7 @@ export class SecureLayer {
     }
     s.receive.setNonce(counter);
     const pt = s.receive.decryptWithAd(
-      concat(header, body.subarray(0, TRANSPORT_PREFIX)),
+      associatedData(header, body),
       body.subarray(TRANSPORT_PREFIX),
     );
     if (!pt.ok) return drop("decrypt_failed");

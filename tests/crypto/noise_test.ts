@@ -561,3 +561,30 @@ Deno.test("noise CipherState: nonce limits and rekey", () => {
     new CipherState("AESGCM", key).encryptWithAd(EMPTY, new Uint8Array(MAX_MESSAGE_LEN))
   );
 });
+
+Deno.test("encryptInto writes exactly what encryptWithAd returns, at the offset asked", () => {
+  for (const cipher of ["ChaChaPoly", "AESGCM"] as const) {
+    const key = new Uint8Array(32).fill(9);
+    const [a, b, rx] = [0, 0, 0].map(() => new CipherState(cipher, key)) as [
+      CipherState,
+      CipherState,
+      CipherState,
+    ];
+    const pt = bytes("a fragment's worth of text");
+    const want = a.encryptWithAd(bytes("ad"), pt);
+    const out = new Uint8Array(5 + want.length + 3).fill(0xee);
+    b.encryptInto(bytes("ad"), pt, out, 5);
+    assert.equal(toHex(out.subarray(5, 5 + want.length)), toHex(want), cipher);
+    assert.equal(toHex(out.subarray(0, 5)), "eeeeeeeeee", "nothing written before the offset");
+    assert.equal(toHex(out.subarray(5 + want.length)), "eeeeee", "nothing written after");
+    assert.equal(b.nonce, 1n);
+    // The plaintext comes back as a plain Uint8Array whose slice() is a copy.
+    const got = rx.decryptWithAd(bytes("ad"), want);
+    assert.ok(got.ok);
+    assert.equal(Object.getPrototypeOf(got.value), Uint8Array.prototype);
+    assert.deepEqual(got.value, pt);
+    assert.throws(() => b.encryptInto(EMPTY, pt, out, out.length - 10), /no room/);
+    assert.equal(b.nonce, 1n, "a refused encrypt does not use up a nonce");
+    assert.throws(() => new CipherState(cipher).encryptInto(EMPTY, pt, out, 0), /no key/);
+  }
+});
