@@ -72,6 +72,7 @@ async function run(inv: Invocation): Promise<number> {
         },
         altHost: inv.altHost,
         altPort: inv.altPort,
+        tcp: inv.tcp,
         log: setupLogging(inv.logLevel),
       });
     case "nat":

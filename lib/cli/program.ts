@@ -10,6 +10,7 @@ import { NAME_RULE, validName } from "../wire/names.ts";
 import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
 import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
+import { defaultWsLimits } from "../net/ws_limits.ts";
 import { LOG_LEVELS } from "./log.ts";
 import type { LockRequest } from "./secret.ts";
 import { INVITE_ENV, SECRET_ENV, UsageError } from "./usage.ts";
@@ -51,6 +52,20 @@ export type Invocation =
     altHost: string | undefined;
     /** Second STUN port; undefined: port + 1 if free; 0: none. */
     altPort: number | undefined;
+    /** The WebSocket endpoint (server.ts's TcpOptions); false: --no-tcp. */
+    tcp: false | {
+      /** undefined: the UDP port's number, skipped with a warning if taken. */
+      port: number | undefined;
+      certFile: string | undefined;
+      keyFile: string | undefined;
+      limits: {
+        maxConnections: number;
+        maxPerIp: number;
+        /** Testing only (hidden flags): shorter deadlines. */
+        firstMessageMs?: number;
+        idleMs?: number;
+      };
+    };
   }
   | {
     cmd: "nat";
@@ -236,13 +251,14 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       "Peer-to-peer chat that gets through NATs: direct where possible, relayed where not.",
     )
     .version(version, "-V, --version")
-    .showHelpAfterError("(add --help for usage)")
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err, outputError: () => {} });
 
   program.command("serve")
-    .description("run the rendezvous server (UDP; also answers STUN Binding requests)")
-    .option("--host <addr>", "address to listen on", "0.0.0.0")
+    .description(
+      "run the rendezvous server (UDP, and WebSocket over TCP; also answers STUN Binding requests)",
+    )
+    .option("--host <addr>", "address to listen on (:: for IPv4 and IPv6 on one socket)", "0.0.0.0")
     .option("--port <port>", "UDP port", intIn(0, 65535, "--port"), DEFAULT_PORT)
     .addOption(
       // Kept in ms; help shows the default in seconds, as the flag takes it.
@@ -330,9 +346,45 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       "second STUN port for NAT discovery (default: --port + 1, if free; 0 = none)",
       intIn(0, 65535, "--alt-port"),
     )
+    .option(
+      "--tcp-port <port>",
+      "TCP port of the WebSocket endpoint, path /p2pchat (default: the UDP port's number; " +
+        "0 = any free port)",
+      intIn(0, 65535, "--tcp-port"),
+    )
+    .option("--no-tcp", "no WebSocket endpoint: UDP only")
+    .option("--tls-cert <file>", "PEM certificate chain: serve the WebSocket endpoint as wss://")
+    .option("--tls-key <file>", "PEM private key of --tls-cert")
+    .option(
+      "--max-tcp-connections <n>",
+      "open WebSocket connections in total (each holds a file descriptor)",
+      intIn(1, 1e7, "--max-tcp-connections"),
+      defaultWsLimits(DEFAULT_SERVER_CONFIG.keepaliveMs).maxConnections,
+    )
+    .option(
+      "--max-tcp-per-ip <n>",
+      "open WebSocket connections per source IP (IPv4 address or IPv6 /64; behind a reverse " +
+        "proxy every connection comes from the proxy)",
+      intIn(1, 1e7, "--max-tcp-per-ip"),
+      defaultWsLimits(DEFAULT_SERVER_CONFIG.keepaliveMs).maxPerIp,
+    )
+    .addOption(
+      new Option("--test-ws-first-message <seconds>", "testing: WebSocket first-message deadline")
+        .argParser(seconds).hideHelp(),
+    )
+    .addOption(
+      new Option("--test-ws-idle <seconds>", "testing: WebSocket idle deadline")
+        .argParser(seconds).hideHelp(),
+    )
     .addOption(levelOption().default("info" as const))
     .exitOverride()
     .action((o) => {
+      if (!o.tcp && (o.tcpPort !== undefined || o.tlsCert || o.tlsKey)) {
+        throw new UsageError("Cannot use --no-tcp with --tcp-port, --tls-cert or --tls-key");
+      }
+      if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+        throw new UsageError("Cannot serve TLS: give both --tls-cert and --tls-key");
+      }
       if (o.altHost !== undefined) {
         if (!ipv4Bytes(o.host) || o.host === "0.0.0.0") {
           throw new UsageError(
@@ -367,6 +419,17 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         relayBytesPerSec: o.relayRate,
         altHost: o.altHost,
         altPort: o.altPort,
+        tcp: o.tcp && {
+          port: o.tcpPort,
+          certFile: o.tlsCert,
+          keyFile: o.tlsKey,
+          limits: {
+            maxConnections: o.maxTcpConnections,
+            maxPerIp: o.maxTcpPerIp,
+            ...(o.testWsFirstMessage !== undefined ? { firstMessageMs: o.testWsFirstMessage } : {}),
+            ...(o.testWsIdle !== undefined ? { idleMs: o.testWsIdle } : {}),
+          },
+        },
       };
     });
 
@@ -592,7 +655,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
         e.code === "commander.help"
       ) return { cmd: "none" };
-      throw new UsageError(e.message.replace(/^error: /, ""));
+      // One line: what was wrong, and where to look.
+      throw new UsageError(`${e.message.replace(/^error: /, "")} (add --help for usage)`);
     }
     throw e;
   }
