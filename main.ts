@@ -146,6 +146,7 @@ async function run(inv: Invocation): Promise<number> {
               retryDirectMs: inv.retryDirectMs,
               predictPorts: inv.predictPorts,
             },
+            tcpPunch: inv.tcpPunch ? DEFAULT_AGENT_CONFIG.tcpPunch : null,
           },
         },
       });

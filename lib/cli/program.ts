@@ -97,6 +97,8 @@ export type Invocation =
     predictPorts: number;
     portmap: boolean;
     natDiscovery: boolean;
+    /** TCP hole punching after a failed UDP punch window (lib/peer/tcp_punch.ts). */
+    tcpPunch: boolean;
     testDropDirect: boolean;
     /** A locked room: where its secret (or invite code) comes from; null for an open room. */
     lock: LockRequest | null;
@@ -588,6 +590,10 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       "--no-nat-discovery",
       "do not test how our NAT behaves (used to pick birthday punching)",
     )
+    .option(
+      "--no-tcp-punch",
+      "do not try TCP hole punching when UDP punching fails",
+    )
     .addOption(levelOption().default("warning" as const))
     .addOption(
       new Option("--test-drop-direct", "testing: drop all peer-to-peer datagrams").hideHelp(),
@@ -640,6 +646,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         predictPorts: o.predictPorts,
         portmap: o.portmap,
         natDiscovery: o.natDiscovery,
+        tcpPunch: o.tcpPunch,
         testDropDirect: o.testDropDirect === true,
         lock,
       };

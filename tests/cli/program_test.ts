@@ -239,3 +239,10 @@ Deno.test("cli: join refuses a bad WebSocket URL or a contradiction in one line"
   );
   assert.match(usage(["join", "--name", "a", "--websocket-url", "x"]), /not a ws/);
 });
+
+Deno.test("cli: join tries TCP punching unless --no-tcp-punch", () => {
+  const on = run(["join", "--name", "a"]).inv;
+  assert.ok(on.cmd === "join" && on.tcpPunch === true);
+  const off = run(["join", "--name", "a", "--no-tcp-punch"]).inv;
+  assert.ok(off.cmd === "join" && off.tcpPunch === false);
+});

@@ -40,6 +40,8 @@ interface Case {
   block: Block;
   /** What the pair must end with: a direct TCP path, or the relay. */
   want: "tcp" | "relay";
+  /** Both peers run with --no-tcp-punch: the negative control (a pair that punches otherwise). */
+  noPunch?: boolean;
 }
 
 interface Row extends Case {
@@ -64,6 +66,7 @@ const CASES: Case[] = [
   ...PAIRS.map(([a, b]): Case => ({ a, b, block: "peer", want: wantFor(a, b) })),
   { a: "port-restricted", b: "port-restricted", block: "all", want: "tcp" },
   { a: "full-cone", b: "restricted", block: "all", want: "tcp" },
+  { a: "full-cone", b: "port-restricted", block: "peer", want: "relay", noPunch: true },
 ];
 
 /** How long a pair that should relay is watched for a direct path it should not get. */
@@ -72,7 +75,7 @@ const RELAY_WATCH_MS = 30_000;
 async function runCase(lab: Lab, h: Harness, addr: string, c: Case, i: number): Promise<Row> {
   const what = `${c.a} <-> ${c.b}, UDP dropped ${
     c.block === "all" ? "everywhere" : "between them"
-  }`;
+  }${c.noPunch ? ", --no-tcp-punch" : ""}`;
   const [sa, sb] = [`t${i}a`, `t${i}b`];
   // An open site's host has its own public address; a NAT site's hosts have the router's.
   const pubOf = (site: string, nat: NatType) =>
@@ -84,6 +87,7 @@ async function runCase(lab: Lab, h: Harness, addr: string, c: Case, i: number): 
     assert.equal(r.code, 0, `Cannot drop UDP on router ${site}: ${r.stderr}`);
   }
   const args = ["--room", `r${i}`, "--log-level", "info", "--no-portmap"];
+  if (c.noPunch) args.push("--no-tcp-punch");
   const a = h.peer("a", addr, args, wrap(lab, `${sa}1`));
   await a.waitFor(isType("ready", { name: "a" }), 30000, `${what}: a registered`);
   const b = h.peer("b", addr, args, wrap(lab, `${sb}1`));
@@ -165,7 +169,9 @@ labTest("tcp punch: cone NATs with UDP blocked between them go direct over TCP",
     "| A | B | UDP dropped | path | transport | s to final path |",
     "| --- | --- | --- | --- | --- | --- |",
     ...rows.map((r) =>
-      `| ${r.a} | ${r.b} | ${r.block === "all" ? "everywhere" : "between A and B"} | ${r.path} | ` +
+      `| ${r.a} | ${r.b}${r.noPunch ? " (--no-tcp-punch)" : ""} | ${
+        r.block === "all" ? "everywhere" : "between A and B"
+      } | ${r.path} | ` +
       `${r.transport} | ${r.pathS.toFixed(1)} |`
     ),
   ].join("\n");
