@@ -186,6 +186,9 @@ function report(rows: Row[]): string {
   return lines.join("\n");
 }
 
+/** In docs/NAT_MATRIX.md, what follows this line is not generated here and survives a rewrite. */
+const KEPT_MARKER = "<!-- sections from other lab tests: kept when the matrix is rewritten -->";
+
 /** What each kind of pair gets, and why: the static part of docs/NAT_MATRIX.md. */
 const EXPLAINED = `## What each pair gets, and why
 
@@ -264,7 +267,11 @@ labTest("matrix: every pair of NAT types connects, direct where hole punching al
     `messages across |\n| --- | --- | --- | --- | --- | --- |\n${detail}\n\n${EXPLAINED}`;
   console.log("\n" + doc);
   if (Deno.env.get("P2PCHAT_WRITE_MATRIX") === "1") {
-    await Deno.writeTextFile(new URL("../../docs/NAT_MATRIX.md", import.meta.url), doc);
+    // Sections written by other lab tests (IPv6, TCP punching) follow a marker and are kept.
+    const file = new URL("../../docs/NAT_MATRIX.md", import.meta.url);
+    const old = await Deno.readTextFile(file).catch(() => "");
+    const at = old.indexOf(KEPT_MARKER);
+    await Deno.writeTextFile(file, at < 0 ? doc : `${doc.trimEnd()}\n\n${old.slice(at)}`);
     // The README carries the table itself, between markers, from the same run.
     const readme = new URL("../../README.md", import.meta.url);
     const text = await Deno.readTextFile(readme);
