@@ -58,15 +58,19 @@ labTest("UDP blocked at one site: it registers over WebSocket and chats both way
     server,
   ) => {
     await blockUdp(lab, "a", true);
+    const t0 = Date.now();
     const a = h.peer("a", server, [], wrap(lab, "a1"));
     const b = h.peer("b", server, [], wrap(lab, "b1"));
     const ra = await a.waitFor(isType("ready"), 20000, "a ready");
+    console.log(`UDP-blocked peer ready over WebSocket ${(Date.now() - t0) / 1000} s after start`);
     const rb = await b.waitFor(isType("ready"), 20000, "b ready");
     assert.equal(ra.transport, "ws");
     assert.equal(rb.transport, "udp");
     const t = await a.waitFor(isType("transport"), 1000, "a's transport event");
     assert.equal(t.transport, "ws");
+    const t1 = Date.now();
     await chatBothWays(a, b);
+    console.log(`chat both ways and acknowledged in ${(Date.now() - t1) / 1000} s`);
     const path = a.events.filter(isType("path", { peer: "b" })).at(-1);
     assert.equal(path?.path, "relay");
     assert.equal(path?.transport, "ws");
@@ -129,6 +133,7 @@ labTest("UDP lost mid-chat: onto the WebSocket, nothing lost, back to UDP after"
       await new Promise((r) => setTimeout(r, 300));
     }
     await blockUdp(lab, "a", true);
+    const blockedAt = Date.now();
     const until = Date.now() + 8000;
     while (Date.now() < until && a.events.filter(isType("transport")).length === 0) {
       await send();
@@ -136,6 +141,7 @@ labTest("UDP lost mid-chat: onto the WebSocket, nothing lost, back to UDP after"
     }
     const moved = await a.waitFor(isType("transport", { transport: "ws" }), 15000, "a on ws");
     assert.match(String(moved.why), /stopped answering/);
+    const movedS = (Date.now() - blockedAt) / 1000;
     for (let i = 0; i < 5; i++) {
       await send();
       await new Promise((r) => setTimeout(r, 300));
@@ -143,12 +149,18 @@ labTest("UDP lost mid-chat: onto the WebSocket, nothing lost, back to UDP after"
     const last = sent.at(-1)!;
     await b.waitFor(isType("message", { from: "a", text: last }), 40000, "b has a's last");
     assert.deepEqual(messages(b, "a"), sent, "every message once, in order");
+    console.log(
+      `UDP dropped mid-chat: on the WebSocket within ${movedS} s, ${sent.length} messages ` +
+        `(one every 300 ms) all arrived once and in order`,
+    );
     await b.write("b after the move");
     await a.waitFor(isType("message", { from: "b" }), 20000, "a hears b over the relay");
 
     // UDP comes back: a moves back (it probes every 10 s).
     await blockUdp(lab, "a", false);
+    const freedAt = Date.now();
     await a.waitFor(isType("transport", { transport: "udp" }), 25000, "a back on UDP");
+    console.log(`UDP back: on UDP again ${(Date.now() - freedAt) / 1000} s later`);
     await a.write("back on UDP");
     await b.waitFor(isType("message", { from: "a", text: "back on UDP" }), 20000);
   });
