@@ -9,6 +9,7 @@
  * Beside them, a WebSocket endpoint (lib/net/ws_server.ts) for peers whose networks block UDP:
  * the same state machine hears its messages from Addrs with `tcp` set, and sends to such an
  * Addr go back on its connection, so the relay bridges UDP and WebSocket members as it is.
+ * Behind a reverse proxy named by `trustProxy`, those Addrs carry the client's IP.
  */
 import type { Logger } from "@logtape/logtape";
 import {
@@ -24,6 +25,7 @@ import { openWsServer, WS_PATH, type WsServer } from "./lib/net/ws_server.ts";
 import { defaultWsLimits, type WsLimitConfig } from "./lib/net/ws_limits.ts";
 import { type Addr, formatAddr } from "./lib/wire/addr.ts";
 import { onStopSignal } from "./lib/cli/signals.ts";
+import { type Cidr, formatCidr } from "./lib/server/forwarded.ts";
 
 export interface ServeOptions {
   host: string;
@@ -67,6 +69,8 @@ export interface TcpOptions {
   limits?: Partial<WsLimitConfig>;
   /** Unsent bytes per connection beyond which sends are dropped (default MAX_UNSENT). */
   maxUnsent?: number;
+  /** Reverse proxies whose X-Forwarded-For names the client (lib/server/forwarded.ts). */
+  trustProxy?: readonly Cidr[];
 }
 
 const why = (e: unknown) => e instanceof Error ? e.message : String(e);
@@ -186,6 +190,7 @@ export async function serve(o: ServeOptions): Promise<number> {
         ...(pem ? { tls: pem } : {}),
         limits: { ...defaultWsLimits(cfg.keepaliveMs), ...tcp.limits },
         ...(tcp.maxUnsent !== undefined ? { maxUnsent: tcp.maxUnsent } : {}),
+        ...(tcp.trustProxy ? { trustProxy: tcp.trustProxy } : {}),
       }, onPacket(0));
     } catch (e) {
       // Anything but the socket is the certificate or key: the user's mistake, as a bad file is.
@@ -209,6 +214,12 @@ export async function serve(o: ServeOptions): Promise<number> {
     o.log.info(
       `listening on ${formatAddr(ws.local)} (TCP; WebSocket ${WS_PATH}${ws.tls ? ", TLS" : ""})`,
     );
+    if (tcp?.trustProxy?.length) {
+      o.log.info(
+        `WebSocket clients through ${tcp.trustProxy.map(formatCidr).join(", ")} are known by ` +
+          "X-Forwarded-For",
+      );
+    }
   }
   const more = layout.sockets.slice(1).filter((a): a is Addr => a !== null);
   if (more.length > 0) {

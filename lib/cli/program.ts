@@ -11,6 +11,7 @@ import { DEFAULT_AGENT_CONFIG } from "../peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "../peer/path.ts";
 import { DEFAULT_SERVER_CONFIG } from "../server/state.ts";
 import { defaultWsLimits } from "../net/ws_limits.ts";
+import { type Cidr, parseCidrList } from "../server/forwarded.ts";
 import { LOG_LEVELS } from "./log.ts";
 import type { LockRequest } from "./secret.ts";
 import { INVITE_ENV, SECRET_ENV, UsageError } from "./usage.ts";
@@ -58,6 +59,8 @@ export type Invocation =
       port: number | undefined;
       certFile: string | undefined;
       keyFile: string | undefined;
+      /** --trust-proxy: reverse proxies whose X-Forwarded-For names the client; [] for none. */
+      trustProxy: Cidr[];
       limits: {
         maxConnections: number;
         maxPerIp: number;
@@ -364,9 +367,19 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       defaultWsLimits(DEFAULT_SERVER_CONFIG.keepaliveMs).maxConnections,
     )
     .option(
+      "--trust-proxy <cidr,...>",
+      "reverse proxies (IP or CIDR, comma list, repeatable) whose X-Forwarded-For names the " +
+        "WebSocket client: per-IP caps and public addresses then count the client, not the proxy",
+      (v: string, prev: Cidr[] = []) => {
+        const r = parseCidrList(v);
+        if (!r.ok) throw new InvalidArgumentError(r.reason);
+        return [...prev, ...r.value];
+      },
+    )
+    .option(
       "--max-tcp-per-ip <n>",
       "open WebSocket connections per source IP (IPv4 address or IPv6 /64; behind a reverse " +
-        "proxy every connection comes from the proxy)",
+        "proxy every connection comes from the proxy, unless --trust-proxy names it)",
       intIn(1, 1e7, "--max-tcp-per-ip"),
       defaultWsLimits(DEFAULT_SERVER_CONFIG.keepaliveMs).maxPerIp,
     )
@@ -381,8 +394,10 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .addOption(levelOption().default("info" as const))
     .exitOverride()
     .action((o) => {
-      if (!o.tcp && (o.tcpPort !== undefined || o.tlsCert || o.tlsKey)) {
-        throw new UsageError("Cannot use --no-tcp with --tcp-port, --tls-cert or --tls-key");
+      if (!o.tcp && (o.tcpPort !== undefined || o.tlsCert || o.tlsKey || o.trustProxy)) {
+        throw new UsageError(
+          "Cannot use --no-tcp with --tcp-port, --tls-cert, --tls-key or --trust-proxy",
+        );
       }
       if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
         throw new UsageError("Cannot serve TLS: give both --tls-cert and --tls-key");
@@ -425,6 +440,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
           port: o.tcpPort,
           certFile: o.tlsCert,
           keyFile: o.tlsKey,
+          trustProxy: o.trustProxy ?? [],
           limits: {
             maxConnections: o.maxTcpConnections,
             maxPerIp: o.maxTcpPerIp,

@@ -6,7 +6,11 @@
  * (ws_limits.ts); this file only carries it out, with one timer for the earliest deadline.
  *
  * A connection is known to the caller by an Addr with `tcp: true` (the remote IP and TCP
- * port), so it never collides with a UDP endpoint of the same ip:port.
+ * port), so it never collides with a UDP endpoint of the same ip:port. Behind a reverse proxy
+ * (`trustProxy`), the remote IP is the client's, as the proxy reports it in X-Forwarded-For
+ * (lib/server/forwarded.ts), so per-IP caps count clients rather than the proxy; the port is
+ * the reported one if any, else the proxy's end of the connection. Either way no two open
+ * connections share an Addr: a taken one moves to the next free port number.
  *
  * Known limits of Deno's server (measured, tests/e2e/ws_server_test.ts): no deadline for the
  * request head (a slow-loris keeps a connection and its descriptor as long as it trickles;
@@ -20,6 +24,7 @@
 import { type Addr, addrKey, ipFromBytes } from "../wire/addr.ts";
 import { MAX_DATAGRAM } from "../wire/sizes.ts";
 import { ipBytes } from "../server/ip.ts";
+import { type Cidr, clientAddress } from "../server/forwarded.ts";
 import { Alarm } from "./alarm.ts";
 import { type WsLimitConfig, WsLimits } from "./ws_limits.ts";
 
@@ -62,6 +67,11 @@ export interface WsServerOptions {
   limits: WsLimitConfig;
   /** Unsent bytes per connection beyond which sends are dropped; default MAX_UNSENT. */
   maxUnsent?: number;
+  /**
+   * Reverse proxies whose X-Forwarded-For is believed: a connection from inside one of these
+   * ranges is known by the client address the header names. Default none (headers ignored).
+   */
+  trustProxy?: readonly Cidr[];
 }
 
 export interface WsServer {
@@ -73,7 +83,10 @@ export interface WsServer {
   /**
    * What happened, by reason: refusals (`not_found`, `upgrade_required`, `per_ip`, `total`,
    * `bad_upgrade`), closes (`text_frame`, `oversized_frame`, `first_message_timeout`,
-   * `idle_timeout`), and sends (`send_dropped`, `send_no_connection`, `send_error`).
+   * `idle_timeout`), sends (`send_dropped`, `send_no_connection`, `send_error`), and with
+   * `trustProxy`, upgrades from a trusted proxy: `forwarded` (client address from
+   * X-Forwarded-For), `forwarded_missing` (no header), `forwarded_malformed` (unreadable:
+   * the proxy's address is used), and `port_moved` (the Addr was taken).
    */
   readonly counts: Map<string, number>;
   /** Sends `bytes` on the connection `to` names (`to.tcp` set), or drops and counts them. */
@@ -114,7 +127,7 @@ export function openWsServer(
   const maxUnsent = o.maxUnsent ?? MAX_UNSENT;
   const counts = new Map<string, number>();
   const count = (why: string) => counts.set(why, (counts.get(why) ?? 0) + 1);
-  /** By id (for deadlines) and by addrKey (for sends); a connection is in `byKey` once open. */
+  /** By id (for deadlines) and by addrKey (for sends and unique Addrs), from upgrade to close. */
   const byId = new Map<number, Conn>();
   const byKey = new Map<string, Conn>();
   let closing = false;
@@ -136,6 +149,25 @@ export function openWsServer(
     rearm(now);
   });
 
+  const trusted = o.trustProxy ?? [];
+  /**
+   * The connection's Addr: the TCP peer, or the client a trusted proxy names. Forwarded
+   * clients can share a host:port with another connection (two proxies' ports, a port the
+   * proxy reported): the next port number no open connection uses is taken instead. Open
+   * connections are at most maxConnections, so the search ends.
+   */
+  const uniqueAddr = (remote: Deno.NetAddr, headers: Headers): Addr => {
+    const peer = { host: plainHost(remote.hostname), port: remote.port };
+    const client = clientAddress(peer, headers.get("x-forwarded-for"), trusted);
+    if (client.source !== "peer") {
+      count(client.source === "forwarded" ? "forwarded" : `forwarded_${client.source}`);
+    }
+    const addr: Addr = { host: client.host, port: client.port, tcp: true };
+    if (byKey.has(addrKey(addr))) count("port_moved");
+    while (byKey.has(addrKey(addr))) addr.port = addr.port % 65535 + 1;
+    return addr;
+  };
+
   const accept = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response => {
     if (new URL(req.url).pathname !== WS_PATH) {
       count("not_found");
@@ -149,11 +181,7 @@ export function openWsServer(
       });
     }
     const now = performance.now();
-    const addr: Addr = {
-      host: plainHost(info.remoteAddr.hostname),
-      port: info.remoteAddr.port,
-      tcp: true,
-    };
+    const addr = uniqueAddr(info.remoteAddr, req.headers);
     const admitted = closing ? { ok: false as const, reason: "total" as const } : limits.admit(
       addr.host,
       now,
@@ -172,11 +200,9 @@ export function openWsServer(
     }
     const c: Conn = { id: admitted.id, socket: up.socket, addr, key: addrKey(addr) };
     byId.set(c.id, c);
+    byKey.set(c.key, c);
     rearm(now);
     c.socket.binaryType = "arraybuffer";
-    c.socket.onopen = () => {
-      byKey.set(c.key, c);
-    };
     c.socket.onmessage = (e: MessageEvent) => {
       const now = performance.now();
       try {
