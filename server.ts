@@ -209,7 +209,8 @@ export async function serve(o: ServeOptions): Promise<number> {
       o.log.warn(`${msg}; no WebSocket endpoint (choose its port with --tcp-port)`);
     }
   }
-  o.log.info(`listening on ${formatAddr(primary)} (UDP; p2pchat and STUN)`);
+  const batched = sockets[0]!.batched ? ", batched system calls" : "";
+  o.log.info(`listening on ${formatAddr(primary)} (UDP; p2pchat and STUN${batched})`);
   if (ws) {
     o.log.info(
       `listening on ${formatAddr(ws.local)} (TCP; WebSocket ${WS_PATH}${ws.tls ? ", TLS" : ""})`,

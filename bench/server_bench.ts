@@ -83,7 +83,7 @@ const USAGE = `usage: deno run -A bench/server_bench.ts [options]
   --rounds N      with --vs-coturn: throughput rounds per server (default 3, at most 20)
   --latency-rate R  with --vs-coturn: the fixed offered rate for latency (default 20000)
   --no-pin        do not pin the server to core ${SERVER_CORE} and the bench to the others
-  --deno-sockets  run p2pchat with the permissions of deno task serve (no FFI): its sockets
+  --deno-sockets  run p2pchat without the FFI permission (as on macOS and Windows): its sockets
                   are then Deno.DatagramConn, not batched system calls
   --server-v8-flags F  run p2pchat with deno run --v8-flags=F (default: none)
 `;
@@ -241,7 +241,7 @@ function spawn(
   return server;
 }
 
-/** `deno task serve`'s permissions (deno.json): no FFI, so no batched system calls. */
+/** Without the FFI permission: no batched system calls, as on macOS and Windows. */
 const TASK_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-sys"];
 
 function startP2pchat(port: number, prefix: string[], o: Options): Server {

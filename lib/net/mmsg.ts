@@ -348,6 +348,7 @@ export function openMmsgUdp(
 
   return {
     local,
+    batched: true,
     send,
     flush,
     done,

@@ -73,6 +73,8 @@ function listen(host: string, port: number): Deno.DatagramConn {
 
 export interface Udp {
   readonly local: Addr;
+  /** Whether it batches system calls (lib/net/mmsg.ts) rather than one runtime call a datagram. */
+  readonly batched?: boolean;
   /** Sends `bytes` (kept until sent: do not change them), or drops them if `inFlight` is full. */
   send(bytes: Uint8Array, to: Addr): void;
   close(): void;

@@ -11,7 +11,9 @@ Deno.test("tasks: deno task serve and deno task join work with their own permiss
     const server = h.spawn(["serve", "--host", "127.0.0.1", "--port", String(port)], {
       task: true,
     });
-    await server.waitStderr(/listening on/);
+    // The task grants FFI, so on Linux the server batches its system calls (lib/net/mmsg.ts).
+    const linux = Deno.build.os === "linux" && ["x86_64", "aarch64"].includes(Deno.build.arch);
+    await server.waitStderr(linux ? /listening on .*batched system calls/ : /listening on/);
     const addr = `127.0.0.1:${port}`;
     const join = (name: string) =>
       h.spawn(["join", "--json", "--name", name, "--server", addr], { task: true });
@@ -25,10 +27,13 @@ Deno.test("tasks: deno task serve and deno task join work with their own permiss
   });
 });
 
-Deno.test("tasks: the compiled binary gets the join task's permissions (and the release build's)", () => {
+Deno.test("tasks: the compiled binary gets the join and serve tasks' permissions (and the release build's)", () => {
   // `deno compile` cannot run here (it downloads its runtime); check its flags instead.
   const flags = (line: string) => new Set(line.split(/\s+/).filter((w) => w.startsWith("--allow")));
-  const join = flags(taskCommand("join").join(" "));
+  const join = new Set([
+    ...flags(taskCommand("join").join(" ")),
+    ...flags(taskCommand("serve").join(" ")),
+  ]);
   const compile = flags(taskCommand("compile").join(" "));
   const release = Deno.readTextFileSync(
     new URL("../../.github/workflows/release.yml", import.meta.url),
