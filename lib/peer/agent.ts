@@ -169,6 +169,8 @@ export class PeerAgent {
   private readonly inits: Bucket;
   private readonly peerInits = new Map<Id, Bucket>();
   private readonly hard: HardNat;
+  /** Where each peer's DATA_ACKs go: the way its latest DATA came (null: the relay). */
+  private readonly ackRoutes = new WeakMap<Remote, { to: Addr | null; via: number }>();
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
@@ -800,17 +802,9 @@ export class PeerAgent {
         // Relayed although we hold a direct path: the peer's side of it may be gone.
         if (relayed && r.path.sendAddr) this.pathActions(r, r.path.suspect(now), now);
         const ready: Received[] = [];
-        if (r.rx.onData(m, ready, now)) {
-          // ACK the way the data came, so a one-way path problem cannot strand it.
-          const ack: Message = {
-            type: "data_ack",
-            from: this.id,
-            to: r.member.id,
-            seq: m.seq,
-            frag: m.frag,
-          };
-          this.toPeer(r, ack, now, relayed ? null : from, via);
-        }
+        // ACK the way the data came, so a one-way path problem cannot strand it; `flush`
+        // sends the DATA_ACK when the receiver says one is due.
+        if (r.rx.onData(m, ready, now)) this.ackRoutes.set(r, { to: relayed ? null : from, via });
         return this.showMessages(r, ready);
       }
       case "floor": {
@@ -821,7 +815,7 @@ export class PeerAgent {
       }
       case "data_ack": {
         const ev: TxEvent[] = [];
-        r.tx.onAck(m.seq, m.frag, ev, now);
+        r.tx.onAcks(m, ev, now);
         this.txEvents(r, ev);
         return;
       }
@@ -899,10 +893,15 @@ export class PeerAgent {
     return this.secure.seal(r.member.id, ad, encode(m), now);
   }
 
-  /** Sends due fragments and reports finished messages, for every peer. */
+  /** Sends due DATA_ACKs and fragments and reports finished messages, for every peer. */
   private flush(now: number): void {
     const ev: TxEvent[] = [];
     for (const r of this.roster.all()) {
+      for (let a = r.rx.pollAck(now); a; a = r.rx.pollAck(now)) {
+        const route = this.ackRoutes.get(r) ?? { to: undefined, via: 0 };
+        const ack: Message = { type: "data_ack", from: this.id, to: r.member.id, ...a };
+        this.toPeer(r, ack, now, route.to, route.via);
+      }
       // Without a session nothing can be sent; the fragments stay due and go once it is up.
       if (!this.secure.hasSession(r.member.id)) continue;
       this.hard.flush(r, now);

@@ -1,10 +1,11 @@
 /**
  * Reliable, ordered message delivery to and from one peer over an unreliable path:
- * fragmentation, per-fragment ACKs, retransmission on an RTT-derived timeout and on fast
- * retransmit, a congestion window, duplicate suppression, in-order release. Pure: it returns
+ * fragmentation, batched and delayed ACKs, retransmission on an RTT-derived timeout and on
+ * fast retransmit, a congestion window, duplicate suppression, in-order release. Pure: it returns
  * the datagrams to send and the events to report; time comes in as `now`.
  */
-import type { DataFields } from "../wire/codec.ts";
+import type { AckBatch, AckBlock, DataFields } from "../wire/codec.ts";
+import { MAX_ACK_BLOCKS, MAX_FRAGS } from "../wire/sizes.ts";
 import { concat } from "../wire/bytes.ts";
 
 /**
@@ -52,10 +53,11 @@ export const DEFAULT_DELIVERY_CONFIG: DeliveryConfig = {
   // Lower than RFC 6298's 1 s: chat paths are well under 400 ms, and a first message
   // waiting a whole second behind one lost fragment is worse than a spurious resend.
   initialRtoMs: 400,
-  // Linux's TCP minimum is 200 ms, sized for delayed ACKs (up to 40 ms and more) that we do
-  // not have: every fragment is acknowledged at once. 100 ms still lies far above loopback
-  // and LAN RTTs plus the event-loop stalls of a busy peer (GC, a burst of JSON lines: a few
-  // to tens of ms), so a timeout that fires means loss, and a lost last fragment costs 100 ms.
+  // Linux's TCP minimum is 200 ms, sized for delayed ACKs of up to 40 ms and more; ours wait
+  // 5 ms at most (ReceiverConfig.ackDelayMs). 100 ms still lies far above loopback and LAN
+  // RTTs plus that delay and the event-loop stalls of a busy peer (GC, a burst of JSON lines:
+  // a few to tens of ms), so a timeout that fires means loss, and a lost last fragment costs
+  // 100 ms.
   minRtoMs: 100,
   // RFC 6298 allows a 60 s ceiling; ours is 4 s so a message gets at least 7 tries within
   // its 30 s give-up, and a path that comes back (relay to direct, a NAT rebinding) is used
@@ -90,6 +92,13 @@ const CLOCK_GRANULARITY_MS = 1;
 export const MIN_WINDOW = 4;
 
 export type Fragment = DataFields;
+
+/** What a DATA_ACK acknowledges: one fragment, and with a batch many more (see AckBatch). */
+export interface Ack {
+  seq: number;
+  frag: number;
+  batch?: AckBatch;
+}
 
 export type TxEvent = { type: "delivered"; msgNo: number } | {
   type: "undelivered";
@@ -190,10 +199,13 @@ class Fifo<T> {
 
 /**
  * The sending half towards one peer. Messages are numbered (`seq`) and cut into fragments;
- * every fragment is acknowledged on its own (DATA_ACK). What it decides:
+ * the receiver acknowledges them a few at a time (DATA_ACK: whole messages below a number,
+ * and a mask of fragments per message; see Receiver.pollAck), and each acknowledged fragment
+ * counts as if acknowledged alone. What it decides:
  *
- * - **Timeout** (RFC 6298): SRTT and RTTVAR from ACKs of fragments sent once (Karn's rule:
- *   an ACK of a resent fragment may answer either copy, so it gives no sample);
+ * - **Timeout** (RFC 6298): SRTT and RTTVAR from ACKs, one sample per ACK, from the newest
+ *   fragment it acknowledges, if that one was sent once (Karn's rule: an ACK of a resent
+ *   fragment may answer either copy, so it gives no sample);
  *   RTO = max(minRtoMs, SRTT + max(1 ms, 4·RTTVAR)), initialRtoMs before the first sample.
  *   One timer, as RFC 6298 section 5 runs it: started when a fragment goes out with none in
  *   flight, restarted by every ACK of new data, so it fires only after a whole RTO without
@@ -206,7 +218,8 @@ class Fifo<T> {
  *   timer, while later fragments and later messages keep flowing (the receiver buffers them,
  *   up to maxSpanBytes / maxSpanMessages past the oldest unfinished message).
  * - **Congestion window** (NewReno-like AIMD, in fragments): slow start from initialWindow
- *   (+1 per ACK) up to ssthresh, then +1/window per ACK (one fragment per round trip). A loss
+ *   (+1 per fragment acknowledged) up to ssthresh, then +1/window per fragment acknowledged
+ *   (one fragment per round trip), so batched ACKs grow it as single ones did. A loss
  *   halves it (ssthresh = window/2, at least MIN_WINDOW) once per window of data: losses
  *   among fragments sent before the cut do not cut it again. A timeout resets it: ssthresh
  *   becomes half the fragments in flight and the window MIN_WINDOW (4), then slow start. It
@@ -365,22 +378,79 @@ export class Sender {
   }
 
   /**
-   * An acknowledgement of fragment `frag` of message `seq`. `now` (ms) gives the RTT sample;
-   * without it the last time given is used.
+   * An acknowledgement of fragment `frag` of message `seq` alone. `now` (ms) gives the RTT
+   * sample; without it the last time given is used.
    */
   onAck(seq: number, frag: number, events: TxEvent[], now: number = this.now): void {
+    this.onAcks({ seq, frag }, events, now);
+  }
+
+  /**
+   * A DATA_ACK: its fragment `frag` of `seq`, and with a batch every message below
+   * `batch.below` and the fragments each block's mask names. Fragments never sent, of
+   * messages done, or acknowledged before, are ignored. The one sent last among those it
+   * newly acknowledges gives the RTT sample, if it was sent once (Karn): the ACK answered it,
+   * while the others may have waited at the receiver for it.
+   */
+  onAcks(a: Ack, events: TxEvent[], now: number = this.now): void {
     this.now = Math.max(this.now, now);
-    const head = this.queue.peek();
-    const o = head && this.queue.at(seq - head.seq);
-    const f = o?.frags[frag];
-    if (!o || o.seq !== seq || o.done || !f || f.state === "acked" || f.sends === 0) return;
+    const newest = { frag: null as OutFrag | null };
+    if (a.batch) {
+      // Whole messages: only those after the last such ACK's `below` need a look.
+      let seq = this.ackedBelow;
+      while (seq < a.batch.below) {
+        const head = this.queue.peek();
+        if (!head) break;
+        if (seq < head.seq) { // done and gone (finishing one may drop several)
+          seq = head.seq;
+          continue;
+        }
+        const o = this.find(seq);
+        if (!o || o.firstSent < 0) break; // never begun: nothing of it can have arrived
+        for (const f of o.frags) this.ackFrag(f, newest, events);
+        seq++;
+      }
+      this.ackedBelow = Math.max(this.ackedBelow, Math.min(seq, a.batch.below));
+    }
+    this.ackFrag(this.find(a.seq)?.frags[a.frag], newest, events);
+    for (const b of a.batch?.blocks ?? []) {
+      const o = this.find(b.seq);
+      if (!o) continue;
+      for (let i = 0; i < o.frags.length; i++) {
+        if (b.mask & (1 << i)) this.ackFrag(o.frags[i], newest, events);
+      }
+    }
+    const f = newest.frag;
+    if (!f) return;
     if (f.sends === 1) this.sample(this.now - f.sentAt);
-    const wasInFlight = this.inFlight;
-    if (f.state === "flight") this.inFlight--;
-    f.state = "acked";
     this.backoff = 0; // new data acknowledged: the path works, drop the timeout backoff
     this.timerStart = this.now; // RFC 6298 (5.3): new data acknowledged, restart the timer
     this.armed = Math.min(this.armed, this.timerStart + this.rto); // (the RTO may have shrunk)
+    this.detectLosses(this.now);
+  }
+
+  /** Messages below this were all looked at by a batched ACK's `below`. */
+  private ackedBelow = 0;
+
+  /** The queued message numbered `seq`, done or not, if it is still queued. */
+  private find(seq: number): Outgoing | undefined {
+    const head = this.queue.peek();
+    const o = head && this.queue.at(seq - head.seq);
+    return o?.seq === seq ? o : undefined;
+  }
+
+  /** One fragment acknowledged: window, loss bookkeeping, delivery; keeps the newest in `newest`. */
+  private ackFrag(
+    f: OutFrag | undefined,
+    newest: { frag: OutFrag | null },
+    events: TxEvent[],
+  ): void {
+    if (!f || f.msg.done || f.state === "acked" || f.sends === 0) return;
+    const o = f.msg;
+    const wasInFlight = this.inFlight;
+    if (f.state === "flight") this.inFlight--;
+    f.state = "acked";
+    if (!newest.frag || f.tx > newest.frag.tx) newest.frag = f;
     // Grow the window for data sent since the last cut, while the window is what limits us.
     if (f.tx > this.recoveryTx && 2 * wasInFlight >= this.cwnd) {
       this.cwnd = Math.min(
@@ -388,13 +458,12 @@ export class Sender {
         this.cwnd < this.ssthresh ? this.cwnd + 1 : this.cwnd + 1 / this.cwnd,
       );
     }
-    if (--o.left === 0) this.finish(o, { type: "delivered", msgNo: o.msgNo }, events);
     // An ACK of a resent fragment may answer its first copy: count only that one as acked
     // here, or a late ACK of a first copy would make everything sent before the resend look
     // lost (a spurious timeout would snowball into resending the whole window).
     const acked = f.sends === 1 ? f.tx : f.firstTx;
     if (acked > this.largestAckedTx) this.largestAckedTx = acked;
-    this.detectLosses(this.now);
+    if (--o.left === 0) this.finish(o, { type: "delivered", msgNo: o.msgNo }, events);
   }
 
   /** RFC 6298 section 2: the first sample sets SRTT and RTTVAR, later ones smooth them. */
@@ -657,6 +726,10 @@ export interface ReceiverConfig {
   maxBufferedBytes: number;
   /** An incomplete message is forgotten this long after its first fragment arrived. */
   partialTimeoutMs: number;
+  /** Fragments taken in order before they are acknowledged together, at once. */
+  ackEvery: number;
+  /** How long a fragment taken in order waits for others to share its DATA_ACK, at most (ms). */
+  ackDelayMs: number;
 }
 
 export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
@@ -669,6 +742,15 @@ export const DEFAULT_RECEIVER_CONFIG: ReceiverConfig = {
   maxBufferedBytes: RX_BUFFER_BYTES,
   // Past the sender's give-up (30 s) plus slack: only messages the sender abandoned time out.
   partialTimeoutMs: 40_000,
+  // TCP and QUIC acknowledge every 2nd packet. Each DATA_ACK costs both peers a seal or an
+  // open and a datagram, as much as a DATA does; every 4th makes ACKs a fifth of the
+  // datagrams instead of a third, and the sender's window (16 at the start, 4 at the least)
+  // is never smaller than that, so it does not wait for the delay.
+  ackEvery: 4,
+  // Well under the sender's least RTO (100 ms), so a delayed ACK never looks like a loss,
+  // and short enough that the last fragments of a burst are not held up for long. The RTT
+  // samples it delays are a few in ackEvery.
+  ackDelayMs: 5,
 };
 
 /**
@@ -692,6 +774,20 @@ interface Incomplete {
 
 export class Receiver {
   private expected = 0;
+  /** Messages with fragments taken since the last DATA_ACK, and those the last one named. */
+  private ackSeqs = new Set<number>();
+  private ackPrev: number[] = [];
+  /** The fragment taken last, while a DATA_ACK is owed: the next one names it first. */
+  private ackLast: { seq: number; frag: number } | null = null;
+  private ackCount = 0;
+  /** A DATA_ACK is due now (a gap, a duplicate, ackEvery fragments), else at `ackAt`. */
+  private ackNow = false;
+  private ackAt = Infinity;
+  /** The highest fragment taken, as seq · MAX_FRAGS + frag, and its message's fragments. */
+  private top = -1;
+  private topFrags = 0;
+  /** DATA_ACKs built, for tests and benches. */
+  acksSent = 0;
   /** Incomplete messages by seq, in order of creation: the oldest (first to time out) first. */
   private partial = new Map<number, Incomplete>();
   /**
@@ -718,11 +814,90 @@ export class Receiver {
   }
 
   /**
-   * Takes one fragment. Returns whether to ACK it, and pushes messages now deliverable in order.
-   * `now` (ms) times out incomplete messages; without it the last time given is used.
+   * Takes one fragment. Returns whether it is to be acknowledged (`pollAck` then has it), and
+   * pushes messages now deliverable in order. `now` (ms) times out incomplete messages and
+   * starts the ACK delay; without it the last time given is used.
    */
   onData(f: Fragment, ready: Received[], now: number = this.now): boolean {
     this.tick(now);
+    const took = this.accept(f, ready);
+    if (took) this.owe(f, took === "duplicate");
+    return took !== false;
+  }
+
+  /**
+   * Records that `f` is owed an acknowledgement and decides when (QUIC's rules, RFC 9000
+   * 13.2.1, with TCP's count): at once for a duplicate, or for a fragment that is not the one
+   * after the highest taken so far (a gap opened or was filled: the sender's loss detection
+   * wants to know), or once ackEvery are owed; else within ackDelayMs.
+   */
+  private owe(f: Fragment, duplicate: boolean): void {
+    const key = f.seq * MAX_FRAGS + f.frag;
+    const next = this.top < 0
+      ? key
+      : this.top % MAX_FRAGS + 1 < this.topFrags
+      ? this.top + 1
+      : (Math.floor(this.top / MAX_FRAGS) + 1) * MAX_FRAGS;
+    if (duplicate || key !== next || ++this.ackCount >= this.cfg.ackEvery) this.ackNow = true;
+    if (key > this.top) {
+      this.top = key;
+      this.topFrags = f.frags;
+    }
+    this.ackSeqs.add(f.seq);
+    this.ackLast = { seq: f.seq, frag: f.frag };
+    if (this.ackAt === Infinity) this.ackAt = this.now + this.cfg.ackDelayMs;
+  }
+
+  /**
+   * The DATA_ACK to send now, or null if none is due. It names the fragment taken last, every
+   * message below the next one to release (`below`), and the fragments held of each message
+   * with fragments taken since the last DATA_ACK, plus those the last one named: while its
+   * message is incomplete a fragment is named again by the next DATA_ACK (and by `below` once
+   * it is released), so one lost ACK does not make the sender resend what arrived. Call it
+   * until it returns null (more than MAX_ACK_BLOCKS messages owed take several).
+   */
+  pollAck(now: number = this.now): Ack | null {
+    this.now = Math.max(this.now, now);
+    const last = this.ackLast;
+    if (!last || (!this.ackNow && this.now < this.ackAt)) return null;
+    const owed = [...this.ackSeqs].filter((s) => s >= this.expected).sort((a, b) => a - b);
+    const named = owed.slice(0, MAX_ACK_BLOCKS);
+    for (const s of this.ackPrev) {
+      if (named.length >= MAX_ACK_BLOCKS) break;
+      if (s >= this.expected && !this.ackSeqs.has(s)) named.push(s);
+    }
+    named.sort((a, b) => a - b);
+    const blocks: AckBlock[] = [];
+    for (const seq of named) {
+      const mask = this.maskOf(seq);
+      if (mask !== 0) blocks.push({ seq, mask });
+    }
+    this.acksSent++;
+    this.ackPrev = blocks.map((b) => b.seq);
+    if (owed.length > MAX_ACK_BLOCKS) {
+      this.ackSeqs = new Set(owed.slice(MAX_ACK_BLOCKS)); // still owed, and still due now
+    } else {
+      this.ackSeqs.clear();
+      this.ackLast = null;
+      this.ackCount = 0;
+      this.ackNow = false;
+      this.ackAt = Infinity;
+    }
+    return { seq: last.seq, frag: last.frag, batch: { below: this.expected, blocks } };
+  }
+
+  /** The fragments held of message `seq` as a mask (bit i: fragment i); 0 if none. */
+  private maskOf(seq: number): number {
+    const done = this.held.get(seq);
+    if (done) return done.chunks.length >= 32 ? 0xffffffff : (1 << done.chunks.length) - 1;
+    const p = this.partial.get(seq);
+    let mask = 0;
+    if (p) { for (let i = 0; i < p.chunks.length; i++) if (p.chunks[i]) mask |= 1 << i; }
+    return mask >>> 0;
+  }
+
+  /** Takes one fragment: "new", "duplicate" (to acknowledge again) or false (dropped). */
+  private accept(f: Fragment, ready: Received[]): "new" | "duplicate" | false {
     if (
       f.frags < 1 || f.frags > MAX_MESSAGE_FRAGS || f.frag >= f.frags || f.chunk.length > FRAG_SIZE
     ) {
@@ -735,7 +910,7 @@ export class Receiver {
     if (f.floor > this.expected) this.skipTo(f.floor, ready);
     if (f.seq < this.expected) {
       this.duplicates++;
-      return true; // already delivered; the ACK was lost, so ACK again
+      return "duplicate"; // already delivered; the ACK was lost, so ACK again
     }
     if (f.seq - this.expected >= RX_WINDOW) return this.drop("window");
     const done = this.held.get(f.seq);
@@ -744,7 +919,7 @@ export class Receiver {
         return this.drop("inconsistent");
       }
       this.duplicates++;
-      return true;
+      return "duplicate";
     }
     let p = this.partial.get(f.seq);
     if (p && (p.chunks.length !== f.frags || p.msgNo !== f.msgNo)) {
@@ -752,7 +927,7 @@ export class Receiver {
     }
     if (p?.chunks[f.frag]) {
       this.duplicates++;
-      return true;
+      return "duplicate";
     }
     // The next expected message is always taken, so a full buffer cannot block delivery.
     if (f.seq !== this.expected && this.bytes + f.chunk.length > this.cfg.maxBufferedBytes) {
@@ -778,7 +953,7 @@ export class Receiver {
       this.held.set(f.seq, p);
       this.release(ready);
     }
-    return true;
+    return "new";
   }
 
   /** Forgets incomplete messages that have timed out by `now` (complete ones stay). */
@@ -791,10 +966,17 @@ export class Receiver {
     }
   }
 
-  /** When the oldest incomplete message times out (`tick` then has work), or null. */
+  /**
+   * When `tick` or `pollAck` next has work: a DATA_ACK owed (now, if it is due at once), or
+   * the oldest incomplete message's time-out; null for neither.
+   */
   nextDeadline(): number | null {
-    for (const p of this.partial.values()) return p.firstAt + this.cfg.partialTimeoutMs;
-    return null;
+    let at = this.ackLast ? (this.ackNow ? this.now : this.ackAt) : Infinity;
+    for (const p of this.partial.values()) {
+      at = Math.min(at, p.firstAt + this.cfg.partialTimeoutMs);
+      break;
+    }
+    return at === Infinity ? null : at;
   }
 
   private drop(reason: RxDropReason): false {

@@ -19,6 +19,7 @@ import {
   ID_LEN,
   KEY_LEN,
   MAC1_LEN,
+  MAX_ACK_BLOCKS,
   MAX_DATAGRAM,
   MAX_FRAGS,
   MAX_LEN8,
@@ -37,6 +38,7 @@ export {
   HS_INIT_LEN,
   HS_RESP_LEN,
   KEY_LEN,
+  MAX_ACK_BLOCKS,
   MAX_DATAGRAM,
   MAX_FRAGS,
   MAX_LOCALS,
@@ -164,7 +166,11 @@ export type Message =
     mapped: Addr[];
   }
   | ({ type: "data"; from: Id; to: Id } & DataFields)
-  | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number }
+  /**
+   * Acknowledges fragment `frag` of message `seq` (the one whose arrival prompted it) and,
+   * with `batch`, many more at once; see AckBatch.
+   */
+  | { type: "data_ack"; from: Id; to: Id; seq: number; frag: number; batch?: AckBatch }
   /** The sender gave up on every message below `floor` and has nothing else to send. */
   | { type: "floor"; from: Id; to: Id; floor: number };
 
@@ -187,6 +193,21 @@ export interface DataFields {
   frags: number;
   direct: boolean;
   chunk: Uint8Array;
+}
+
+/**
+ * What a batched DATA_ACK acknowledges besides its first fragment: every message below
+ * `below` whole (received, or given up by its sender), and in each block the fragments of
+ * message `seq` whose bits are set in `mask` (bit i: fragment i). Blocks come in increasing
+ * `seq` order, none below `below`, none empty, at most MAX_ACK_BLOCKS.
+ */
+export interface AckBatch {
+  below: number;
+  blocks: AckBlock[];
+}
+export interface AckBlock {
+  seq: number;
+  mask: number;
 }
 
 export type Decoded = Result<Message>;
@@ -384,6 +405,29 @@ const members: Piece<Member[]> = {
     const out: Member[] = [];
     for (let i = 0; i < n; i++) out.push(member.read(r));
     return out;
+  },
+};
+
+/** `below u32` · count u8 · count × (`seq u32` · `mask u32`); writes keep MAX_ACK_BLOCKS. */
+const ackBatch: Piece<AckBatch> = {
+  write(w, b) {
+    const blocks = b.blocks.slice(0, MAX_ACK_BLOCKS);
+    w.u32(b.below).u8(blocks.length);
+    for (const k of blocks) w.u32(k.seq).u32(k.mask);
+  },
+  read(r) {
+    const below = r.u32(), n = r.u8();
+    if (n > MAX_ACK_BLOCKS) throw new Bad("too many blocks");
+    const blocks: AckBlock[] = [];
+    let last = below - 1;
+    for (let i = 0; i < n; i++) {
+      const seq = r.u32(), mask = r.u32();
+      if (seq <= last) throw new Bad("blocks out of order");
+      if (mask === 0) throw new Bad("empty block");
+      blocks.push({ seq, mask });
+      last = seq;
+    }
+    return { below, blocks };
   },
 };
 
@@ -647,8 +691,14 @@ const LAYOUTS = {
       id.write(w, m.from);
       id.write(w, m.to);
       w.u32(m.seq).u8(m.frag);
+      if (m.batch) ackBatch.write(w, m.batch);
     },
-    read: (r) => ({ from: id.read(r), to: id.read(r), seq: r.u32(), frag: r.u8() }),
+    read(r) {
+      const from = id.read(r), to = id.read(r), seq = r.u32(), frag = r.u8();
+      // Without the batch this is the single-fragment DATA_ACK of earlier versions.
+      if (r.remaining === 0) return { from, to, seq, frag };
+      return { from, to, seq, frag, batch: ackBatch.read(r) };
+    },
   },
   floor: {
     code: 0x42,

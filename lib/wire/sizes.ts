@@ -39,6 +39,12 @@ export const MAX_NAME = 32;
 export const MAX_TEXT = 200;
 /** Fragments per DATA message (lib/peer/delivery.ts: 16 KiB in 1 KiB chunks needs 16). */
 export const MAX_FRAGS = 32;
+/**
+ * Message blocks in one DATA_ACK (each `seq u32` and a `mask u32` of fragments, so MAX_FRAGS
+ * fits): a receiver acknowledges every few fragments, so a handful is all it ever needs; 32
+ * bound a DATA_ACK at 285 bytes (343 sealed and wrapped for the relay).
+ */
+export const MAX_ACK_BLOCKS = 32;
 
 /** Noise_IK_25519_ChaChaPoly: X25519 keys and ChaChaPoly tags. */
 export const DH_LEN = 32;

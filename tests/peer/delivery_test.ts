@@ -16,6 +16,7 @@ import {
   Sender,
   type TxEvent,
 } from "../../lib/peer/delivery.ts";
+import type { Ack } from "../../lib/peer/delivery.ts";
 import { MemNet } from "../_helpers/memnet.ts";
 
 const cfg = DEFAULT_DELIVERY_CONFIG;
@@ -213,6 +214,13 @@ Deno.test("delivery: a tiny receive buffer slows delivery but loses nothing", ()
   assert.ok((rx.drops.get("buffer_full") ?? 0) > 0, "the limit was reached");
 });
 
+/** Takes every DATA_ACK due at the receiver's latest time. */
+function drainAcks(rx: Receiver, now?: number): Ack[] {
+  const out: Ack[] = [];
+  for (let a = rx.pollAck(now); a; a = rx.pollAck(now)) out.push(a);
+  return out;
+}
+
 Deno.test("delivery: an incomplete message times out and its memory is freed", () => {
   const t = DEFAULT_RECEIVER_CONFIG.partialTimeoutMs;
   assert.ok(t > cfg.giveUpMs, "a sender gives up before its message times out here");
@@ -229,10 +237,12 @@ Deno.test("delivery: an incomplete message times out and its memory is freed", (
     assert.equal(rx.nextDeadline(), null);
     assert.ok(rx.onData(frag(0, 0, 2, FRAG_SIZE), got, 1000));
     assert.ok(rx.onData(frag(1, 0, 2, FRAG_SIZE), got, 5000));
+    drainAcks(rx);
     assert.equal(rx.nextDeadline(), 1000 + t, c.name);
     c.expire(rx, 1000 + t - 1);
     assert.ok(rx.buffered >= 2 * FRAG_SIZE, `${c.name}: not yet`);
     c.expire(rx, 1000 + t);
+    drainAcks(rx);
     assert.equal(rx.nextDeadline(), 5000 + t, c.name);
     assert.equal(rx.drops.get("expired"), 1, c.name);
     c.expire(rx, 5000 + t);
@@ -270,6 +280,8 @@ interface Path {
   /** Random loss of DATA and of ACKs (datagram index -> lost). */
   lossData: () => boolean;
   lossAck: () => boolean;
+  /** The receiver sends a DATA_ACK of each fragment alone, at once, as earlier versions did. */
+  single?: boolean;
 }
 
 const PATH: Path = {
@@ -282,7 +294,9 @@ const PATH: Path = {
 
 /**
  * Runs a Sender and a Receiver over `path` in virtual time, driven only by datagram arrivals
- * and the sender's own deadline, as a host would (never polling). Checks on the way that the
+ * and the two machines' own deadlines, as a host would (never polling). The receiver
+ * acknowledges as it decides (`pollAck`: batched and delayed), or with `rxCfg.ackEvery` 1
+ * and no delay every fragment at once, as earlier versions did. Checks on the way that a
  * deadline always lies ahead after a tick and that the sender never stalls: with messages
  * pending and nothing on the way, it must have a deadline.
  */
@@ -294,15 +308,11 @@ function run(
 ) {
   const p = { ...PATH, ...path };
   const tx = new Sender({ ...cfg_, ...cfg });
-  const rx = new Receiver(rxCfg);
+  // Single ACKs: the receiver's own are all due at once, and thrown away.
+  const rx = new Receiver(p.single ? { ...rxCfg, ackEvery: 1 } : rxCfg);
   const ev: TxEvent[] = [];
   const got: Received[] = [];
-  type Ev = { at: number; kind: "data"; f: Fragment } | {
-    at: number;
-    kind: "ack";
-    seq: number;
-    frag: number;
-  };
+  type Ev = { at: number; kind: "data"; f: Fragment } | { at: number; kind: "ack"; ack: Ack };
   const events: Ev[] = [];
   const schedule = (e: Ev) => {
     let i = events.length;
@@ -314,6 +324,7 @@ function run(
   const windows: number[] = [];
   let maxInFlight = 0;
   let now = 0;
+  let acks = 0;
   msgs.forEach((m, i) => tx.send(i + 1, m, false, 0));
   const send = () => {
     for (const f of tx.tick(now, ev)) {
@@ -332,29 +343,57 @@ function run(
     assert.ok(d === null || d > now, `deadline ${d} not after ${now}`);
     return d;
   };
+  const sendAcks = () => {
+    for (let a = rx.pollAck(now); a; a = rx.pollAck(now)) {
+      acks++;
+      if (!p.lossAck()) schedule({ at: now + p.delayMs, kind: "ack", ack: a });
+    }
+    const d = rx.nextDeadline();
+    assert.ok(d === null || d > now, `receiver deadline ${d} not after ${now}`);
+  };
   let deadline = send();
   for (let steps = 0; tx.pending > 0; steps++) {
     assert.ok(steps < 2_000_000, "runs away");
     const next = events[0];
-    if (!next && deadline === null) assert.fail(`stalled at ${now} with ${tx.pending} pending`);
+    const rxAt = p.single ? Infinity : rx.nextDeadline() ?? Infinity;
+    if (!next && deadline === null && rxAt === Infinity) {
+      assert.fail(`stalled at ${now} with ${tx.pending} pending`);
+    }
+    if (rxAt < (next?.at ?? Infinity) && rxAt < (deadline ?? Infinity)) {
+      now = rxAt;
+      rx.tick(now);
+      sendAcks();
+      continue;
+    }
     if (next && (deadline === null || next.at <= deadline)) {
       events.shift();
       now = next.at;
       if (next.kind === "data") {
-        if (rx.onData(next.f, got, now) && !p.lossAck()) {
-          schedule({ at: now + p.delayMs, kind: "ack", seq: next.f.seq, frag: next.f.frag });
-        }
-        continue; // the receiver has no deadline of its own here
+        const took = rx.onData(next.f, got, now);
+        if (p.single) {
+          drainAcks(rx, now);
+          if (took && !p.lossAck()) {
+            acks++;
+            schedule({
+              at: now + p.delayMs,
+              kind: "ack",
+              ack: { seq: next.f.seq, frag: next.f.frag },
+            });
+          }
+        } else sendAcks();
+        continue;
       }
-      tx.onAck(next.seq, next.frag, ev, now);
+      tx.onAcks(next.ack, ev, now);
       windows.push(tx.window);
     } else {
       now = deadline!;
     }
     deadline = send();
   }
-  return { tx, rx, ev, got, windows, maxInFlight, congestionDrops: congestionDrops.n, now };
+  return { tx, rx, ev, got, windows, maxInFlight, congestionDrops: congestionDrops.n, now, acks };
 }
+/** Every fragment acknowledged on its own and at once, as before batched DATA_ACKs. */
+const EACH = { ackEvery: 1, ackDelayMs: 0 };
 const cfg_ = { ...DEFAULT_DELIVERY_CONFIG, giveUpMs: 600_000 };
 
 const msgsOf = (n: number, size: number) => Array.from({ length: n }, (_, i) => bytes(size, i));
@@ -372,7 +411,11 @@ Deno.test("delivery: without loss the window grows from one message's worth, no 
   assertAllInOrder(r, msgs);
   assert.equal(r.tx.stats.retransmitted, 0);
   assert.equal(r.tx.stats.sent, 200 * MAX_MESSAGE_FRAGS);
-  assert.equal(r.windows[0], cfg.initialWindow + 1, "slow start: one more per ACK");
+  assert.equal(
+    r.windows[0],
+    cfg.initialWindow + DEFAULT_RECEIVER_CONFIG.ackEvery,
+    "slow start: one more per fragment acknowledged",
+  );
   assert.equal(r.tx.window, cfg.maxWindow, "no loss: it grows to the cap");
   assert.ok(r.maxInFlight <= cfg.maxWindow);
 });
@@ -583,6 +626,7 @@ Deno.test("delivery: a message acknowledged behind one the sender gave up on is 
   const late = 2 * DEFAULT_RECEIVER_CONFIG.partialTimeoutMs;
   rx.tick(late);
   assert.equal(rx.drops.get("expired"), 1);
+  drainAcks(rx);
   assert.equal(rx.nextDeadline(), null, "nothing left to time out");
   // The sender gave up on seq 0; its next DATA says so with floor 2.
   assert.ok(rx.onData({ ...frag(2, 0, 1, 5), floor: 2 }, got, late));
@@ -631,4 +675,276 @@ Deno.test("delivery: a DATA whose floor is past its own seq or far ahead changes
   assert.equal(rx.onData(frag(5, 5 + 10_000), ready, 0), false);
   assert.equal(rx.onData(frag(0, 0), ready, 0), true);
   assert.deepEqual(ready.map((r) => new TextDecoder().decode(r.bytes)), ["m0"]);
+});
+
+// ---- batched, delayed DATA_ACKs ----
+
+const ACK_EVERY = DEFAULT_RECEIVER_CONFIG.ackEvery;
+const ACK_DELAY = DEFAULT_RECEIVER_CONFIG.ackDelayMs;
+/** Incomplete messages kept for ever: nextDeadline then reports only the ACK delay. */
+const NO_EXPIRY = { partialTimeoutMs: Infinity };
+
+Deno.test("delivery: DATA_ACK coalescing: when the receiver acknowledges", () => {
+  const cases: {
+    name: string;
+    /** [seq, frag, frags] arriving at time 100, each followed by pollAck(100). */
+    arrive: [number, number, number][];
+    /** After which arrivals (index) an ACK goes out at once. */
+    immediate: number[];
+  }[] = [
+    {
+      name: "in order: every ackEvery-th fragment",
+      arrive: Array.from({ length: 2 * ACK_EVERY + 1 }, (_, i) => [0, i, 16]),
+      immediate: [ACK_EVERY - 1, 2 * ACK_EVERY - 1],
+    },
+    {
+      name: "in order across messages: the count runs on",
+      arrive: [[0, 0, 2], [0, 1, 2], [1, 0, 1], [2, 0, 3], [2, 1, 3]],
+      immediate: [ACK_EVERY - 1],
+    },
+    {
+      name: "a gap (fragment 2 after 0): at once",
+      arrive: [[0, 0, 16], [0, 2, 16]],
+      immediate: [1],
+    },
+    {
+      name: "a gap across messages: at once",
+      arrive: [[0, 0, 1], [2, 0, 1]],
+      immediate: [1],
+    },
+    {
+      name: "the hole filled (reordering or a resend): at once",
+      arrive: [[0, 0, 16], [0, 2, 16], [0, 1, 16]],
+      immediate: [1, 2],
+    },
+    {
+      name: "a duplicate: at once",
+      arrive: [[0, 0, 16], [0, 0, 16]],
+      immediate: [1],
+    },
+    {
+      name: "a duplicate of a released message: at once",
+      arrive: [[0, 0, 1], [1, 0, 16], [0, 0, 1]],
+      immediate: [2],
+    },
+  ];
+  for (const c of cases) {
+    const rx = new Receiver(NO_EXPIRY);
+    const acked: number[] = [];
+    c.arrive.forEach(([seq, f, frags], i) => {
+      assert.ok(rx.onData(frag(seq, f, frags, 10), [], 100), c.name);
+      if (rx.pollAck(100)) acked.push(i);
+    });
+    assert.deepEqual(acked, c.immediate, c.name);
+    // What is left waits for the delay, which nextDeadline reports.
+    const owed = acked.at(-1) !== c.arrive.length - 1;
+    assert.equal(rx.nextDeadline(), owed ? 100 + ACK_DELAY : null, c.name);
+    if (!owed) continue;
+    assert.equal(rx.pollAck(100 + ACK_DELAY - 0.5), null, `${c.name}: not before the delay`);
+    assert.ok(rx.pollAck(100 + ACK_DELAY), `${c.name}: at the delay`);
+    assert.equal(rx.nextDeadline(), null, `${c.name}: then nothing is owed`);
+  }
+});
+
+Deno.test("delivery: DATA_ACK coalescing: a lone fragment waits ackDelayMs from its arrival", () => {
+  const rx = new Receiver(NO_EXPIRY);
+  assert.equal(rx.pollAck(0), null, "nothing owed");
+  assert.ok(rx.onData(frag(0, 0, 3, 10), [], 1000));
+  assert.equal(rx.pollAck(1000), null);
+  assert.equal(rx.nextDeadline(), 1000 + ACK_DELAY);
+  // A second in-order fragment does not push the deadline back.
+  assert.ok(rx.onData(frag(0, 1, 3, 10), [], 1003));
+  assert.equal(rx.pollAck(1003), null);
+  assert.equal(rx.nextDeadline(), 1000 + ACK_DELAY);
+  const a = rx.pollAck(1000 + ACK_DELAY);
+  assert.deepEqual(a, { seq: 0, frag: 1, batch: { below: 0, blocks: [{ seq: 0, mask: 0b11 }] } });
+  assert.equal(rx.nextDeadline(), null);
+  assert.equal(rx.acksSent, 1);
+});
+
+Deno.test("delivery: DATA_ACK contents: below, blocks of what is held, the last ACK's repeated", () => {
+  const rx = new Receiver(NO_EXPIRY);
+  const got: Received[] = [];
+  // Message 0 whole (released), message 1 fragments 0 and 1, then fragment 3 (a gap).
+  rx.onData(frag(0, 0, 1, 10), got, 0);
+  rx.onData(frag(1, 0, 4, 10), got, 0);
+  rx.onData(frag(1, 1, 4, 10), got, 0);
+  assert.equal(rx.pollAck(0), null, "3 in order: not yet");
+  rx.onData(frag(1, 3, 4, 10), got, 0);
+  assert.deepEqual(rx.pollAck(0), {
+    seq: 1,
+    frag: 3,
+    batch: { below: 1, blocks: [{ seq: 1, mask: 0b1011 }] },
+  }, "message 0 is below; message 1's block has all held fragments");
+  // Message 2 begins (in order after 1/3, the highest so far): the next ACK, after the
+  // delay, names it, and message 1 again (the last ACK named it and it is still
+  // incomplete), so one lost ACK costs no resend.
+  rx.onData(frag(2, 0, 2, 10), got, 1);
+  assert.equal(rx.pollAck(1), null);
+  assert.deepEqual(rx.pollAck(1 + ACK_DELAY), {
+    seq: 2,
+    frag: 0,
+    batch: { below: 1, blocks: [{ seq: 1, mask: 0b1011 }, { seq: 2, mask: 0b1 }] },
+  });
+  // The resend of 1/2 fills the hole (at once), completes message 1 and releases it: below
+  // moves past it.
+  rx.onData(frag(1, 2, 4, 10), got, 10);
+  assert.deepEqual(got.map((g) => g.msgNo), [1, 2]);
+  assert.deepEqual(rx.pollAck(10), {
+    seq: 1,
+    frag: 2,
+    batch: { below: 2, blocks: [{ seq: 2, mask: 0b1 }] },
+  });
+});
+
+Deno.test("delivery: more messages owed than MAX_ACK_BLOCKS take several DATA_ACKs", () => {
+  const rx = new Receiver({ ...NO_EXPIRY, ackEvery: 1000 });
+  // 40 messages, each missing fragment 0: every arrival is owed, none released.
+  for (let seq = 0; seq < 40; seq++) rx.onData(frag(seq, 1, 2, 10), [], 0);
+  const acks = drainAcks(rx, 0);
+  assert.equal(acks.length, 2);
+  const named = acks.flatMap((a) => a.batch!.blocks.map((b) => b.seq));
+  assert.deepEqual([...new Set(named)].sort((a, b) => a - b), [...Array(40).keys()]);
+  assert.ok(acks.every((a) => a.batch!.blocks.length <= 32));
+  assert.equal(rx.nextDeadline(), null);
+});
+
+/** A sender with `n` one-fragment messages sent at time `at`. */
+function sentOnes(n: number, at = 0): { tx: Sender; frags: Fragment[] } {
+  const tx = new Sender(cfg);
+  for (let i = 0; i < n; i++) tx.send(i + 1, bytes(10), false, 0);
+  return { tx, frags: tx.tick(at, []) };
+}
+
+Deno.test("delivery: a batched ACK: one RTT sample, from the newest fragment it acknowledges", () => {
+  // Fragments sent at 0 and 10; one ACK for both at 30: RTT 20 (the newest), not 30.
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  tx.send(1, bytes(10), false, 0);
+  tx.tick(0, ev);
+  tx.send(2, bytes(10), false, 10);
+  tx.tick(10, ev);
+  tx.onAcks(
+    { seq: 0, frag: 0, batch: { below: 0, blocks: [{ seq: 0, mask: 1 }, { seq: 1, mask: 1 }] } },
+    ev,
+    30,
+  );
+  assert.equal(tx.srttMs, 20);
+  assert.deepEqual(ev.map((e) => e.msgNo), [1, 2]);
+  assert.equal(tx.pending, 0);
+});
+
+Deno.test("delivery: a batched ACK whose newest fragment was resent gives no sample (Karn)", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  tx.send(1, bytes(10), false, 0);
+  tx.send(2, bytes(10), false, 0);
+  assert.equal(tx.tick(0, ev).length, 2);
+  const resent = tx.tick(cfg.initialRtoMs, ev); // the timer: both resent
+  assert.equal(resent.length, 2);
+  tx.onAcks({ seq: 1, frag: 0, batch: { below: 2, blocks: [] } }, ev, cfg.initialRtoMs + 5);
+  assert.equal(tx.srttMs, null, "no RTT sample");
+  assert.deepEqual(ev.map((e) => e.type), ["delivered", "delivered"]);
+});
+
+Deno.test("delivery: `below` acknowledges whole messages, never ones not yet sent", () => {
+  const tx = new Sender({ ...cfg, initialWindow: 4 });
+  const ev: TxEvent[] = [];
+  for (let i = 0; i < 10; i++) tx.send(i + 1, bytes(10), false, 0);
+  assert.equal(tx.tick(0, ev).length, 4);
+  // A (broken or hostile) peer claims all 10: only the 4 sent count.
+  tx.onAcks({ seq: 0, frag: 0, batch: { below: 10, blocks: [] } }, ev, 10);
+  assert.deepEqual(ev.map((e) => e.msgNo), [1, 2, 3, 4]);
+  assert.equal(tx.pending, 6);
+  const next = tx.tick(10, ev);
+  assert.ok(next.length > 0 && next[0]!.seq === 4, "the rest still go out");
+  tx.onAcks({ seq: 4, frag: 0, batch: { below: 10, blocks: [] } }, ev, 20);
+  assert.equal(ev.length, 4 + next.length);
+});
+
+Deno.test("delivery: loss detection with blocks: 3 later fragments acknowledged in one ACK", () => {
+  const { tx, frags } = sentOnes(6);
+  assert.equal(frags.length, 6);
+  const ev: TxEvent[] = [];
+  // Message 1 is missing; 2, 3, 4 arrive and are acknowledged together (0 earlier).
+  tx.onAck(0, 0, ev, 5);
+  tx.onAcks(
+    { seq: 4, frag: 0, batch: { below: 1, blocks: [2, 3, 4].map((seq) => ({ seq, mask: 1 })) } },
+    ev,
+    6,
+  );
+  assert.equal(tx.stats.fastRetransmits, 1, "message 1 is lost: REORDER_THRESHOLD later acked");
+  const resent = tx.tick(6, ev);
+  assert.deepEqual(resent.map((f) => f.seq), [1], "and resent at once");
+  assert.equal(tx.stats.timeouts, 0);
+});
+
+const ackCases = [
+  { name: "batched (the default)", rxCfg: {}, single: false },
+  { name: "every fragment at once (ackEvery 1, no delay)", rxCfg: EACH, single: false },
+  { name: "single-fragment, as earlier versions sent", rxCfg: {}, single: true },
+];
+for (const c of ackCases) {
+  Deno.test(`delivery: DATA_ACKs ${c.name}: lossless and 20% lossy transfers, ACKs per fragment`, () => {
+    const msgs = msgsOf(100, MAX_MESSAGE);
+    const clean = run(msgs, { single: c.single }, {}, c.rxCfg);
+    assertAllInOrder(clean, msgs);
+    const perFrag = clean.acks / clean.tx.stats.sent;
+    const each = c.rxCfg === EACH || c.single;
+    if (each) assert.equal(perFrag, 1);
+    else {
+      assert.ok(perFrag <= 1 / ACK_EVERY + 0.01, `${perFrag} ACKs per fragment`);
+      assert.equal(clean.tx.stats.retransmitted, 0);
+    }
+    for (const seed of [1, 2]) {
+      const d = lcg(seed), a = lcg(seed + 50);
+      const lossy = run(
+        msgsOf(40, 5000),
+        { lossData: () => d() < 0.2, lossAck: () => a() < 0.2, single: c.single },
+        {},
+        c.rxCfg,
+      );
+      assertAllInOrder(lossy, msgsOf(40, 5000));
+      assert.deepEqual([...lossy.rx.drops.keys()], []);
+    }
+  });
+}
+
+Deno.test("delivery: batched ACKs make lost ACKs cost far fewer resends than single ones did", () => {
+  // Each fragment is named in two ACKs while its message is incomplete, and `below` repeats
+  // every whole message: a lost ACK rarely causes a resend.
+  let batched = 0, single = 0, frags = 0;
+  for (const seed of [1, 2, 3, 4]) {
+    const msgs = msgsOf(60, MAX_MESSAGE);
+    const a1 = lcg(seed), a2 = lcg(seed);
+    const r = run(msgs, { lossAck: () => a1() < 0.2 });
+    assertAllInOrder(r, msgs);
+    batched += r.tx.stats.retransmitted;
+    frags += r.tx.stats.sent - r.tx.stats.retransmitted;
+    const old = run(msgs, { lossAck: () => a2() < 0.2, single: true });
+    assertAllInOrder(old, msgs);
+    single += old.tx.stats.retransmitted;
+  }
+  assert.ok(batched < 0.01 * frags, `batched: ${batched} resends for ${frags} fragments`);
+  assert.ok(batched * 10 < single, `batched ${batched}, single ${single}`);
+});
+
+Deno.test("delivery: two agents: the receiver sends about one datagram per ackEvery fragments", () => {
+  const net = new MemNet();
+  net.add("alice");
+  net.add("bob");
+  net.advance(3000);
+  const alice = net.hosts.get("alice")!, bob = net.hosts.get("bob")!;
+  const from = (h: typeof alice) => net.wire.filter((p) => p.from.port === h.port).length;
+  const a0 = from(alice), b0 = from(bob);
+  const msgs = Array.from({ length: 20 }, (_, i) => `${i} `.padEnd(MAX_MESSAGE, "xyz"[i % 3]));
+  for (const m of msgs) net.msg("alice", "bob", m);
+  for (let i = 0; i < 20 && net.texts("bob").length < msgs.length; i++) net.advance(100);
+  assert.deepEqual(net.texts("bob"), msgs);
+  assert.equal(net.agent("alice").pending, 0);
+  const sentA = from(alice) - a0, sentB = from(bob) - b0;
+  const frags = msgs.length * MAX_MESSAGE_FRAGS;
+  assert.ok(sentA >= frags, `alice sent ${sentA}`);
+  // Keepalives and pings add a few datagrams each way in 2 s.
+  assert.ok(sentB <= frags / ACK_EVERY + 20, `bob sent ${sentB} datagrams for ${frags} fragments`);
 });

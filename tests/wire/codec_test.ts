@@ -16,7 +16,7 @@ import {
   SEALED_MIN,
   T,
 } from "../../lib/wire/codec.ts";
-import { DH_LEN, HEADER_LEN, TAG_LEN, TOKEN_LEN } from "../../lib/wire/sizes.ts";
+import { DH_LEN, HEADER_LEN, MAX_ACK_BLOCKS, TAG_LEN, TOKEN_LEN } from "../../lib/wire/sizes.ts";
 import { INIT_LEN, RESP_LEN, TRANSPORT_OVERHEAD } from "../../lib/peer/secure.ts";
 import { KEY_LEN as X25519_LEN } from "../../lib/crypto/keys.ts";
 import { TAG_LEN as NOISE_TAG_LEN } from "../../lib/crypto/noise.ts";
@@ -186,13 +186,28 @@ const samples: { m: Message; hex: string }[] = [
       "68c3a96c6c6f",
   },
   {
+    // The single-fragment form earlier versions send, still accepted.
     m: { type: "data_ack", from: B, to: A, seq: 7, frag: 1 },
     hex: "500141" + B + A + "00000007" + "01",
+  },
+  {
+    m: {
+      type: "data_ack",
+      from: B,
+      to: A,
+      seq: 7,
+      frag: 1,
+      batch: { below: 5, blocks: [{ seq: 6, mask: 0x8001 }, { seq: 7, mask: 0x3 }] },
+    },
+    hex: "500141" + B + A + "00000007" + "01" + "00000005" + "02" + "00000006" + "00008001" +
+      "00000007" + "00000003",
   },
 ];
 
 /** Types ending in an open-ended payload. */
 const OPEN_ENDED = new Set(["relay", "relayed", "data", "hello_ack", "sealed"]);
+/** A DATA_ACK without a batch: header, two ids, seq u32, frag u8. */
+const ACK_SINGLE_LEN = HEADER_LEN + 8 + 8 + 4 + 1;
 
 Deno.test("codec: the samples cover every message type", () => {
   const covered = new Set(samples.map((s) => s.m.type.toUpperCase()));
@@ -237,7 +252,10 @@ for (const { m, hex } of samples) {
       // A locked-room REGISTER cut just before its proof reads as an open-room one; its
       // signature covers the proof, so the server refuses it (tests/server/locked_test.ts).
       const proofCut = m.type === "register" && m.proof !== undefined && n === b.length - 97;
-      if (d.ok && proofCut) continue;
+      // A batched DATA_ACK cut just before its batch reads as a single-fragment one, which
+      // acknowledges part of what the whole did: true, only less of it.
+      const batchCut = m.type === "data_ack" && m.batch !== undefined && n === ACK_SINGLE_LEN;
+      if (d.ok && (proofCut || batchCut)) continue;
       if (d.ok) assert.ok(OPEN_ENDED.has(m.type) && n >= b.length - slack, `cut at ${n}`);
       else assert.equal(d.reason, n < HEADER_LEN ? "short" : "truncated", `cut at ${n}`);
     }
@@ -247,9 +265,11 @@ for (const { m, hex } of samples) {
     if (OPEN_ENDED.has(m.type)) return;
     // After a signed open-room REGISTER, a further byte is the length of a room proof.
     const proofLength = m.type === "register" && m.cookie.length > 0 && !m.proof;
+    // After a single-fragment DATA_ACK, a further byte begins a batch.
+    const ackBatch = m.type === "data_ack" && !m.batch;
     assert.deepEqual(decode(concat(encode(m), Uint8Array.of(0))), {
       ok: false,
-      reason: proofLength ? "bad length" : "trailing bytes",
+      reason: proofLength ? "bad length" : ackBatch ? "truncated" : "trailing bytes",
     });
   });
 }
@@ -283,6 +303,22 @@ const golden: [string, Message][] = [
       key: K,
       cookie: none,
       sig: none,
+    },
+  ],
+  [
+    "500141" + B + A + "00000007" + "01",
+    { type: "data_ack", from: B, to: A, seq: 7, frag: 1 },
+  ],
+  [
+    "500141" + B + A + "00000007" + "01" + "00000005" + "02" + "00000006" + "00008001" +
+    "00000007" + "00000003",
+    {
+      type: "data_ack",
+      from: B,
+      to: A,
+      seq: 7,
+      frag: 1,
+      batch: { below: 5, blocks: [{ seq: 6, mask: 0x8001 }, { seq: 7, mask: 0x3 }] },
     },
   ],
 ];
@@ -358,6 +394,33 @@ const bad: [string, string, string][] = [
     "trailing bytes",
   ],
   ["sealed body under the minimum", "500150" + "33".repeat(SEALED_MIN - 1), "truncated"],
+  [
+    "a DATA_ACK batch of 33 blocks",
+    "500141" + B + A + "00000007" + "01" + "00000000" + "21" +
+    Array.from({ length: 33 }, (_, i) => i.toString(16).padStart(8, "0") + "00000001").join(""),
+    "too many blocks",
+  ],
+  [
+    "DATA_ACK blocks out of order",
+    "500141" + B + A + "00000007" + "01" + "00000000" + "02" + "00000003" + "00000001" +
+    "00000003" + "00000001",
+    "blocks out of order",
+  ],
+  [
+    "a DATA_ACK block below the batch's below",
+    "500141" + B + A + "00000007" + "01" + "00000005" + "01" + "00000004" + "00000001",
+    "blocks out of order",
+  ],
+  [
+    "an empty DATA_ACK block",
+    "500141" + B + A + "00000007" + "01" + "00000005" + "01" + "00000005" + "00000000",
+    "empty block",
+  ],
+  [
+    "a DATA_ACK batch cut inside a block",
+    "500141" + B + A + "00000007" + "01" + "00000005" + "01" + "00000005" + "0000",
+    "truncated",
+  ],
 ];
 for (const [name, hex, reason] of bad) {
   Deno.test(`codec: rejects ${name}`, () => {
@@ -527,6 +590,24 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     })
   ),
   rec({ type: fc.constant("data_ack" as const), from: hex8, to: hex8, seq: u32, frag: u8 }),
+  rec({
+    type: fc.constant("data_ack" as const),
+    from: hex8,
+    to: hex8,
+    seq: u32,
+    frag: u8,
+    batch: fc.tuple(
+      fc.integer({ min: 0, max: 2 ** 32 - 1 - 5000 }),
+      fc.uniqueArray(fc.integer({ min: 0, max: 5000 }), { maxLength: MAX_ACK_BLOCKS }),
+      fc.array(fc.integer({ min: 1, max: 0xffffffff }), {
+        minLength: MAX_ACK_BLOCKS,
+        maxLength: MAX_ACK_BLOCKS,
+      }),
+    ).map(([below, offsets, masks]) => ({
+      below,
+      blocks: offsets.sort((a, b) => a - b).map((o, i) => ({ seq: below + o, mask: masks[i]! })),
+    })),
+  }),
 );
 
 Deno.test("codec: every well-formed message round-trips", () => {
@@ -653,6 +734,60 @@ Deno.test("codec: relayedKind agrees with decode on every message, whole or cut"
     }),
     { numRuns: 3000 },
   );
+});
+
+Deno.test("codec: DATA_ACK batches from random bytes are refused or well-formed, never throw", () => {
+  const head = fromHex("500141" + B + A + "00000007" + "01");
+  // Mostly a plausible count byte and blocks, so the block checks are reached, not just "short".
+  const batch = fc.tuple(
+    fc.uint8Array({ minLength: 4, maxLength: 4 }),
+    fc.integer({ min: 0, max: 40 }),
+    fc.array(fc.tuple(fc.nat({ max: 12 }), fc.integer({ min: 0, max: 3 })), { maxLength: 40 }),
+    fc.nat({ max: 3 }),
+  ).map(([below, n, steps, cut]) => {
+    const w: number[] = [...below, n];
+    let seq = new DataView(below.buffer).getUint32(0);
+    for (const [step, mask] of steps) {
+      seq = (seq + step - 2) >>> 0;
+      w.push(seq >>> 24, (seq >>> 16) & 0xff, (seq >>> 8) & 0xff, seq & 0xff, 0, 0, 0, mask);
+    }
+    return concat(head, Uint8Array.from(w.slice(0, Math.max(0, w.length - cut))));
+  });
+  fc.assert(
+    fc.property(
+      fc.oneof(batch, fc.uint8Array({ maxLength: 400 }).map((b) => concat(head, b))),
+      (b) => {
+        checkResult(b);
+        const d = decode(b);
+        if (!d.ok || d.value.type !== "data_ack" || !d.value.batch) return;
+        const { below, blocks } = d.value.batch;
+        assert.ok(blocks.length <= MAX_ACK_BLOCKS);
+        blocks.forEach((k, i) => {
+          assert.ok(k.mask !== 0 && k.seq >= below && (i === 0 || k.seq > blocks[i - 1]!.seq));
+        });
+        assert.equal(toHex(encode(d.value)), toHex(b), "and re-encodes to the same bytes");
+      },
+    ),
+    { numRuns: 20000 },
+  );
+});
+
+Deno.test("codec: the largest DATA_ACK, sealed and wrapped for the relay, fits in 1200 bytes", () => {
+  const blocks = Array.from({ length: MAX_ACK_BLOCKS + 5 }, (_, i) => ({ seq: i, mask: 0xffff }));
+  const ack = encode({
+    type: "data_ack",
+    from: A,
+    to: B,
+    seq: 1,
+    frag: 0,
+    batch: { below: 0, blocks },
+  });
+  assert.equal(ack.length, ACK_SINGLE_LEN + 5 + 8 * MAX_ACK_BLOCKS, "encode keeps MAX_ACK_BLOCKS");
+  const d = decode(ack);
+  assert.ok(d.ok && d.value.type === "data_ack" && d.value.batch?.blocks.length === MAX_ACK_BLOCKS);
+  const sealed = encode({ type: "sealed", body: new Uint8Array(SEALED_MIN + ack.length) });
+  const relay = encode({ type: "relay", from: A, token: TOK, to: B, payload: sealed });
+  assert.ok(relay.length <= 1200, `${relay.length}`);
 });
 
 Deno.test("codec: NAT_INFO with a bad flag or mapping is refused", () => {
