@@ -318,6 +318,25 @@ interface PhaseResult {
   seconds: number;
   latencyMs: Float64Array;
   cpu: Record<string, number | undefined>;
+  /** UDP datagrams sent on this host during the phase (all processes), or undefined. */
+  udpOut: number | undefined;
+}
+
+/**
+ * UDP datagrams sent so far in this network namespace (`OutDatagrams` of /proc/net/snmp), or
+ * undefined (not Linux). Every process counts, so it is ours only on an otherwise quiet host.
+ */
+function udpOut(): number | undefined {
+  try {
+    const lines = Deno.readTextFileSync("/proc/net/snmp").split("\n").filter((l) =>
+      l.startsWith("Udp:")
+    );
+    const names = lines[0]!.trim().split(/\s+/), values = lines[1]!.trim().split(/\s+/);
+    const v = Number(values[names.indexOf("OutDatagrams")]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -374,6 +393,7 @@ async function phase(
     bench: Deno.pid,
   };
   const m0 = machineTicks();
+  const udp0 = udpOut();
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, readProc(pid)]));
   const t0 = performance.now();
   const deadline = t0 + timeoutMs;
@@ -403,6 +423,7 @@ async function phase(
     const t1 = performance.now();
     const cpu1 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, readProc(pid)]));
     const m1 = machineTicks();
+    const udp1 = udpOut();
     await until(() => delivered >= count, `alice's ${count} delivery reports`);
     const seconds = (t1 - t0) / 1000;
     const cpu: Record<string, number | undefined> = {};
@@ -415,7 +436,8 @@ async function phase(
       ? (m1.busy - m0.busy) / (m1.total - m0.total)
       : undefined;
     latency.sort();
-    return { label, count, size, seconds, latencyMs: latency, cpu };
+    const udp = udp0 === undefined || udp1 === undefined ? undefined : udp1 - udp0;
+    return { label, count, size, seconds, latencyMs: latency, cpu, udpOut: udp };
   } finally {
     bob.onEvent = bobPrev;
     alice.onEvent = alicePrev;
@@ -455,6 +477,9 @@ function row(path: string, r: PhaseResult): string[] {
       if (mb < 1) return "-"; // too little data for a per-MB figure
       return c === undefined ? "n/a" : (c * r.seconds * 1000 / mb).toFixed(0);
     }).join(" "),
+    r.udpOut === undefined
+      ? "n/a"
+      : (r.udpOut / (r.count * Math.max(1, Math.ceil(r.size / FRAG_SIZE)))).toFixed(2),
   ];
 }
 
@@ -488,6 +513,7 @@ async function bench(o: Options): Promise<void> {
     "CPU alice bob server bench",
     "machine busy",
     "CPU ms/MB alice bob server",
+    "UDP sent/fragment",
   ]];
   let failed = false;
   try {
@@ -495,7 +521,9 @@ async function bench(o: Options): Promise<void> {
       `alice → bob on ${HOST}: bulk ${o.count} × ${o.size} bytes, window ${o.window || "all"}; ` +
         `ping ${o.pings} × ${o.pingSize} bytes, one at a time; MB = 10^6 bytes; ` +
         `latency: alice's stdin line written → bob's stdout line read; CPU: 100% = one core; ` +
-        `machine busy: share of all ${navigator.hardwareConcurrency} cores, any process`,
+        `machine busy: share of all ${navigator.hardwareConcurrency} cores, any process; ` +
+        `UDP sent/fragment: datagrams sent on this host (/proc/net/snmp, any process) per ` +
+        `DATA fragment delivered (relayed: each datagram is sent twice, to and by the server)`,
     );
     for (const kind of o.paths) {
       const room = await openRoom(kind, dirs, procs, o.profDir);
@@ -545,19 +573,40 @@ function lcg(seed: number): () => number {
   return () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
 }
 
+/** A DATA_ACK as batching versions of lib/peer/delivery.ts build it (declared here: older ones have no such type). */
+interface Ack {
+  seq: number;
+  frag: number;
+  batch?: { below: number; blocks: { seq: number; mask: number }[] };
+}
+
+/** What a receiver with batched DATA_ACKs has besides the API every version has. */
+interface Batching {
+  pollAck(now: number): Ack | null;
+  nextDeadline(): number | null;
+  tick(now: number): void;
+}
+/** A sender that takes batched DATA_ACKs. */
+interface TakesBatches {
+  onAcks(a: Ack, events: TxEvent[], now: number): void;
+}
+
 /**
  * Sender → Receiver over a path with `delayMs` each way and random loss, in virtual time,
- * driven by arrivals and the sender's deadline as a host would. Only the public API that
- * every version of lib/peer/delivery.ts has (send, tick, onAck, nextDeadline, pending).
+ * driven by arrivals and the machines' deadlines as a host would. Runs on every version of
+ * lib/peer/delivery.ts: with batched DATA_ACKs (`pollAck`, `onAcks`) where the receiver has
+ * them, else one per fragment (send, tick, onAck, nextDeadline, pending).
  */
 function simulate(o: Options, seed: number) {
   const loss = (o.simLossPct ?? 0) / 100;
   const tx = new Sender();
   const rx = new Receiver();
+  const batching = "pollAck" in rx ? rx as unknown as Batching : null;
   const ev: TxEvent[] = [];
   const got: Received[] = [];
   const lossData = lcg(seed), lossAck = lcg(seed + 1000);
-  type Arrival = { at: number; f?: Fragment; seq?: number; frag?: number };
+  let acks = 0;
+  type Arrival = { at: number; f?: Fragment; seq?: number; frag?: number; ack?: Ack };
   const q: Arrival[] = [];
   const schedule = (a: Arrival) => {
     let i = q.length;
@@ -586,20 +635,37 @@ function simulate(o: Options, seed: number) {
       if (lossData() >= loss) schedule({ at: at + o.simDelayMs, f });
     }
   };
+  const sendAcks = (b: Batching) => {
+    for (let ack = b.pollAck(now); ack; ack = b.pollAck(now)) {
+      acks++;
+      if (lossAck() >= loss) schedule({ at: now + o.simDelayMs, ack });
+    }
+  };
   send();
   while (tx.pending > 0) {
     const d = tx.nextDeadline();
     const a = q[0];
+    const rxAt = batching?.nextDeadline() ?? Infinity;
+    if (batching && rxAt < (a?.at ?? Infinity) && rxAt < (d ?? Infinity)) {
+      now = rxAt;
+      batching.tick(now);
+      sendAcks(batching);
+      continue;
+    }
     if (a && (d === null || a.at <= d)) {
       q.shift();
       now = a.at;
       if (a.f) {
-        if (rx.onData(a.f, got, now) && lossAck() >= loss) {
-          schedule({ at: now + o.simDelayMs, seq: a.f.seq, frag: a.f.frag });
+        const took = rx.onData(a.f, got, now);
+        if (batching) sendAcks(batching);
+        else if (took) {
+          acks++;
+          if (lossAck() >= loss) schedule({ at: now + o.simDelayMs, seq: a.f.seq, frag: a.f.frag });
         }
         continue;
       }
-      tx.onAck(a.seq!, a.frag!, ev, now);
+      if (a.ack) (tx as unknown as TakesBatches).onAcks(a.ack, ev, now);
+      else tx.onAck(a.seq!, a.frag!, ev, now);
     } else if (d !== null) now = Math.max(now, d);
     else throw new Error(`Cannot finish the simulation: the sender stalled at ${now} ms`);
     send();
@@ -610,7 +676,16 @@ function simulate(o: Options, seed: number) {
   );
   const undelivered = ev.filter((e) => e.type === "undelivered").length;
   const frags = msgs.reduce((n, m) => n + Math.max(1, Math.ceil(m.length / FRAG_SIZE)), 0);
-  return { seconds: now / 1000, sent, frags, inOrder, undelivered, queueDrops, got: got.length };
+  return {
+    seconds: now / 1000,
+    sent,
+    frags,
+    acks,
+    inOrder,
+    undelivered,
+    queueDrops,
+    got: got.length,
+  };
 }
 
 function simBench(o: Options): void {
@@ -626,6 +701,7 @@ function simBench(o: Options): void {
     "fragments",
     "DATA sent",
     "sent/fragment",
+    "ACKs/fragment",
     "queue drops",
     "undelivered",
     "released",
@@ -639,6 +715,7 @@ function simBench(o: Options): void {
       String(r.frags),
       String(r.sent),
       (r.sent / r.frags).toFixed(2),
+      (r.acks / r.frags).toFixed(2),
       String(r.queueDrops),
       String(r.undelivered),
       `${r.got}/${o.count}`,
