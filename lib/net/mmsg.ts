@@ -150,6 +150,7 @@ class HostNumbers {
 
 export interface MmsgUdp {
   readonly local: Addr;
+  readonly batched: true;
   /** Copies `bytes` into the outgoing batch (the caller may reuse them at once). */
   send(bytes: Uint8Array, to: Addr): void;
   /** Sends the batch now rather than at the end of the task. */
