@@ -439,13 +439,13 @@ test("a --tcp-port in use -> status 1; the default port taken -> a warning, UDP 
     try {
       const q = h.server(udp);
       await q.waitStderr(/no WebSocket endpoint/);
-      await q.waitStderr(/\(UDP; p2pchat and STUN\)/);
+      await q.waitStderr(/\(UDP; p2pchat and STUN/);
       assert.ok(!q.stderr.some((l) => l.includes("(TCP; WebSocket")));
     } finally {
       hold.close();
     }
     const r = h.server(freePort(), ["--no-tcp"]);
-    await r.waitStderr(/\(UDP; p2pchat and STUN\)/);
+    await r.waitStderr(/\(UDP; p2pchat and STUN/);
     assert.ok(!r.stderr.some((l) => l.includes("TCP")));
   } finally {
     taken.close();
