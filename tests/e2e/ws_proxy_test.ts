@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { freePort, type Harness, isType, type Proc, withHarness } from "./harness.ts";
 import { missingTool, testsUnless } from "../natlab/_labtest.ts";
+import { makeCert } from "../_helpers/tls.ts";
 import { decode, encode, type Message } from "../../lib/wire/codec.ts";
 import { newIdentity } from "../../lib/identity/identity.ts";
 import { reg } from "../server/_server.ts";
@@ -65,37 +66,6 @@ async function startServer(h: Harness, extra: string[]) {
   const line = proc.stderr.find((l) => l.includes("(TCP; WebSocket"))!;
   const tcp = Number(/listening on [^ ]*:(\d+) \(TCP/.exec(line)![1]);
   return { proc, udp, tcp };
-}
-
-/** A self-signed end-entity certificate for 127.0.0.1 (as tests/e2e/ws_server_test.ts makes). */
-async function makeCert(dir: string): Promise<{ cert: string; key: string }> {
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return { cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
 }
 
 /**

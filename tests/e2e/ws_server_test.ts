@@ -11,12 +11,24 @@ import { newIdentity } from "../../lib/identity/identity.ts";
 import { frame, RawClient, upgradeRequest, WsMember } from "../_helpers/ws_client.ts";
 import { reg } from "../server/_server.ts";
 import { SEALED_MIN } from "../../lib/wire/sizes.ts";
+import { makeCert } from "../_helpers/tls.ts";
+import { missingTool, testsUnless } from "../natlab/_labtest.ts";
 
 type Of<T extends Message["type"]> = Extract<Message, { type: T }>;
 const is = <T extends Message["type"]>(t: T) => (m: Message): m is Of<T> => m.type === t;
 
 const test = (name: string, fn: (h: Harness) => Promise<void>) =>
   Deno.test({
+    name: `ws e2e: ${name}`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () => withHarness(fn),
+  });
+
+/** Tests that need `openssl`: skipped without it, failed without it when CI demands the tools. */
+const withOpenssl = testsUnless(missingTool({ openssl: "openssl" }), "WebSocket TLS test");
+const tlsTest = (name: string, fn: (h: Harness) => Promise<void>) =>
+  withOpenssl({
     name: `ws e2e: ${name}`,
     sanitizeOps: false,
     sanitizeResources: false,
@@ -321,42 +333,9 @@ test("idle connections: what one costs the server", async (h) => {
   }
 });
 
-test("TLS: wss:// with a certificate made here, trusted as its own CA", async (h) => {
+tlsTest("TLS: wss:// with a certificate made here, trusted as its own CA", async (h) => {
   const dir = h.configDir();
-  let made: Deno.CommandOutput;
-  try {
-    made = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        // An end-entity certificate (openssl's default is a CA, which TLS clients refuse).
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-  } catch (e) {
-    if (Deno.env.get("P2PCHAT_REQUIRE_LAB") === "1") throw e;
-    console.log("skipped: openssl is not installed");
-    return;
-  }
-  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  await makeCert(dir);
   const s = await start(h, ["--tls-cert", `${dir}/cert.pem`, "--tls-key", `${dir}/key.pem`]);
   assert.ok(s.proc.stderr.some((l) => l.includes("(TCP; WebSocket /p2pchat, TLS)")));
   const url = `wss://127.0.0.1:${s.tcp}/p2pchat`;
