@@ -11,7 +11,7 @@ import { serve } from "./server.ts";
 import { runJoin } from "./lib/cli/join.ts";
 import { lockedRoom, terminalSecretIo } from "./lib/cli/secret.ts";
 import { inviteHint, newInvite } from "./lib/cli/invite.ts";
-import { probePortmap, runNat } from "./lib/cli/nat.ts";
+import { portmapLines, runNat } from "./lib/cli/nat.ts";
 import { DEFAULT_AGENT_CONFIG } from "./lib/peer/agent.ts";
 import { DEFAULT_PATH_CONFIG } from "./lib/peer/path.ts";
 import { resolveAddr } from "./lib/net/resolve.ts";
@@ -78,7 +78,7 @@ async function run(inv: Invocation): Promise<number> {
     case "nat":
       return await runNat(inv, {
         out: (s) => writeAll(Deno.stdout, s),
-        portmap: inv.portmap ? probePortmap : undefined,
+        portmap: inv.portmap ? portmapLines : undefined,
       });
     case "invite":
       writeAll(Deno.stdout, `${newInvite(inv.server, inv.room)}\n`);

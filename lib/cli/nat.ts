@@ -2,7 +2,7 @@
  * `p2pchat nat`: runs NAT discovery against a p2pchat server (or any RFC 5780 STUN server)
  * and prints what it found, as a short report or one JSON object.
  */
-import { PortMapper } from "../portmap/mod.ts";
+import { probePortmap } from "../portmap/probe.ts";
 import { type Addr, formatAddr } from "../wire/addr.ts";
 import type { NatReport } from "../nat/discovery.ts";
 import { verdict } from "../nat/verdict.ts";
@@ -121,15 +121,8 @@ export async function runNat(cmd: NatCommand, io: NatIo): Promise<number> {
   return 0;
 }
 
-/**
- * Which port-mapping protocol the gateway speaks, found the only sure way: a mapping of a
- * throwaway port for 60 s, deleted at once. Answers like "pcp 203.0.113.7:40112".
- */
-export async function probePortmap(): Promise<string[]> {
-  // A random dynamic port: nothing listens on it, the mapping only proves itself.
-  const port = 49152 + (crypto.getRandomValues(new Uint16Array(1))[0]! % 16384);
-  const mapper = new PortMapper({ internalPort: port, leaseSec: 60 });
-  const m = await mapper.start();
-  await mapper.stop();
+/** The gateway's port-mapping protocol and mapped address, as `nat` prints them ("pcp 203.0.113.7:40112"). */
+export async function portmapLines(): Promise<string[]> {
+  const m = await probePortmap();
   return m ? [`${m.protocol} ${formatAddr({ host: m.external.host, port: m.external.port })}`] : [];
 }

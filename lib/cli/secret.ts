@@ -8,7 +8,7 @@
  */
 import { type Addr, parseHostPort } from "../wire/addr.ts";
 import { deriveRoomKeys, type RoomKeys } from "../crypto/room.ts";
-import { decodeInvite, MIN_SECRET } from "./invite.ts";
+import { decodeInvite, MIN_SECRET } from "../wire/invite.ts";
 import { INVITE_ENV, SECRET_ENV, UsageError } from "./usage.ts";
 
 /** Where the text comes from. */

@@ -2,13 +2,8 @@
 import assert from "node:assert/strict";
 import { parseArgs, UsageError } from "../../lib/cli/program.ts";
 import { lockedRoom, type LockRequest, type SecretIo } from "../../lib/cli/secret.ts";
-import {
-  decodeInvite,
-  encodeInvite,
-  INVITE_PREFIX,
-  newInvite,
-  newSecret,
-} from "../../lib/cli/invite.ts";
+import { decodeInvite, encodeInvite, INVITE_PREFIX } from "../../lib/wire/invite.ts";
+import { newInvite, newSecret } from "../../lib/cli/invite.ts";
 import { deriveRoomKeys } from "../../lib/crypto/room.ts";
 
 function parse(argv: string[], env: Record<string, string> = {}) {
