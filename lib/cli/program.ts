@@ -150,6 +150,19 @@ function joinServer(v: string): { addr: Addr; url: string | null } {
   return { addr: r.value, url: u.href };
 }
 
+/** Where --server points when neither the flag nor $P2PCHAT_SERVER says. */
+const DEFAULT_SERVER: Addr = { host: "127.0.0.1", port: DEFAULT_PORT };
+
+/** $P2PCHAT_SERVER parsed by `parse`, or `fallback` when unset; a bad value is a usage error. */
+function fromEnv<T>(env: string | undefined, parse: (v: string) => T, fallback: T): T {
+  if (!env) return fallback;
+  try {
+    return parse(env);
+  } catch (e) {
+    throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
+  }
+}
+
 function stunAddr(v: string): Addr {
   const r = parseHostPort(v, STUN_PORT);
   if (!r.ok) throw new InvalidArgumentError(`"${v}" is not HOST:PORT: ${r.reason}`);
@@ -485,14 +498,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .exitOverride()
     .action((o) => {
       if (o.server && o.stun) throw new UsageError("Cannot use --server and --stun together");
-      let target = o.stun ?? o.server;
-      if (!target) {
-        try {
-          target = envServer ? serverAddr(envServer) : { host: "127.0.0.1", port: DEFAULT_PORT };
-        } catch (e) {
-          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
-        }
-      }
+      const target = o.stun ?? o.server ?? fromEnv(envServer, serverAddr, DEFAULT_SERVER);
       result = {
         cmd: "nat",
         target,
@@ -515,16 +521,7 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     )
     .exitOverride()
     .action((o) => {
-      let server = o.server;
-      if (!server) {
-        try {
-          server = io.env("P2PCHAT_SERVER")
-            ? serverAddr(io.env("P2PCHAT_SERVER")!)
-            : { host: "127.0.0.1", port: DEFAULT_PORT };
-        } catch (e) {
-          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
-        }
-      }
+      const server = o.server ?? fromEnv(envServer, serverAddr, DEFAULT_SERVER);
       result = { cmd: "invite", server, room: o.room };
     });
 
@@ -538,8 +535,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
       )
         .argParser(joinServer)
         .default(
-          envServer ? undefined : { addr: { host: "127.0.0.1", port: DEFAULT_PORT }, url: null },
-          envServer ? `$P2PCHAT_SERVER = ${envServer}` : `127.0.0.1:${DEFAULT_PORT}`,
+          envServer ? undefined : { addr: DEFAULT_SERVER, url: null },
+          envServer ? `$P2PCHAT_SERVER = ${envServer}` : formatAddr(DEFAULT_SERVER),
         ),
     )
     .option(
@@ -617,14 +614,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .exitOverride()
     .action((o, cmd) => {
       const lock = lockRequest(o, (flag) => cmd.getOptionValueSource(flag) === "cli", io);
-      let server = o.server;
-      if (!server) {
-        try {
-          server = joinServer(envServer!);
-        } catch (e) {
-          throw new UsageError(`P2PCHAT_SERVER: ${(e as Error).message}`);
-        }
-      }
+      const server = o.server ??
+        fromEnv(envServer, joinServer, { addr: DEFAULT_SERVER, url: null });
       if (server.url && o.websocketUrl !== undefined) {
         throw new UsageError("Cannot use --websocket-url with a ws:// --server: it names one");
       }
