@@ -25,6 +25,7 @@ export async function writeFileAtomic(
   text: string,
   options: AtomicWriteOptions,
 ): Promise<boolean> {
+  await sweepStale(path);
   const suffix = toHex(crypto.getRandomValues(new Uint8Array(6)));
   const tmp = join(dirname(path), `.${basename(path)}.${suffix}.tmp`);
   const file = await Deno.open(tmp, { write: true, createNew: true, mode: options.mode });
@@ -56,6 +57,31 @@ export async function writeFileAtomic(
     return true;
   } finally {
     await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+/** A temp file older than this was left by a write that was killed: nobody finishes it. */
+export const STALE_TMP_MS = 60_000;
+
+/**
+ * Removes temp files of `path` that a killed write left behind (they may hold a copy of a
+ * secret key). Only names this module makes, only when older than STALE_TMP_MS, so a write
+ * in progress in another process is left alone. Failures are ignored: it is housekeeping.
+ */
+async function sweepStale(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.`;
+  const ours = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[0-9a-f]{12}\\.tmp$`);
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile || !ours.test(e.name)) continue;
+      const full = join(dir, e.name);
+      const st = await Deno.lstat(full).catch(() => null);
+      const age = st?.mtime ? Date.now() - st.mtime.getTime() : 0;
+      if (age > STALE_TMP_MS) await Deno.remove(full).catch(() => {});
+    }
+  } catch {
+    // No permission to list the directory, or it is gone: nothing to sweep.
   }
 }
 

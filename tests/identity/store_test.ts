@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encodeIdentityFile, fingerprint, newIdentity } from "../../lib/identity/identity.ts";
-import { writeFileAtomic } from "../../lib/identity/_atomic.ts";
+import { STALE_TMP_MS, writeFileAtomic } from "../../lib/identity/_atomic.ts";
 import {
   configDir,
   IDENTITY_FILE,
@@ -221,6 +221,22 @@ Deno.test("atomic write: no-clobber mode leaves an existing file alone", async (
     assert.equal(await writeFileAtomic(path, "three", { mode: 0o600, overwrite: true }), true);
     assert.equal(await Deno.readTextFile(path), "three");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["f"]);
+  });
+});
+
+Deno.test("atomic write: temp files a killed write left behind are swept, fresh ones kept", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "f");
+    const old = join(dir, ".f.0123456789ab.tmp");
+    const fresh = join(dir, ".f.ba9876543210.tmp");
+    const other = join(dir, ".g.0123456789ab.tmp"); // another file's: not ours to judge
+    for (const p of [old, fresh, other]) await Deno.writeTextFile(p, "secret");
+    const past = new Date(Date.now() - STALE_TMP_MS - 5000);
+    await Deno.utime(old, past, past);
+    await Deno.utime(other, past, past);
+    assert.equal(await writeFileAtomic(path, "one", { mode: 0o600, overwrite: true }), true);
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(left, [".f.ba9876543210.tmp", ".g.0123456789ab.tmp", "f"]);
   });
 });
 
