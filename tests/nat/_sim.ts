@@ -40,6 +40,11 @@ export interface SimSpec {
   latencyMs?: number;
   /** Drop the first copy of every distinct datagram, both ways (retransmits get through). */
   loseFirst?: boolean;
+  /**
+   * Before each real datagram the client gets, this many junk ones from the same source: random
+   * bytes, cut copies of it, and copies with a changed transaction id or a changed byte (seeded).
+   */
+  junk?: number;
   config?: Partial<DiscoveryConfig>;
 }
 
@@ -171,7 +176,30 @@ export function simulate(spec: SimSpec): SimResult {
   let report: NatReport | null = null;
   let doneAt = -1;
   let sent = 0;
+  const junkRandom = seeded(99);
+  const junkOf = (bytes: Uint8Array): Uint8Array[] => {
+    const r = junkRandom(4);
+    switch (r[0]! % 4) {
+      case 0:
+        return [junkRandom(r[1]! % 120)];
+      case 1:
+        return [bytes.slice(0, r[1]! % Math.max(1, bytes.length))];
+      case 2: {
+        const c = bytes.slice();
+        if (c.length > 8) c[8 + (r[1]! % Math.min(12, c.length - 8))]! ^= 1 + (r[2]! % 255);
+        return [c];
+      }
+      default: {
+        const c = bytes.slice();
+        if (c.length > 0) c[r[1]! % c.length]! ^= 1 + (r[2]! % 255);
+        return [c];
+      }
+    }
+  };
   const deliverToClient = (socket: number, bytes: Uint8Array, from: Addr, now: number) => {
+    for (let i = 0; i < (spec.junk ?? 0); i++) {
+      for (const j of junkOf(bytes)) apply(m.handle(j, from, socket, now), now);
+    }
     apply(m.handle(bytes, from, socket, now), now);
   };
   /** A datagram arriving at the client side's public face: through the NAT, or straight in. */

@@ -267,3 +267,20 @@ Deno.test("discovery machine: actions, socket checks and deadlines", () => {
   assert.deepEqual(m.handle(new Uint8Array(30), SERVER, 0, 2000), []);
   assert.deepEqual(m.handle(bindingRequest(new Uint8Array(12)), SERVER, 0, 2000), []);
 });
+
+Deno.test("discovery: junk among the answers (random, cut, changed ids and bytes) changes no verdict", () => {
+  for (const c of cases) {
+    const spec = { nat: c.nat, server: c.server, loseFirst: c.loseFirst };
+    const clean = simulate(spec).report;
+    const noisy = simulate({ ...spec, junk: 5 }).report;
+    const pick = (r: NatReport) => ({
+      udp: r.udp,
+      public: r.public,
+      mapping: r.mapping,
+      filtering: r.filtering,
+      allocation: r.allocation,
+      hairpin: r.hairpin,
+    });
+    assert.deepEqual(pick(noisy), pick(clean), c.name);
+  }
+});
