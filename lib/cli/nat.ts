@@ -113,8 +113,14 @@ export async function runNat(cmd: NatCommand, io: NatIo): Promise<number> {
   if (cmd.json) io.out(JSON.stringify(natJson(report, pm)) + "\n");
   if (!report.udp) {
     const what = cmd.kind === "p2pchat" ? "server" : "STUN server";
+    // A p2pchat server is still reachable where UDP is blocked: say so rather than just fail.
+    const hint = cmd.kind === "p2pchat"
+      ? " (if this network blocks UDP, `p2pchat join` still gets through over the server's WebSocket)"
+      : "";
     throw new Error(
-      `Cannot reach ${what} ${formatAddr(cmd.target)}: no answer within ${cmd.timeoutMs / 1000} s`,
+      `Cannot reach ${what} ${formatAddr(cmd.target)}: no answer within ${
+        cmd.timeoutMs / 1000
+      } s over UDP${hint}`,
     );
   }
   if (!cmd.json) io.out(formatNat(report, pm));

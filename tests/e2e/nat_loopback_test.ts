@@ -94,7 +94,7 @@ Deno.test("nat: unreachable server -> exit 1 with one line; bad flags -> exit 2"
     const r = await nat(h, ["--server", `127.0.0.1:${port}`, "--timeout", "0.3"]);
     assert.equal(r.code, 1);
     assert.deepEqual(r.err, [
-      `p2pchat: Cannot reach server 127.0.0.1:${port}: no answer within 0.3 s`,
+      `p2pchat: Cannot reach server 127.0.0.1:${port}: no answer within 0.3 s over UDP (if this network blocks UDP, \`p2pchat join\` still gets through over the server's WebSocket)`,
     ]);
     const j = await nat(h, ["--stun", `127.0.0.1:${port}`, "--timeout", "0.3", "--json"]);
     assert.equal(j.code, 1);
