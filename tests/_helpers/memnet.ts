@@ -25,6 +25,8 @@ export interface Packet {
   from: Addr;
   to: Addr;
   bytes: Uint8Array;
+  /** Sent over TCP connection "name/via" (TCP punching), not as a UDP datagram. */
+  tcp?: string;
 }
 
 /**
@@ -98,6 +100,15 @@ export class MemNet {
   private extra = new Map<string, Addr>();
   /** Datagrams a NAT dropped on the way in. */
   natDrops = 0;
+  /**
+   * TCP punching's connects ("name/via"): each waits until the other side connects to it, from
+   * the port it aims at, towards the port it connects from (a simultaneous open that NATs which
+   * keep TCP ports let through); then both are told "open" and messages flow between them.
+   */
+  private tcpPending = new Map<string, { name: string; via: number; from: Addr; to: Addr }>();
+  private tcpLinks = new Map<string, { name: string; via: number; from: Addr }>();
+  /** Connections up and not yet reported to their agents. */
+  private tcpOpened: { name: string; via: number }[] = [];
   /** Return false to drop a datagram (e.g. to force the relay). */
   filter: (p: Packet) => boolean = () => true;
 
@@ -154,7 +165,14 @@ export class MemNet {
   run(name: string, acts: AgentAction[]): void {
     const host = this.hosts.get(name)!;
     for (const x of acts) {
-      if (x.type === "send") {
+      if (x.type === "send" && x.via && this.tcpLinks.has(`${name}/${x.via}`)) {
+        const me = this.tcpPending.get(`${name}/${x.via}`)!;
+        this.queue.push({ from: me.from, to: x.to, bytes: x.bytes, tcp: `${name}/${x.via}` });
+      } else if (x.type === "tcp_open") {
+        this.tcpOpen(name, x.via, x.localPort, x.to);
+      } else if (x.type === "tcp_close") {
+        this.tcpClose(`${name}/${x.via}`);
+      } else if (x.type === "send") {
         const src = x.via ? this.extra.get(`${name}/${x.via}`) : host;
         if (!src) continue; // a closed socket
         const nat = this.nats.get(name);
@@ -166,6 +184,50 @@ export class MemNet {
       } else if (x.type === "event") this.events.get(name)!.push(x.event);
       else if (x.type === "fatal") this.fatals.push(`${name}: ${x.message}`);
     }
+  }
+
+  /** The public address a connect from `port` leaves with (NATs keep TCP ports here). */
+  private tcpFrom(name: string, port: number): Addr {
+    const nat = this.nats.get(name);
+    return { host: nat ? nat.cfg.publicHost : this.hosts.get(name)!.host, port, tcp: true };
+  }
+
+  private tcpOpen(name: string, via: number, localPort: number, to: Addr): void {
+    const key = `${name}/${via}`;
+    const me = {
+      name,
+      via,
+      from: this.tcpFrom(name, localPort),
+      to: { ...to, tcp: true as const },
+    };
+    this.tcpPending.set(key, me);
+    for (const [k, o] of this.tcpPending) {
+      if (o.name === name || this.tcpLinks.has(k)) continue;
+      if (addrKey(o.to) !== addrKey(me.from) || addrKey(me.to) !== addrKey(o.from)) continue;
+      this.tcpLinks.set(key, { name: o.name, via: o.via, from: o.from });
+      this.tcpLinks.set(k, { name, via, from: me.from });
+      this.tcpOpened.push({ name, via }, { name: o.name, via: o.via });
+      return;
+    }
+  }
+
+  private tcpClose(key: string): void {
+    const other = this.tcpLinks.get(key);
+    this.tcpPending.delete(key);
+    this.tcpLinks.delete(key);
+    if (!other) return;
+    const k = `${other.name}/${other.via}`;
+    this.tcpLinks.delete(k);
+    this.tcpPending.delete(k);
+    this.call(
+      other.name,
+      (out) => this.agent(other.name).onTcp(other.via, "closed", this.now, out),
+    );
+  }
+
+  /** TCP connections now open. */
+  get tcpConnections(): number {
+    return this.tcpLinks.size / 2;
   }
 
   /** A datagram handed to an agent as if it arrived from `from`. */
@@ -202,10 +264,18 @@ export class MemNet {
 
   /** Delivers everything in flight (and what that causes) at the current time. */
   flush(): void {
+    for (const o of this.tcpOpened.splice(0)) {
+      this.call(o.name, (out) => this.agent(o.name).onTcp(o.via, "open", this.now, out));
+    }
     for (let i = 0; i < 10_000 && this.queue.length > 0; i++) {
       const p = this.queue.shift()!;
       if (!this.filter(p)) continue;
       this.wire.push(p);
+      if (p.tcp) {
+        const dst = this.tcpLinks.get(p.tcp);
+        if (dst) this.deliver(dst.name, p.bytes, p.from, dst.via);
+        continue;
+      }
       if (addrKey(p.to) === addrKey(SERVER)) {
         const out: ServerAction[] = [];
         this.server.handle(p.bytes, p.from, this.now, out);
