@@ -46,6 +46,11 @@ export interface Options {
   timeoutS: number;
   /** Directory for V8 tick logs of alice and bob (`node --prof-process` reads them), or null. */
   profDir: string | null;
+  /**
+   * Directory for the runtime's CPU profiles of alice and bob (DIR/<path>-<name>.cpuprofile,
+   * Chrome DevTools' format), or null. The peers are then stopped with SIGTERM, so they write it.
+   */
+  cpuProfDir: string | null;
   /** Random loss in percent, each way, for the simulated path; null: the real processes. */
   simLossPct: number | null;
   /** One-way delay of the simulated path, ms. */
@@ -74,6 +79,8 @@ const USAGE = `usage: deno run -A bench/chat_bench.ts [options]
   --prof DIR      write V8 tick logs of the peers to DIR/<path>-<name>.log, for
                   node --prof-process (sampling, and no inlining so that time is
                   charged to the right function, slow the peers down)
+  --cpu-prof DIR  write the runtime's CPU profiles of the peers (deno run --cpu-prof)
+                  to DIR/<path>-<name>.cpuprofile; bench/_cpuprof.ts summarises them
 `;
 
 /** Parses the command line; throws UsageError on a mistake. */
@@ -87,6 +94,7 @@ export function parseOptions(args: string[]): Options | "help" {
     paths: { type: "string" },
     timeout: { type: "string" },
     prof: { type: "string" },
+    "cpu-prof": { type: "string" },
     "sim-loss": { type: "string" },
     "sim-delay": { type: "string" },
     "sim-rate": { type: "string" },
@@ -109,6 +117,7 @@ export function parseOptions(args: string[]): Options | "help" {
     paths: [...new Set(paths)] as PathKind[],
     timeoutS: int(v.timeout, "--timeout", 5, 3600, 120),
     profDir: v.prof ?? null,
+    cpuProfDir: v["cpu-prof"] ?? null,
     simLossPct: v["sim-loss"] === undefined ? null : int(v["sim-loss"], "--sim-loss", 0, 90, 0),
     simDelayMs: int(v["sim-delay"], "--sim-delay", 0, 10_000, 10),
     simRate: v["sim-rate"] === undefined ? null : num(v["sim-rate"], "--sim-rate", 0.001, 1000),
@@ -139,9 +148,15 @@ interface Proc {
   status: Promise<unknown>;
 }
 
-function spawn(name: string, args: string[], configHome: string, v8Flags?: string): Proc {
+function spawn(
+  name: string,
+  args: string[],
+  configHome: string,
+  v8Flags?: string,
+  runFlags: string[] = [],
+): Proc {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: ["run", "-A", ...runFlags, MAIN, ...args],
     cwd: ROOT,
     stdin: "piped",
     stdout: "piped",
@@ -239,6 +254,7 @@ async function openRoom(
   dirs: string[],
   procs: Proc[],
   profDir: string | null,
+  cpuProfDir: string | null,
 ): Promise<Room> {
   const port = freePort();
   const dir = () => {
@@ -268,6 +284,13 @@ async function openRoom(
       profDir
         ? `--prof,--no-turbo-inlining,--no-logfile-per-isolate,--logfile=${profDir}/${kind}-${name}.log`
         : undefined,
+      cpuProfDir
+        ? [
+          "--cpu-prof",
+          `--cpu-prof-dir=${cpuProfDir}`,
+          `--cpu-prof-name=${kind}-${name}.cpuprofile`,
+        ]
+        : [],
     );
     procs.push(p);
     return p;
@@ -526,7 +549,7 @@ async function bench(o: Options): Promise<void> {
         `DATA fragment delivered (relayed: each datagram is sent twice, to and by the server)`,
     );
     for (const kind of o.paths) {
-      const room = await openRoom(kind, dirs, procs, o.profDir);
+      const room = await openRoom(kind, dirs, procs, o.profDir, o.cpuProfDir);
       const timeout = o.timeoutS * 1000;
       // Warm-up (unmeasured): the first messages pay for JIT compilation.
       await phase(room, "warm-up", "w", Math.min(50, o.count), o.size, o.window, timeout);
@@ -543,6 +566,12 @@ async function bench(o: Options): Promise<void> {
       };
       await new Promise((r) => setTimeout(r, DUPLICATE_WAIT_MS));
       if (late > 0) throw new Error(`${kind}: bob printed ${late} messages after the last one`);
+      if (o.cpuProfDir) {
+        // A peer writes its CPU profile when it exits on its own: SIGTERM makes it leave.
+        for (const p of [room.alice, room.bob]) p.child.kill("SIGTERM");
+        const exited = Promise.allSettled([room.alice.status, room.bob.status]);
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      }
       for (const p of [room.alice, room.bob, room.server]) p.kill();
       await Promise.allSettled([room.alice.status, room.bob.status, room.server.status]);
     }
