@@ -1,7 +1,7 @@
 /**
  * Runs a PeerAgent on a real UDP socket: feeds it datagrams, user commands and its own
- * deadlines, carries out its actions. Nothing polls: after every call into the agent the one
- * timer is re-armed for the agent's next deadline, so an idle peer sleeps until its next
+ * deadlines, carries out its actions. Nothing polls: after the calls into the agent of each task
+ * the one timer is re-armed for the agent's next deadline, so an idle peer sleeps until its next
  * keepalive. Everything the user sees arrives through `onEvent`/`onLog`.
  */
 import { type Addr, formatAddr, sameAddr } from "../wire/addr.ts";
@@ -29,6 +29,12 @@ import { T } from "../wire/codec.ts";
 
 /** After the first punch window, how much longer discovery waits (the window's last probes). */
 const DISCOVERY_SLACK_MS = 200;
+/**
+ * How much early the agent's timer may go off rather than be re-armed (lib/net/alarm.ts). Under
+ * load the deadline moves with nearly every datagram; an early wake-up costs one timer callback
+ * and sleeps again. Small enough that an idle peer (deadlines seconds apart) never sees one.
+ */
+const ALARM_SLACK_MS = 25;
 
 export interface PeerHostOptions {
   agent: Omit<AgentConfig, "locals">;
@@ -67,7 +73,12 @@ export class PeerHost {
   private extra = new Map<number, Udp>();
   /** TCP connections the agent asked for (TCP hole punching), by name. */
   private tcp!: TcpSockets;
-  private readonly alarm = new Alarm(() => this.call((out, now) => this.agent.tick(now, out)));
+  private readonly alarm = new Alarm(
+    () => this.call((out, now) => this.agent.tick(now, out)),
+    { slackMs: ALARM_SLACK_MS },
+  );
+  /** A re-arm of the timers is queued (see `call`). */
+  private rearmQueued = false;
   private stopped = false;
   private drained: (() => void) | null = null;
   private mapper: PortMapper | null = null;
@@ -80,8 +91,10 @@ export class PeerHost {
   private ws: WsLink | null = null;
   /** STUN transaction ids of our UDP probes to the server. */
   private probeIds = new Set<string>();
-  private readonly linkAlarm = new Alarm(() =>
-    this.linkStep((out, now) => this.linkTick(now, out))
+  private readonly linkAlarm = new Alarm(
+    () => this.linkStep((out, now) => this.linkTick(now, out)),
+    // Its silence deadline moves later with every datagram heard.
+    { slackMs: ALARM_SLACK_MS },
   );
   /** Settles when the peer stops: after `leave()` or a fatal error. */
   readonly done: Promise<Exit> = new Promise((r) => this.resolveDone = r);
@@ -366,7 +379,12 @@ export class PeerHost {
     this.stop({ code: 0 });
   }
 
-  /** One call into the agent: carry out its actions, then sleep until its next deadline. */
+  /**
+   * One call into the agent: carry out its actions, then sleep until its next deadline. The
+   * timers are re-armed once after the current task's calls (a microtask): the receives that
+   * complete together each call in, and the agent's next deadline is asked for once after them
+   * all. No timer can fire in between, so none is late.
+   */
   private call(fn: (out: AgentAction[], now: number) => void): void {
     if (this.stopped) return;
     const now = performance.now();
@@ -374,10 +392,20 @@ export class PeerHost {
     const out: AgentAction[] = [];
     fn(out, now);
     this.run(out);
-    if (!this.stopped) this.alarm.set(this.agent.nextDeadline(now), now);
-    this.rearmLink(now);
+    if (!this.rearmQueued) {
+      this.rearmQueued = true;
+      queueMicrotask(this.rearm);
+    }
     this.checkDrained();
   }
+
+  private readonly rearm = (): void => {
+    this.rearmQueued = false;
+    if (this.stopped) return;
+    const now = performance.now();
+    this.alarm.set(this.agent.nextDeadline(now), now);
+    this.rearmLink(now);
+  };
 
   private checkDrained(): void {
     if (this.drained && this.agent.registered && this.agent.pending === 0) {
