@@ -452,11 +452,10 @@ export class PeerAgent {
   private nonce = (): string => toHex(this.cfg.random(8));
 
   private send(to: Addr, m: Message, via = 0): void {
-    this.out.push(
-      via === 0
-        ? { type: "send", to, bytes: encode(m) }
-        : { type: "send", to, bytes: encode(m), via },
-    );
+    this.sendBytes(to, encode(m), via);
+  }
+  private sendBytes(to: Addr, bytes: Uint8Array, via = 0): void {
+    this.out.push(via === 0 ? { type: "send", to, bytes } : { type: "send", to, bytes, via });
   }
   private emit(event: PeerEvent): void {
     this.out.push({ type: "event", event });
@@ -929,11 +928,13 @@ export class PeerAgent {
    * wrapped for the relay. Dropped without a session.
    */
   private toPeer(r: Remote, m: Message, now: number, to?: Addr | null, via = 0): void {
-    const body = this.seal(r, SEALED_AD, m, now);
-    if (!body) return this.drop("no_session");
-    const sealed: Message = { type: "sealed", body };
+    // The SEALED datagram in one buffer, as encode() would write it: its 3-byte header, which
+    // is also the body's AD, then the body sealed in place behind it.
+    const sealed = this.secure.seal(r.member.id, SEALED_AD, encode(m), now, SEALED_AD.length);
+    if (!sealed) return this.drop("no_session");
+    sealed.set(SEALED_AD);
     const addr = to === undefined ? r.path.sendAddr : to;
-    if (addr) return this.send(addr, sealed, to === undefined ? r.path.via : via);
+    if (addr) return this.sendBytes(addr, sealed, to === undefined ? r.path.via : via);
     if (m.type === "data" && r.path.kind === "connecting") {
       // Relay first, said out loud: messages go through the relay until a direct path is up.
       this.pathActions(r, r.path.relayed(), now);
@@ -941,13 +942,14 @@ export class PeerAgent {
     this.toRelay(r, sealed);
   }
 
-  private toRelay(r: Remote, m: Message): void {
+  /** Wraps `m` (or a datagram already encoded) for the relay to the peer. */
+  private toRelay(r: Remote, m: Message | Uint8Array): void {
     this.send(this.cfg.server, {
       type: "relay",
       from: this.id,
       token: this.reg.token,
       to: r.member.id,
-      payload: encode(m),
+      payload: m instanceof Uint8Array ? m : encode(m),
     });
   }
 

@@ -475,18 +475,27 @@ export class SecureLayer {
    * without a usable session (none, or all past `rejectAfterMs` / `rejectAfterMessages`).
    * `header` is the datagram header the caller puts in front (authenticated).
    * Throws only when the plaintext is too long for one Noise message (65519 bytes).
+   * With `headroom`, the body starts that many bytes into the returned buffer, which the caller
+   * fills (with the header, say: the whole datagram is then one buffer).
    */
-  seal(peerId: string, header: Uint8Array, plaintext: Uint8Array, now: number): Uint8Array | null {
+  seal(
+    peerId: string,
+    header: Uint8Array,
+    plaintext: Uint8Array,
+    now: number,
+    headroom = 0,
+  ): Uint8Array | null {
     this.#clock(now);
     const peer = this.#peers.get(peerId);
     const s = peer && this.#sender(peer, now);
     if (!s) return null;
     // One buffer for the whole body: index and counter, then ciphertext and tag written in place.
-    const out = new Uint8Array(TRANSPORT_PREFIX + plaintext.length + TAG_LEN);
-    const v = new DataView(out.buffer);
+    const out = new Uint8Array(headroom + TRANSPORT_PREFIX + plaintext.length + TAG_LEN);
+    const body = headroom === 0 ? out : out.subarray(headroom);
+    const v = new DataView(out.buffer, headroom);
     v.setUint32(0, s.remoteIndex);
     v.setBigUint64(INDEX_LEN, s.send.nonce);
-    s.send.encryptInto(associatedData(header, out), plaintext, out, TRANSPORT_PREFIX);
+    s.send.encryptInto(associatedData(header, body), plaintext, out, headroom + TRANSPORT_PREFIX);
     s.sent++;
     s.lastUsed = now;
     return out;
