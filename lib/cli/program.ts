@@ -630,7 +630,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
         }
         fallback = u.href;
       } else if (o.websocket !== false) {
-        fallback = `ws://${formatAddr(server.addr)}/p2pchat`;
+        // Through the URL parser, so an IPv6 literal is written the canonical way.
+        fallback = wsUrl(`ws://${formatAddr(server.addr)}/p2pchat`)?.href ?? null;
       }
       result = {
         cmd: "join",

@@ -447,10 +447,19 @@ export class PeerHost {
           this.onLog(a.level, a.message);
           break;
         case "fatal":
-          this.stop({ code: a.code, message: a.message });
+          this.stop({ code: a.code, message: this.explain(a.message) });
           break;
       }
     }
+  }
+
+  /** A registration that got no answer says which ways to the server were tried. */
+  private explain(message: string): string {
+    const ws = this.opts.ws;
+    if (!ws || !message.startsWith("Cannot reach server")) return message;
+    return ws.mode === "ws"
+      ? `${message} (over its WebSocket ${ws.url})`
+      : `${message} (over UDP, nor over its WebSocket ${ws.url})`;
   }
 
   /** A datagram for the server, over the transport the link chose. */

@@ -51,7 +51,20 @@ Deno.test("cli exit: unreachable server -> status 1 with one line", async () => 
     const st = await p.status;
     assert.equal(st.code, 1);
     assert.deepEqual(p.stderr.filter((l) => l.trim()), [
-      `p2pchat: Cannot reach server 127.0.0.1:${port}: no answer within 5 s`,
+      `p2pchat: Cannot reach server 127.0.0.1:${port}: no answer within 5 s (over UDP, nor ` +
+      `over its WebSocket ws://127.0.0.1:${port}/p2pchat)`,
+    ]);
+  });
+});
+
+Deno.test("cli exit: unreachable ws:// server -> status 1, the line names the WebSocket", async () => {
+  await withHarness(async (h) => {
+    const port = freePort(); // nobody listens there
+    const p = h.spawn(["join", "--name", "a", "--server", `ws://127.0.0.1:${port}`]);
+    assert.equal((await p.status).code, 1);
+    assert.deepEqual(p.stderr.filter((l) => l.trim()), [
+      `p2pchat: Cannot reach server 127.0.0.1:${port}: no answer within 5 s (over its ` +
+      `WebSocket ws://127.0.0.1:${port}/p2pchat)`,
     ]);
   });
 });
@@ -64,7 +77,8 @@ Deno.test("cli exit: an IPv6 server is tried (not refused); unreachable -> statu
     assert.equal(st.code, 1);
     // The literal is written the canonical way (as datagrams from it are reported).
     assert.deepEqual(p.stderr.filter((l) => l.trim()), [
-      `p2pchat: Cannot reach server [::1]:${port}: no answer within 5 s`,
+      `p2pchat: Cannot reach server [::1]:${port}: no answer within 5 s (over UDP, nor over ` +
+      `its WebSocket ws://[::1]:${port}/p2pchat)`,
     ]);
   });
 });
