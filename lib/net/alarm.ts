@@ -28,6 +28,8 @@ export class Alarm {
   private readonly slackMs: number;
   /** Times the alarm went off (called `onFire`); early wake-ups that sleep again do not count. */
   fired = 0;
+  /** Early wake-ups: the timer went off before the deadline (kept within the slack) and slept on. */
+  earlyWakes = 0;
 
   constructor(private onFire: () => void, opts: AlarmOptions = {}) {
     this.slackMs = opts.slackMs ?? 0;
@@ -71,7 +73,10 @@ export class Alarm {
     this.armed = null;
     const wanted = this.wanted;
     if (wanted === null) return; // the deadline went away after the timer was kept
-    if (armed !== null && wanted > armed) return this.arm(wanted, performance.now());
+    if (armed !== null && wanted > armed) {
+      this.earlyWakes++;
+      return this.arm(wanted, performance.now());
+    }
     this.wanted = null;
     this.fired++;
     this.onFire();

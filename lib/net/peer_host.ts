@@ -113,20 +113,33 @@ export class PeerHost {
       if (this.link) {
         const now = performance.now();
         if (sameAddr(from, server)) {
-          // Only the answer to one of our probes moves us back from the WebSocket.
-          const stun = looksLikeStun(bytes);
-          if (stun ? this.answersProbe(bytes) : this.link.transport === "udp") {
-            this.linkStep((out) => this.link!.onUdpFromServer(now, out));
+          if (looksLikeStun(bytes)) {
+            // The answer to one of our probes (anything else STUN from there is not ours).
+            if (this.answersProbe(bytes)) {
+              this.linkStep((out) => this.link!.onUdpFromServer(now, false, out));
+            }
+            return;
           }
-          if (stun) return;
-        } else this.link.onUdpAny(now);
+          // Counted only once the agent found it authentic (token or nonce): a forged
+          // datagram from the server's address must not keep us on a dead UDP.
+          const before = this.agent.serverHeardAt;
+          this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
+          if (this.agent.serverHeardAt !== before) {
+            this.linkStep((out) => this.link!.onUdpFromServer(now, true, out));
+          }
+          return;
+        }
+        this.link.onUdpAny(now);
       }
       this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
     });
     this.tcp = new TcpSockets({
       bindHost: this.opts.bindHost,
-      onPacket: (bytes, from, via) =>
-        this.call((out, now) => this.agent.handle(bytes, from, now, out, via)),
+      onPacket: (bytes, from, via) => {
+        // A peer heard over TCP: our traffic is answered, not a sign that UDP broke.
+        this.link?.onUdpAny(performance.now());
+        this.call((out, now) => this.agent.handle(bytes, from, now, out, via));
+      },
       onState: (via, state) => this.call((out, now) => this.agent.onTcp(via, state, now, out)),
     });
     this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
@@ -169,10 +182,14 @@ export class PeerHost {
     switch (a.type) {
       case "open_ws": {
         const link = openWs(ws.url, {
-          onOpen: () => this.linkStep((out, now) => this.link!.onWsOpen(now, out)),
+          onOpen: () => {
+            if (this.ws === link) this.linkStep((out, now) => this.link!.onWsOpen(now, out));
+          },
           onPacket: (bytes) => {
             if (this.ws !== link) return;
+            const before = this.agent.serverHeardAt;
             this.call((out, now) => this.agent.handle(bytes, this.opts.agent.server, now, out, 0));
+            if (this.agent.serverHeardAt !== before) this.link!.onWsHeard();
           },
           onClose: (why) => {
             if (this.ws !== link) return;
@@ -190,7 +207,8 @@ export class PeerHost {
         break;
       case "udp_probe": {
         const id = crypto.getRandomValues(new Uint8Array(12));
-        if (this.probeIds.size >= 8) this.probeIds.clear();
+        // The few latest probes only; the oldest is forgotten first (Sets keep insertion order).
+        if (this.probeIds.size >= 8) this.probeIds.delete(this.probeIds.values().next().value!);
         this.probeIds.add(toHex(id));
         const req = encodeStun({
           method: METHOD_BINDING,
@@ -465,7 +483,7 @@ export class PeerHost {
   /** A datagram for the server, over the transport the link chose. */
   private toServer(bytes: Uint8Array): void {
     const link = this.link!;
-    if (link.transport === "ws") return void this.ws?.send(bytes);
+    if (link.sendOver === "ws") return void this.ws?.send(bytes);
     // REGISTER and KEEPALIVE are always answered: their silence is how a lost UDP shows.
     const t = bytes[2];
     if (t === T.REGISTER || t === T.KEEPALIVE) link.onUdpRequest(performance.now());

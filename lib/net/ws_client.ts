@@ -30,13 +30,21 @@ export function openWs(url: string, h: WsHandlers): WsLink {
   let ws: WebSocket | null = null;
   let done = false;
   let dropped = 0;
+  /** Runs a handler; what it throws is reported, never left to end the process. */
+  const guard = (fn: () => void) => {
+    try {
+      fn();
+    } catch (e) {
+      console.error(`internal error in a WebSocket handler: ${e instanceof Error ? e.message : e}`);
+    }
+  };
   const finish = (why: string) => {
     if (done) return;
     done = true;
     try {
       ws?.close();
     } catch { /* already closing */ }
-    h.onClose(why);
+    guard(() => h.onClose(why));
   };
   try {
     ws = new WebSocket(url);
@@ -47,18 +55,14 @@ export function openWs(url: string, h: WsHandlers): WsLink {
   }
   if (ws) {
     ws.onopen = () => {
-      if (!done) h.onOpen();
+      if (!done) guard(() => h.onOpen());
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (done) return;
       if (!(ev.data instanceof ArrayBuffer) || ev.data.byteLength > MAX_WS_FRAME) {
         return finish("the server sent a frame that is not a wire message");
       }
-      try {
-        h.onPacket(new Uint8Array(ev.data));
-      } catch (e) {
-        console.error(`internal error handling a frame: ${e instanceof Error ? e.message : e}`);
-      }
+      guard(() => h.onPacket(new Uint8Array(ev.data)));
     };
     ws.onerror = (ev: Event) => {
       const msg = (ev as ErrorEvent).message;

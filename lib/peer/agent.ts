@@ -157,6 +157,8 @@ export class PeerAgent {
   id: Id;
   /** Datagrams dropped, by reason. */
   readonly drops = new Map<string, number>();
+  /** When an authentic message from the server last arrived (-Infinity: never). */
+  serverHeardAt = -Infinity;
   private msgNo = 0;
   /** The caller's action array for the call in progress. */
   private out: AgentAction[] = [];
@@ -303,8 +305,10 @@ export class PeerAgent {
       this.reg.restart(now, out);
       if (udpLost) {
         for (const r of this.roster.all()) {
-          // A path over a TCP connection (TCP punching) does not depend on UDP.
-          if (r.trusted && !r.path.addr?.tcp) this.pathActions(r, r.path.lost(now), now);
+          // A path over a TCP connection (TCP punching) does not depend on UDP. The route to
+          // the server may be what broke while the peer is still reachable: probe each UDP
+          // path at once and give up only those that do not answer (PathMachine.suspect).
+          if (r.trusted && !r.path.addr?.tcp) this.pathActions(r, r.path.suspect(now), now);
         }
       }
       this.flush(now);
@@ -548,6 +552,8 @@ export class PeerAgent {
   private fromServer(m: Message, now: number): void {
     const forged = this.reg.authentic(m);
     if (forged) return this.drop(forged);
+    // Token- or nonce-checked: proof that the way to the server works (errors are checked below).
+    if (m.type !== "error") this.serverHeardAt = now;
     switch (m.type) {
       case "cookie":
         return this.verdict(this.reg.onCookie(m.cookie, now, this.out));
@@ -595,6 +601,7 @@ export class PeerAgent {
       case "error": {
         const forgedError = this.reg.authenticError(m);
         if (forgedError) return this.drop(forgedError);
+        this.serverHeardAt = now;
         if (m.code === ErrorCode.ID_TAKEN && m.about === T.REGISTER) return this.newId(now);
         if (m.code !== ErrorCode.NO_SUCH_PEER) {
           return this.verdict(this.reg.onError(m, now, this.out));

@@ -44,6 +44,9 @@ export interface HardNatHost {
 /** Attempts with one peer are counted over this long for `maxPerHour`. */
 const HOUR_MS = 3_600_000;
 
+/** TCP punching attempts running at once, over all peers. */
+export const MAX_TCP_ATTEMPTS = 4;
+
 export class HardNat {
   /** What we know of our own NAT (set by the host from discovery and port mapping). */
   private nat: { mapping: NatMapping; mapped: Addr[] } = { mapping: "unknown", mapped: [] };
@@ -256,6 +259,11 @@ export class HardNat {
     if (!cfg || localPort === 0 || r.path.sendAddr) return;
     let t = this.tcp.get(r.member.id);
     if (t?.attempt?.active) return;
+    // A network that blocks UDP fails the punch with every member at once: a few attempts at a
+    // time, the others on a later failed window (every retryDirectMs), not sockets for a room.
+    let running = 0;
+    for (const x of this.tcp.values()) if (x.attempt?.active) running++;
+    if (running >= MAX_TCP_ATTEMPTS) return this.host.drop("tcp_punch_busy");
     const targets = tcpTargets(r.member, cfg.maxTargets);
     if (targets.length === 0) return;
     if (!t) this.tcp.set(r.member.id, t = { attempt: null, starts: [] });

@@ -98,6 +98,8 @@ export class PathMachine {
   private droppedV6 = new Set<string>();
   private started = false;
   private lastPunch = -Infinity;
+  /** While the path is a TCP connection: when UDP candidates are probed again. */
+  private nextUdpTry = Infinity;
   /** A check of the path in progress (see `suspect`): when it started and when it ends. */
   private checkFrom = -1;
   private checkUntil = -1;
@@ -214,6 +216,11 @@ export class PathMachine {
           this.nextKeepalive = now + this.cfg.keepaliveMs;
           this.probe(this.addr, now, out, this.via);
         }
+        if (this.addr?.tcp && now >= this.nextUdpTry) {
+          // On TCP (UDP was blocked): see now and then whether UDP gets through again.
+          this.nextUdpTry = now + this.cfg.retryDirectMs;
+          for (const c of this.cands.values()) if (!c.addr.tcp) this.probe(c.addr, now, out);
+        }
         break;
     }
     return out;
@@ -272,6 +279,7 @@ export class PathMachine {
         // `tick` declares the path dead once strictly more than three keepalives have passed.
         let dead = this.lastAck + 3 * this.cfg.keepaliveMs + 1;
         if (this.checkUntil >= 0) dead = Math.min(dead, this.checkUntil);
+        if (this.addr?.tcp) dead = Math.min(dead, this.nextUdpTry);
         return this.addr ? Math.min(dead, this.nextKeepalive) : dead;
       }
     }
@@ -327,7 +335,7 @@ export class PathMachine {
     const out: PathAction[] = [{ type: "ack", to: from, nonce, via }];
     // Peer-reflexive candidate: the address its packets really arrive from.
     if (via === 0) this.addCand(from, "reflexive");
-    const better = RANK[this.classify(from)] > RANK[this.kind];
+    const better = this.beats(this.classify(from), from);
     if (this.phase !== "up" || (better && !this.isPath(from, via))) {
       // Triggered check: confirm the reverse direction right away.
       this.started = true;
@@ -370,7 +378,7 @@ export class PathMachine {
       if (this.phase !== "up") this.goUp(now);
       return out;
     }
-    if (this.phase === "up" && RANK[kind] <= RANK[this.kind]) return out;
+    if (this.phase === "up" && !this.beats(kind, from)) return out;
     this.addr = from;
     this.via = via;
     this.lastAck = now;
@@ -383,6 +391,16 @@ export class PathMachine {
   private goUp(now: number): void {
     this.phase = "up";
     this.nextKeepalive = now + this.cfg.keepaliveMs;
+    this.nextUdpTry = now + this.cfg.retryDirectMs;
+  }
+
+  /**
+   * Whether a path of `kind` at `a` is better than the current one: a higher rank, or the same
+   * rank over UDP where the current path is a TCP connection (no head-of-line blocking).
+   */
+  private beats(kind: PathKind, a: Addr): boolean {
+    if (RANK[kind] !== RANK[this.kind]) return RANK[kind] > RANK[this.kind];
+    return this.addr?.tcp === true && !a.tcp;
   }
 
   /**

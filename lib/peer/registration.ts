@@ -107,6 +107,8 @@ export class Registration {
    */
   restart(now: number, out: AgentAction[]): void {
     if (this.state === "closed" || this.state === "idle") return;
+    // Never registered yet: the new way gets the whole registration timeout of its own.
+    if (!this.everRegistered) this.regStarted = now;
     this.begin();
     this.register(now, out);
   }

@@ -5,7 +5,11 @@
  * probe UDP, switch). It never touches a socket.
  *
  * - `auto`: UDP first; no answer from the server within `fallbackMs` → WebSocket. While on the
- *   WebSocket, UDP is probed every `udpRetryMs`; an answer over UDP moves us back.
+ *   WebSocket (open or not), UDP is probed every `udpRetryMs` (doubled, up to `udpRetryMaxMs`,
+ *   each time UDP is lost again, so a flaky network does not flap); `backAnswers` probe answers
+ *   in a row, or one authentic server message over UDP, move us back. Until the WebSocket is
+ *   open, server traffic still goes over UDP (the host sends it there), so a slow or failing
+ *   WebSocket never leaves us with no way at all.
  * - On UDP, once the server has answered: a keepalive or registration unanswered for
  *   `answerMs`, or our traffic unanswered for `silenceMs` (nothing heard over UDP at all while
  *   messages wait for acknowledgement), starts a probe; `probes` probes unanswered, each
@@ -32,6 +36,14 @@ export interface ServerLinkConfig {
   /** First and largest pause before reopening a WebSocket that closed or failed to open. */
   reopenMinMs: number;
   reopenMaxMs: number;
+  /** A WebSocket still not open after this long is given up (and reopened after the pause). */
+  openTimeoutMs: number;
+  /** Probe answers in a row that move us back from the WebSocket to UDP. */
+  backAnswers: number;
+  /** Largest pause between UDP probes while on the WebSocket (after repeated losses). */
+  udpRetryMaxMs: number;
+  /** This long on UDP with the server answering, and the probe pause is back to `udpRetryMs`. */
+  stableMs: number;
 }
 
 export const DEFAULT_SERVER_LINK_CONFIG: ServerLinkConfig = {
@@ -44,6 +56,10 @@ export const DEFAULT_SERVER_LINK_CONFIG: ServerLinkConfig = {
   closeGraceMs: 3000,
   reopenMinMs: 1000,
   reopenMaxMs: 30_000,
+  openTimeoutMs: 10_000,
+  backAnswers: 2,
+  udpRetryMaxMs: 300_000,
+  stableMs: 120_000,
 };
 
 export type LinkAction =
@@ -76,15 +92,25 @@ export class ServerLinkMachine {
   private closeAt = Infinity;
   private reopenAt = Infinity;
   private reopenPause: number;
+  /** When an opening WebSocket is given up. */
+  private openDeadline = Infinity;
+  /** The pause between UDP probes while on the WebSocket (grows with each loss). */
+  private retryMs: number;
+  /** Probe answers so far in the current round on the WebSocket. */
+  private answers = 0;
+  /** Since when we are on UDP (for `stableMs`). */
+  private udpSince = 0;
   /** Why we are moving to the WebSocket, told once it opens. */
   private pendingWhy: { lost: boolean; why: string } = { lost: false, why: "--server is a URL" };
 
   constructor(private cfg: ServerLinkConfig, now: number, out: LinkAction[]) {
     this.started = now;
+    this.udpSince = now;
     this.reopenPause = cfg.reopenMinMs;
+    this.retryMs = cfg.udpRetryMs;
     this.current = cfg.mode === "ws" ? "ws" : "udp";
     this.lastUdpAny = now;
-    if (cfg.mode === "ws") this.openWs(out);
+    if (cfg.mode === "ws") this.openWs(now, out);
   }
 
   /** Where server-bound datagrams go now. */
@@ -92,9 +118,14 @@ export class ServerLinkMachine {
     return this.current;
   }
 
-  /** Whether the WebSocket is open (server-bound datagrams on `ws` are dropped until it is). */
+  /** Whether the WebSocket is open (until it is, `auto` sends server traffic over UDP). */
   get wsOpen(): boolean {
     return this.ws === "open";
+  }
+
+  /** Where server-bound datagrams should leave now: over UDP until the WebSocket is open. */
+  get sendOver(): Transport {
+    return this.current === "ws" && (this.ws === "open" || this.cfg.mode === "ws") ? "ws" : "udp";
   }
 
   /** We sent the server, over UDP, a request it always answers (REGISTER, KEEPALIVE). */
@@ -102,35 +133,53 @@ export class ServerLinkMachine {
     if (this.awaitingSince < 0) this.awaitingSince = now;
   }
 
-  /** Any datagram arrived over UDP (from a peer or the server). */
+  /** Any datagram arrived from a peer (over UDP or a TCP connection), or from the server. */
   onUdpAny(now: number): void {
     this.lastUdpAny = now;
   }
 
-  /** A datagram from the server arrived over UDP: UDP works. */
-  onUdpFromServer(now: number, out: LinkAction[]): void {
+  /**
+   * The server answered over UDP: `authentic` for a message checked against our token or
+   * nonce, false for the answer to one of our STUN probes.
+   */
+  onUdpFromServer(now: number, authentic: boolean, out: LinkAction[]): void {
+    if (this.current === "ws" && this.cfg.mode !== "auto") return;
     this.heardUdp = true;
     this.lastUdpHeard = now;
     this.lastUdpAny = now;
     this.awaitingSince = -1;
     this.endProbes();
-    if (this.current === "ws" && this.cfg.mode === "auto") {
-      this.current = "udp";
-      this.nextUdpRetry = Infinity;
-      this.closeAt = now + this.cfg.closeGraceMs;
-      this.reopenAt = Infinity;
-      out.push({ type: "switched", to: "udp", lost: false, why: "UDP answers again" });
+    if (this.current === "udp") {
+      if (now - this.udpSince >= this.cfg.stableMs) this.retryMs = this.cfg.udpRetryMs;
+      return;
     }
+    // One probe answer could be luck on a lossy path: ask again at once, move on the second.
+    if (!authentic && ++this.answers < this.cfg.backAnswers) {
+      out.push({ type: "udp_probe" });
+      return;
+    }
+    this.current = "udp";
+    this.udpSince = now;
+    this.answers = 0;
+    this.nextUdpRetry = Infinity;
+    this.openDeadline = Infinity;
+    this.closeAt = this.ws === "closed" ? Infinity : now + this.cfg.closeGraceMs;
+    this.reopenAt = Infinity;
+    out.push({ type: "switched", to: "udp", lost: false, why: "UDP answers again" });
+  }
+
+  /** An authentic server message arrived over the WebSocket: it works, not just opens. */
+  onWsHeard(): void {
+    this.reopenPause = this.cfg.reopenMinMs;
   }
 
   onWsOpen(now: number, out: LinkAction[]): void {
     this.ws = "open";
-    this.reopenPause = this.cfg.reopenMinMs;
+    this.openDeadline = Infinity;
     if (this.current === "ws") {
       const w = this.pendingWhy;
       out.push({ type: "switched", to: "ws", lost: w.lost, why: w.why });
       this.pendingWhy = { lost: false, why: "the WebSocket opened again" };
-      this.nextUdpRetry = this.cfg.mode === "auto" ? now + this.cfg.udpRetryMs : Infinity;
     } else if (this.closeAt === Infinity) {
       // Opened while UDP came back meanwhile: not needed.
       this.closeAt = now;
@@ -141,6 +190,7 @@ export class ServerLinkMachine {
   onWsClosed(now: number): void {
     this.ws = "closed";
     this.closeAt = Infinity;
+    this.openDeadline = Infinity;
     if (this.current === "ws") {
       this.reopenAt = now + this.reopenPause;
       this.reopenPause = Math.min(this.reopenPause * 2, this.cfg.reopenMaxMs);
@@ -151,8 +201,14 @@ export class ServerLinkMachine {
   tick(now: number, pending: boolean, out: LinkAction[]): void {
     if (this.current === "udp") this.tickUdp(now, pending, out);
     else if (this.cfg.mode === "auto" && now >= this.nextUdpRetry) {
-      this.nextUdpRetry = now + this.cfg.udpRetryMs;
+      this.nextUdpRetry = now + this.retryMs;
+      this.answers = 0;
       out.push({ type: "udp_probe" });
+    }
+    if (now >= this.openDeadline) {
+      // Connecting for too long (a proxy that never upgrades, say): give it up, try later.
+      out.push({ type: "close_ws" });
+      this.onWsClosed(now);
     }
     if (now >= this.closeAt) {
       this.closeAt = Infinity;
@@ -163,12 +219,12 @@ export class ServerLinkMachine {
     }
     if (now >= this.reopenAt) {
       this.reopenAt = Infinity;
-      if (this.current === "ws" && this.ws === "closed") this.openWs(out);
+      if (this.current === "ws" && this.ws === "closed") this.openWs(now, out);
     }
   }
 
   nextDeadline(pending: boolean): number | null {
-    let at = Math.min(this.closeAt, this.reopenAt);
+    let at = Math.min(this.closeAt, this.reopenAt, this.openDeadline);
     if (this.current === "udp") {
       if (!this.heardUdp) at = Math.min(at, this.started + this.cfg.fallbackMs);
       else if (this.nextProbe >= 0) at = Math.min(at, this.nextProbe);
@@ -222,17 +278,21 @@ export class ServerLinkMachine {
     this.current = "ws";
     this.awaitingSince = -1;
     this.closeAt = Infinity;
+    this.answers = 0;
+    // Lost again: wait longer before believing UDP once more.
+    if (lost) this.retryMs = Math.min(this.retryMs * 2, this.cfg.udpRetryMaxMs);
+    this.nextUdpRetry = now + this.retryMs;
     if (this.ws === "open") {
       out.push({ type: "switched", to: "ws", lost, why });
-      this.nextUdpRetry = now + this.cfg.udpRetryMs;
     } else {
       this.pendingWhy = { lost, why };
-      if (this.ws === "closed") this.openWs(out);
+      if (this.ws === "closed") this.openWs(now, out);
     }
   }
 
-  private openWs(out: LinkAction[]): void {
+  private openWs(now: number, out: LinkAction[]): void {
     this.ws = "opening";
+    this.openDeadline = now + this.cfg.openTimeoutMs;
     out.push({ type: "open_ws" });
   }
 }

@@ -58,11 +58,25 @@ export type TcpPunchAction =
  * announced local addresses carry it) and at its public UDP port, without repeats.
  */
 export function tcpTargets(m: Member, max: number): Addr[] {
+  // The server passes on what it saw; behind an untrusted proxy that may be a loopback or
+  // other address no NAT is at: never aim a room's connects there.
+  if (!punchable(m.public.host)) return [];
   const ports: number[] = [];
   for (const p of [...m.locals.map((l) => l.port), m.public.port]) {
     if (p > 0 && !ports.includes(p)) ports.push(p);
   }
   return ports.slice(0, max).map((port) => ({ host: m.public.host, port, tcp: true as const }));
+}
+
+/** Whether `host` can be a NAT's public address: not loopback, unspecified or multicast. */
+function punchable(host: string): boolean {
+  const v4 = /^(\d+)\./.exec(host);
+  if (v4) {
+    const a = Number(v4[1]);
+    return a !== 0 && a !== 127 && (a < 224 || a > 239) && a !== 255;
+  }
+  const h = host.toLowerCase();
+  return h !== "::" && h !== "::1" && !h.startsWith("ff") && !h.startsWith("::ffff:127.");
 }
 
 interface Conn {

@@ -68,5 +68,13 @@ Deno.test("alarm: a deadline moved far later re-arms rather than waking early", 
   alarm.set(now + 10_000, now); // more than the slack later, and not due soon: re-armed
   await sleep(150);
   assert.equal(at.length, 0);
+  assert.equal(alarm.earlyWakes, 0, "re-armed for the new deadline, not woken at the old one");
+  // The positive control: moved later by less than the slack, the timer is kept and wakes early.
+  const t = performance.now();
+  alarm.set(t + 30, t);
+  alarm.set(t + 50, t);
+  await sleep(100);
+  assert.equal(alarm.earlyWakes, 1);
+  assert.equal(at.length, 1);
   alarm.clear();
 });

@@ -34,7 +34,7 @@ Deno.test("auto: UDP that answers keeps us on UDP; no WebSocket is opened", () =
   const { m, out } = make();
   assert.deepEqual(out, []);
   m.onUdpRequest(10);
-  m.onUdpFromServer(30, out);
+  m.onUdpFromServer(30, true, out);
   assert.deepEqual(runTo(m, 30, 60_000), []);
   assert.equal(m.transport, "udp");
 });
@@ -57,17 +57,20 @@ Deno.test("auto: no UDP answer within fallbackMs opens the WebSocket, then switc
   }]);
 });
 
-Deno.test("auto: on the WebSocket, UDP is probed every udpRetryMs and an answer moves us back", () => {
+Deno.test("auto: on the WebSocket, UDP is probed every udpRetryMs; two answers move us back", () => {
   const { m } = make();
   runTo(m, 0, 1500);
   m.onWsOpen(1600, []);
-  const probes = runTo(m, 1600, 1600 + 35_000);
+  const probes = runTo(m, 1600, 1500 + 35_000);
   assert.deepEqual(types(probes), ["udp_probe", "udp_probe", "udp_probe"]);
+  const again: LinkAction[] = [];
+  m.onUdpFromServer(39_990, false, again);
+  assert.deepEqual(types(again), ["udp_probe"], "one answer: ask once more at once");
+  assert.equal(m.transport, "ws");
   const back: LinkAction[] = [];
-  m.onUdpFromServer(40_000, back);
+  m.onUdpFromServer(40_000, false, back);
   assert.equal(m.transport, "udp");
-  assert.equal(back[0]?.type, "switched");
-  assert.deepEqual(back[0], { type: "switched", to: "udp", lost: false, why: "UDP answers again" });
+  assert.deepEqual(back, [{ type: "switched", to: "udp", lost: false, why: "UDP answers again" }]);
   // The WebSocket stays a while for what is still on its way, then closes.
   assert.deepEqual(runTo(m, 40_000, 40_000 + 2999), []);
   assert.deepEqual(types(runTo(m, 40_000, 43_000)), ["close_ws"]);
@@ -75,7 +78,7 @@ Deno.test("auto: on the WebSocket, UDP is probed every udpRetryMs and an answer 
 
 Deno.test("auto: a keepalive unanswered starts probes; all unanswered means UDP is lost", () => {
   const { m } = make();
-  m.onUdpFromServer(100, []);
+  m.onUdpFromServer(100, true, []);
   m.onUdpRequest(15_000);
   // answerMs later: the first probe; then one more; then the move.
   const acts = runTo(m, 15_000, 20_000);
@@ -92,17 +95,17 @@ Deno.test("auto: a keepalive unanswered starts probes; all unanswered means UDP 
 
 Deno.test("auto: an answer to a probe ends the probes and keeps UDP", () => {
   const { m } = make();
-  m.onUdpFromServer(100, []);
+  m.onUdpFromServer(100, true, []);
   m.onUdpRequest(15_000);
   assert.deepEqual(types(runTo(m, 15_000, 16_000)), ["udp_probe"]);
-  m.onUdpFromServer(16_050, []);
+  m.onUdpFromServer(16_050, false, []);
   assert.deepEqual(runTo(m, 16_050, 60_000), []);
   assert.equal(m.transport, "udp");
 });
 
 Deno.test("auto: messages in flight and UDP silent for silenceMs also start probes", () => {
   const { m } = make();
-  m.onUdpFromServer(100, []);
+  m.onUdpFromServer(100, true, []);
   m.onUdpAny(5000);
   // Nothing pending: silence is normal for an idle peer.
   assert.deepEqual(runTo(m, 5000, 20_000, false), []);
@@ -134,4 +137,74 @@ Deno.test("ws: the WebSocket from the start, UDP never probed", () => {
   const again: LinkAction[] = [];
   m.onWsOpen(1300, again);
   assert.deepEqual(types(again), ["switched"]);
+});
+
+Deno.test("auto: a WebSocket that never opens leaves UDP in use and probed, never stranded", () => {
+  const { m } = make();
+  assert.deepEqual(types(runTo(m, 0, 1500)), ["open_ws"]);
+  assert.equal(m.transport, "ws");
+  assert.equal(m.sendOver, "udp", "until the WebSocket is open, server traffic goes over UDP");
+  // It hangs while connecting: given up at openTimeoutMs, reopened later; UDP probed meanwhile.
+  const acts = runTo(m, 1500, 1500 + 12_000);
+  assert.ok(types(acts).includes("udp_probe"), JSON.stringify(acts));
+  assert.deepEqual(types(acts).filter((t) => t !== "udp_probe"), ["close_ws", "open_ws"]);
+  // An authentic server message over UDP moves us back at once.
+  const back: LinkAction[] = [];
+  m.onUdpFromServer(14_000, true, back);
+  assert.equal(m.transport, "udp");
+  assert.deepEqual(types(back), ["switched"]);
+  // The opening WebSocket is not needed any more.
+  assert.deepEqual(types(runTo(m, 14_000, 18_000)), ["close_ws"]);
+});
+
+Deno.test("auto: a WebSocket that opens and drops at once is reopened with growing pauses", () => {
+  const { m } = make();
+  runTo(m, 0, 1500);
+  let now = 1500;
+  const pauses: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    m.onWsOpen(now + 10, []);
+    m.onWsClosed(now + 20);
+    const acts: LinkAction[] = [];
+    let t = now + 20;
+    while (!acts.some((a) => a.type === "open_ws")) {
+      t = m.nextDeadline(false)!;
+      m.tick(t, false, acts);
+    }
+    pauses.push(t - (now + 20));
+    now = t;
+  }
+  assert.deepEqual(pauses, [1000, 2000, 4000, 8000], "never heard over it: no reset");
+  // Once the server answers over it, the next drop is reopened after the shortest pause.
+  m.onWsOpen(now + 10, []);
+  m.onWsHeard();
+  m.onWsClosed(now + 20);
+  assert.equal(m.nextDeadline(false), now + 20 + 1000);
+});
+
+Deno.test("auto: each time UDP is lost again, the WebSocket waits longer before probing it", () => {
+  const { m } = make();
+  m.onUdpFromServer(0, true, []);
+  let now = 0;
+  const gaps: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    // UDP lost: a keepalive unanswered, two probes unanswered.
+    m.onUdpRequest(now + 100);
+    runTo(m, now + 100, now + 3200);
+    assert.equal(m.transport, "ws");
+    m.onWsOpen(now + 3300, []);
+    const probe: LinkAction[] = [];
+    const at = m.nextDeadline(false)!;
+    m.tick(at, false, probe);
+    assert.deepEqual(types(probe), ["udp_probe"]);
+    gaps.push(at - (now + 3100));
+    // Two answers: back on UDP (the WebSocket closes after its grace).
+    m.onUdpFromServer(at + 10, false, []);
+    m.onUdpFromServer(at + 20, false, []);
+    assert.equal(m.transport, "udp");
+    now = at + 20;
+    runTo(m, now, now + 3000);
+    now += 3000;
+  }
+  assert.deepEqual(gaps, [20_000, 40_000, 80_000]);
 });

@@ -71,3 +71,20 @@ Deno.test("tcp punch (memnet): with TCP punching off, the same pair stays relaye
   // The positive control of the other test's check: relayed chat shows as RELAY datagrams.
   assert.ok(net.wire.slice(before).some((p) => isServer(p) && p.bytes[2] === T.RELAY));
 });
+
+Deno.test("tcp punch (memnet): when UDP gets through again, the path moves from TCP to UDP", () => {
+  const net = pair(true);
+  net.advance(20_000);
+  assert.equal(lastPath(net, "a")?.transport, "tcp");
+  net.filter = () => true; // UDP between them works again
+  net.advance(35_000); // one retry of UDP candidates (retryDirectMs) later
+  for (const [me, pub] of [["a", "203.0.113.3"], ["b", "203.0.113.2"]]) {
+    const p = lastPath(net, me!);
+    assert.equal(p?.path, "direct", JSON.stringify(p));
+    assert.notEqual(p?.transport, "tcp", JSON.stringify(p));
+    assert.equal(p?.addr, `${pub}:4000`);
+  }
+  net.say("a", "over udp again");
+  net.advance(1000);
+  assert.deepEqual(net.texts("b"), ["over udp again"]);
+});

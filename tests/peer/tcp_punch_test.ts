@@ -157,3 +157,18 @@ Deno.test("tcp punch: stop closes what is open and ends the attempt", () => {
   assert.deepEqual(out, [{ type: "close", via: 102 }]);
   assert.equal(t.nextDeadline(), null, "the pending retry is dropped");
 });
+
+Deno.test("tcp punch: no targets at a loopback, unspecified or multicast public address", () => {
+  const m = (host: string) => ({
+    id: "b".repeat(16),
+    name: "b",
+    public: { host, port: 5000 },
+    locals: [{ host: "10.0.0.2", port: 4000 }],
+    key: new Uint8Array(32),
+  });
+  for (const host of ["127.0.0.1", "0.0.0.0", "224.0.0.1", "::1", "::", "ff02::1"]) {
+    assert.deepEqual(tcpTargets(m(host), 2), [], host);
+  }
+  assert.equal(tcpTargets(m("203.0.113.5"), 2).length, 2);
+  assert.equal(tcpTargets(m("2001:db8::5"), 2).length, 2);
+});
