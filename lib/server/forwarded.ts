@@ -11,6 +11,12 @@
  * `X-Real-IP` as well would let a client behind a proxy that sets only one of them pick its
  * address with another. `X-Forwarded-Port` is the port the proxy was reached on, not the
  * client's, and is never read either.
+ *
+ * The rule is only as good as the ranges: a host inside a trusted range is believed when it
+ * names a client, so the ranges must hold the proxies and nothing else, never clients (a /8
+ * that is also the LAN lets every LAN host pick its address). `isWideRange` flags the ones to
+ * warn about. The header is read from its end, at most MAX_FORWARDED_HOPS entries, so a huge
+ * one (Deno takes heads up to about 400 KB) costs no more than a short one.
  */
 import { ipFromBytes } from "../wire/addr.ts";
 import type { Result } from "../wire/result.ts";
@@ -21,6 +27,18 @@ export interface Cidr {
   bytes: Uint8Array;
   bits: number;
 }
+
+/**
+ * Entries of X-Forwarded-For read at most, from the right: a chain of more trusted proxies than
+ * this counts as malformed. 32 is far more hops than any deployment has.
+ */
+export const MAX_FORWARDED_HOPS = 32;
+
+/**
+ * Longest entry read (characters, spaces included): `[IPv6]:port` is at most 47 characters;
+ * anything far longer is malformed without running a parser over it.
+ */
+const MAX_ENTRY_CHARS = 128;
 
 /** "10.0.0.0/8", "::1/128". */
 export function formatCidr(c: Cidr): string {
@@ -63,6 +81,14 @@ export function parseCidr(text: string): Result<Cidr> {
   return { ok: true, value: { bytes, bits } };
 }
 
+/**
+ * Whether trusting `c` is likely to trust more than proxies: wider than a /24 (IPv4) or a /64
+ * (IPv6), /0 included. The server warns about such ranges at startup.
+ */
+export function isWideRange(c: Cidr): boolean {
+  return c.bits < (c.bytes.length === 4 ? 24 : 64);
+}
+
 /** Parses a comma-separated list of ranges (spaces allowed around each). */
 export function parseCidrList(text: string): Result<Cidr[]> {
   const out: Cidr[] = [];
@@ -92,6 +118,7 @@ function inCidr(b: Uint8Array, c: Cidr): boolean {
 
 /** One `X-Forwarded-For` entry: `IPv4`, `IPv4:port`, `IPv6`, `[IPv6]` or `[IPv6]:port`. */
 export function parseForwardedEntry(text: string): { host: string; port: number | null } | null {
+  if (text.length > MAX_ENTRY_CHARS) return null;
   const t = text.replace(/^[ \t]+|[ \t]+$/g, "");
   let host = t;
   let port: string | null = null;
@@ -125,7 +152,9 @@ export interface ClientAddress {
  * Only a peer inside `trusted` is asked; its header is read right to left, past trusted
  * entries, to the first untrusted one. If every entry is trusted, the left-most is the
  * client (a proxy's own health check, a client on the proxy's host). An unreadable entry on
- * the way (`unknown`, a name, an empty entry) makes the answer the TCP peer, `malformed`.
+ * the way (`unknown`, a name, an empty entry), or more than MAX_FORWARDED_HOPS entries without
+ * an untrusted one, makes the answer the TCP peer, `malformed`. Only the entries read are
+ * split off the header.
  *
  * @example
  * const proxy = parseCidr("127.0.0.1");
@@ -141,13 +170,17 @@ export function clientAddress(
 ): ClientAddress {
   if (trusted.length === 0 || !inCidrs(peer.host, trusted)) return { ...peer, source: "peer" };
   if (xff === null || xff.trim() === "") return { ...peer, source: "missing" };
-  const entries = xff.split(",");
-  let found: { host: string; port: number | null } | null = null;
-  for (let i = entries.length - 1; i >= 0; i--) {
-    const e = parseForwardedEntry(entries[i]!);
+  let end = xff.length;
+  for (let hop = 0; hop < MAX_FORWARDED_HOPS; hop++) {
+    const comma = xff.lastIndexOf(",", end - 1);
+    // Where this entry starts; a long one is cut to what parseForwardedEntry reads anyway.
+    const from = Math.max(comma + 1, end - MAX_ENTRY_CHARS - 1);
+    const e = parseForwardedEntry(xff.slice(from, end));
     if (!e) return { ...peer, source: "malformed" };
-    found = e;
-    if (!inCidrs(e.host, trusted)) break;
+    if (comma < 0 || !inCidrs(e.host, trusted)) {
+      return { host: e.host, port: e.port ?? peer.port, source: "forwarded" };
+    }
+    end = comma;
   }
-  return { host: found!.host, port: found!.port ?? peer.port, source: "forwarded" };
+  return { ...peer, source: "malformed" };
 }
