@@ -156,10 +156,10 @@ labTest("UDP lost mid-chat: onto the WebSocket, nothing lost, back to UDP after"
     await b.write("b after the move");
     await a.waitFor(isType("message", { from: "b" }), 20000, "a hears b over the relay");
 
-    // UDP comes back: a moves back (it probes every 10 s).
+    // UDP comes back: a moves back (after a loss it probes every 20 s, and needs two answers).
     await blockUdp(lab, "a", false);
     const freedAt = Date.now();
-    await a.waitFor(isType("transport", { transport: "udp" }), 25000, "a back on UDP");
+    await a.waitFor(isType("transport", { transport: "udp" }), 45000, "a back on UDP");
     console.log(`UDP back: on UDP again ${(Date.now() - freedAt) / 1000} s later`);
     await a.write("back on UDP");
     await b.waitFor(isType("message", { from: "a", text: "back on UDP" }), 20000);
