@@ -9,7 +9,9 @@
  * Beside them, a WebSocket endpoint (lib/net/ws_server.ts) for peers whose networks block UDP:
  * the same state machine hears its messages from Addrs with `tcp` set, and sends to such an
  * Addr go back on its connection, so the relay bridges UDP and WebSocket members as it is.
- * Behind a reverse proxy named by `trustProxy`, those Addrs carry the client's IP.
+ * Behind a reverse proxy named by `trustProxy`, those Addrs carry the client's IP. A STUN answer
+ * that the state machine would send from another socket (CHANGE-REQUEST, RFC 5780) is never
+ * sent on a connection: it would claim to come from a socket it did not leave.
  */
 import type { Logger } from "@logtape/logtape";
 import {
@@ -25,7 +27,7 @@ import { openWsServer, WS_PATH, type WsServer } from "./lib/net/ws_server.ts";
 import { defaultWsLimits, type WsLimitConfig } from "./lib/net/ws_limits.ts";
 import { type Addr, formatAddr } from "./lib/wire/addr.ts";
 import { onStopSignal } from "./lib/cli/signals.ts";
-import { type Cidr, formatCidr } from "./lib/server/forwarded.ts";
+import { type Cidr, formatCidr, isWideRange } from "./lib/server/forwarded.ts";
 
 export interface ServeOptions {
   host: string;
@@ -99,11 +101,18 @@ export async function serve(o: ServeOptions): Promise<number> {
   const out: ServerAction[] = [];
   const sockets: (Udp | null)[] = [null, null, null, null];
   let ws: WsServer | null = null;
+  /** Set once stopping starts: datagrams and frames still arriving are not handled. */
+  let stopped = false;
+  /** STUN answers meant for another socket, asked for over the WebSocket: not sent. */
+  let stunOtherSocket = 0;
   const run = () => {
+    if (stopped) return void (out.length = 0);
     for (const a of out) {
       if (a.type !== "send") o.log[a.level](a.message);
-      else if (a.to.tcp) ws?.send(a.bytes, a.to);
-      else sockets[a.socket ?? 0]?.send(a.bytes, a.to);
+      else if (!a.to.tcp) sockets[a.socket ?? 0]?.send(a.bytes, a.to);
+      // A connection is one socket: an answer "from" another (CHANGE-REQUEST) would be a lie.
+      else if ((a.socket ?? 0) !== 0) stunOtherSocket++;
+      else ws?.send(a.bytes, a.to);
     }
     out.length = 0;
   };
@@ -122,12 +131,14 @@ export async function serve(o: ServeOptions): Promise<number> {
   // it is already set for keeps the running timer.
   const rearm = (now: number) => alarm.set(state.nextDeadline(now), now);
   const alarm = new Alarm(() => {
+    if (stopped) return;
     const now = performance.now();
     state.tick(now, out);
     run();
     rearm(now);
   });
   const onPacket = (via: StunSocket) => (bytes: Uint8Array, from: Addr) => {
+    if (stopped) return;
     const now = performance.now();
     if (via === 0) state.handle(bytes, from, now, out);
     else state.handleStunOnly(bytes, from, via, now, out);
@@ -191,6 +202,7 @@ export async function serve(o: ServeOptions): Promise<number> {
         limits: { ...defaultWsLimits(cfg.keepaliveMs), ...tcp.limits },
         ...(tcp.maxUnsent !== undefined ? { maxUnsent: tcp.maxUnsent } : {}),
         ...(tcp.trustProxy ? { trustProxy: tcp.trustProxy } : {}),
+        log: (level, message) => o.log[level](message),
       }, onPacket(0));
     } catch (e) {
       // Anything but the socket is the certificate or key: the user's mistake, as a bad file is.
@@ -220,6 +232,14 @@ export async function serve(o: ServeOptions): Promise<number> {
         `WebSocket clients through ${tcp.trustProxy.map(formatCidr).join(", ")} are known by ` +
           "X-Forwarded-For",
       );
+      const wide = tcp.trustProxy.filter(isWideRange);
+      if (wide.length > 0) {
+        o.log.warn(
+          `--trust-proxy ${wide.map(formatCidr).join(", ")} is wider than a /24 (IPv4) or /64 ` +
+            "(IPv6): any host inside it can name its own address in X-Forwarded-For; trust " +
+            "ranges holding your proxies only, never clients",
+        );
+      }
     }
   }
   const more = layout.sockets.slice(1).filter((a): a is Addr => a !== null);
@@ -232,11 +252,12 @@ export async function serve(o: ServeOptions): Promise<number> {
   o.onListening?.(primary.port, layout, ws?.local.port ?? null);
   rearm(performance.now());
   let stop!: () => void;
-  const stopped = new Promise<void>((r) => stop = r);
+  const stopping = new Promise<void>((r) => stop = r);
   const onSignal = () => stop();
   const offSignals = onStopSignal(onSignal);
   o.stop?.then(() => stop());
-  await stopped;
+  await stopping;
+  stopped = true;
   offSignals();
   alarm.clear();
   await closeAll();
@@ -247,7 +268,9 @@ export async function serve(o: ServeOptions): Promise<number> {
       `${s.relayedPackets} relayed (${s.relayedBytes} bytes), drops: ${drops}`,
   );
   if (ws) {
-    const w = [...ws.counts].map(([k, v]) => `${k}=${v}`).join(" ") || "none";
+    const all = [...ws.counts];
+    if (stunOtherSocket > 0) all.push(["stun_other_socket_refused", stunOtherSocket]);
+    const w = all.map(([k, v]) => `${k}=${v}`).join(" ") || "none";
     o.log.info(`WebSocket: ${w}`);
   }
   return 0;

@@ -375,7 +375,8 @@ export function parseArgs(argv: string[], io: Io, version: string): Invocation {
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option(
       "--max-tcp-connections <n>",
-      "open WebSocket connections in total (each holds a file descriptor)",
+      "open WebSocket connections in total (each holds a file descriptor, and up to 64 MiB " +
+        "while a message arrives)",
       intIn(1, 1e7, "--max-tcp-connections"),
       defaultWsLimits(DEFAULT_SERVER_CONFIG.keepaliveMs).maxConnections,
     )

@@ -1,8 +1,13 @@
 /**
  * The WebSocket endpoint's connection bookkeeping, sans-IO: who may connect (per source IP and
- * in total), and when a connection must be closed (no first message in time, or silent too
- * long). No socket, no clock: `now` is a parameter and lib/net/ws_server.ts carries out what
- * `due` returns, sleeping until `nextDeadline`.
+ * in total), when a connection must be closed (nothing sent to it in time, or for too long),
+ * and which Addrs of closed connections may not be given out again yet. No socket, no clock:
+ * `now` is a parameter and lib/net/ws_server.ts carries out what `due` returns, sleeping until
+ * `nextDeadline`.
+ *
+ * A connection counts as alive only when the server sends it something (`touch`): the server
+ * answers only what it accepted (COOKIE, REGISTER_OK, KEEPALIVE_ACK, relayed traffic), so a
+ * client sending junk, however often, is closed at the first-message deadline.
  */
 import { limitKey } from "../server/ip.ts";
 
@@ -11,31 +16,98 @@ export interface WsLimitConfig {
   maxPerIp: number;
   /** Open connections in total. */
   maxConnections: number;
-  /** From the upgrade to the first binary message; a connection that sends nothing goes. */
+  /**
+   * From the upgrade to the first message the server sends on it (an answer to something it
+   * accepted); a connection that gets none goes.
+   */
   firstMessageMs: number;
-  /** Longest silence (no binary message) a connection may keep before it is closed. */
+  /** Longest time without a message sent to it that a connection may keep before it is closed. */
   idleMs: number;
+  /**
+   * How long a closed connection's Addr stays taken: at least the server's silence limit, so a
+   * registration that outlives its connection never gets a new connection from the same
+   * ip:port as its address (which would then receive that member's messages, token and all).
+   */
+  addrHoldMs: number;
 }
 
 /**
  * The defaults for a server whose peers keep alive every `keepaliveMs`.
  *
  * - 16 per IP: as many connections as the server holds registrations per IP (maxPeersPerIp).
- * - 5,000 in total: an idle connection costs the server about 36 kB of RSS (measured by
- *   tests/e2e/ws_server_test.ts), so 5,000 hold about 180 MB, the budget the UDP side's
- *   100,000 peers have; a descriptor each, so `ulimit -n` must be above it.
- * - 10 s for the first message: a peer sends REGISTER at once; a slow link still manages one
- *   datagram in 10 s.
- * - 4 keepalive intervals of silence: longer than the server's own 3 (and 1 s) after which
- *   a member is dropped, so a live member's connection is never cut before its registration.
+ * - 1,024 in total. An idle connection costs the server about 36 kB of RSS (measured by
+ *   tests/e2e/ws_server_test.ts), but Deno reads a message whole, up to 64 MiB, before the
+ *   endpoint sees it and can refuse it, so one connection can hold up to 64 MiB for as long
+ *   as its client takes to send it: the cap is the only bound on that memory (1,024 × 64 MiB
+ *   in the worst case, with each byte sent by the client). A descriptor each, so `ulimit -n`
+ *   must be above it; past `ulimit -n` the listener is re-opened after a back-off (ws_server.ts).
+ * - 10 s to the first answer: a peer sends REGISTER at once and gets a COOKIE; a slow link
+ *   still manages a round trip in 10 s.
+ * - 4 keepalive intervals without an answer: longer than the server's own 3 (and 1 s) after
+ *   which a member is dropped, so a live member's connection is never cut before its
+ *   registration.
+ * - Addrs held for the server's silence limit (3 keepalives and 1 s) and 1 s more, for a
+ *   timer that fires late.
  */
 export function defaultWsLimits(keepaliveMs: number): WsLimitConfig {
   return {
     maxPerIp: 16,
-    maxConnections: 5_000,
+    maxConnections: 1_024,
     firstMessageMs: 10_000,
     idleMs: 4 * keepaliveMs,
+    addrHoldMs: 3 * keepaliveMs + 2_000,
   };
+}
+
+/**
+ * Most Addrs of closed connections held at once: past it the oldest is let go early. Reusing an
+ * Addr needs a new connection from the same ip:port, so only a client behind the same address
+ * (or a trusted proxy) churning 65,536 connections within addrHoldMs gets one back early; the
+ * table stays a few MB.
+ */
+export const MAX_HELD_ADDRS = 65_536;
+
+/**
+ * Addr keys of recently closed connections, each until `holdMs` after it closed. Every entry
+ * has the same duration, so insertion order is expiry order and expired ones are swept from
+ * the front, lazily, on every call.
+ */
+export class HeldAddrs {
+  private held = new Map<string, number>();
+  private last = -Infinity;
+
+  constructor(readonly holdMs: number, readonly max = MAX_HELD_ADDRS) {}
+
+  /** Keys held now. */
+  get size(): number {
+    return this.held.size;
+  }
+
+  private sweep(t: number): number {
+    const now = this.last = Math.max(this.last, t);
+    for (const [key, until] of this.held) {
+      if (until > now) break;
+      this.held.delete(key);
+    }
+    return now;
+  }
+
+  /** The connection known by `key` closed at `now`: `key` stays taken until now + holdMs. */
+  hold(key: string, t: number): void {
+    const now = this.sweep(t);
+    this.held.delete(key);
+    this.held.set(key, now + this.holdMs);
+    for (const k of this.held.keys()) {
+      if (this.held.size <= this.max) break;
+      this.held.delete(k);
+    }
+  }
+
+  /** Whether `key` is held at `now`. */
+  has(key: string, t: number): boolean {
+    this.sweep(t);
+    return this.held.has(key);
+  }
 }
 
 export type WsRefusal = "per_ip" | "total";
@@ -80,8 +152,11 @@ export class WsLimits {
     return { id, ok: true };
   }
 
-  /** Connection `id` sent a message: its idle deadline starts again. */
-  message(id: number, t: number): void {
+  /**
+   * The server sent connection `id` a message (it accepted something the client said): the
+   * connection is alive, and its idle deadline starts again.
+   */
+  touch(id: number, t: number): void {
     const now = this.clock(t);
     if (!this.conns.has(id)) return;
     this.waiting.delete(id);

@@ -297,6 +297,7 @@ test("join over ws:// through nginx and a UDP peer chat both ways; the server se
   await s.proc.waitStderr(
     /WebSocket clients through 127\.0\.0\.2\/32 are known by X-Forwarded-For/,
   );
+  assert.ok(!s.proc.stderr.some((l) => l.includes("is wider than")), "one address: no warning");
   const ngx = await startNginx(h, s.tcp);
   const carol = h.peer("carol", `ws://127.0.0.1:${ngx.port}`, ["--keepalive", "0.5"]);
   const dave = h.peer("dave", `127.0.0.1:${s.udp}`, ["--keepalive", "0.5"]);
@@ -336,7 +337,14 @@ test("spoofed X-Forwarded-For entries are passed over: the right-most untrusted 
 test("per-IP caps count forwarded clients; a taken port moves; garbage means the proxy", async (h) => {
   // Trusting all of loopback: the test client is a trusted proxy too, so the addresses it
   // sends in X-Forwarded-For are believed and stand for clients elsewhere.
-  const s = await startServer(h, ["--trust-proxy", "127.0.0.0/8", "--max-tcp-per-ip", "2"]);
+  const s = await startServer(h, [
+    "--trust-proxy",
+    "127.0.0.0/8,::1",
+    "--max-tcp-per-ip",
+    "2",
+  ]);
+  // A /8: every host inside may name its own address, so the server says so at startup.
+  await s.proc.waitStderr(/\[WRN\].*--trust-proxy 127\.0\.0\.0\/8 is wider than a \/24/);
   const ngx = await startNginx(h, s.tcp);
   const url = `ws://127.0.0.1:${ngx.port}/p2pchat`;
   const as = (ip: string) => Member.open(url, { "X-Forwarded-For": ip });
