@@ -145,6 +145,9 @@ export const MAX_HELLO_SOURCES = 8;
 /** How long a source counts against MAX_HELLO_SOURCES after its last handshake init. */
 export const HELLO_SOURCE_TTL_MS = 60_000;
 
+/** While a handshake goes unanswered, every this many relayed hellos also carry a CONNECT. */
+export const RELAY_HELLOS_PER_CONNECT = 3;
+
 /** Sealed payloads authenticate the 3-byte header of the datagram that carries them. */
 const SEALED_AD = Uint8Array.of(MAGIC, VERSION, T.SEALED);
 const HELLO_ACK_AD = Uint8Array.of(MAGIC, VERSION, T.HELLO_ACK);
@@ -172,6 +175,8 @@ export class PeerAgent {
   private readonly peerInits = new Map<Id, Bucket>();
   private readonly hard: HardNat;
   /** Where each peer's DATA_ACKs go: the way its latest DATA came (null: the relay). */
+  /** Relayed hellos sent to each peer while no session is up (see relayHello). */
+  private readonly relayHellos = new WeakMap<Remote, number>();
   private readonly ackRoutes = new WeakMap<Remote, { to: Addr | null; via: number }>();
 
   constructor(readonly cfg: AgentConfig) {
@@ -870,6 +875,20 @@ export class PeerAgent {
   private relayHello(r: Remote, now: number): void {
     r.nextRelayHello = now + this.cfg.relayHelloMs;
     this.toRelay(r, this.hello(r, this.nonce(), now));
+    // Still no session after a few: the peer may have missed the server's PEER_JOINED for us
+    // (lost on a lossy link) and drops relayed hellos from a member it does not know. A CONNECT
+    // makes the server forward our member record to it (CONNECT_FWD), which it learns us from.
+    const n = (this.relayHellos.get(r) ?? 0) + 1;
+    this.relayHellos.set(r, n);
+    if (n % RELAY_HELLOS_PER_CONNECT === 0) {
+      this.send(this.cfg.server, {
+        type: "connect",
+        from: this.id,
+        token: this.reg.token,
+        to: r.member.id,
+        nonce: this.nonce(),
+      });
+    }
   }
 
   private hello(r: Remote, nonce: string, now: number): Message {
