@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { freePort, type Harness, isType, type Proc, withHarness } from "./harness.ts";
 import { missingTool, testsUnless } from "../natlab/_labtest.ts";
 import { makeCert } from "../_helpers/tls.ts";
+import { startWsServer as startServer, stopCounts } from "./_ws_serve.ts";
 import { decode, encode, type Message } from "../../lib/wire/codec.ts";
 import { newIdentity } from "../../lib/identity/identity.ts";
 import { reg } from "../server/_server.ts";
@@ -56,16 +57,6 @@ function freeTcpPort(): number {
   const p = l.addr.port;
   l.close();
   return p;
-}
-
-/** A server with its WebSocket endpoint on a free TCP port; resolves once both listen. */
-async function startServer(h: Harness, extra: string[]) {
-  const udp = freePort();
-  const proc = h.server(udp, ["--keepalive", "0.5", "--tcp-port", "0", ...extra]);
-  await proc.waitStderr(/\(TCP; WebSocket \/p2pchat/);
-  const line = proc.stderr.find((l) => l.includes("(TCP; WebSocket"))!;
-  const tcp = Number(/listening on [^ ]*:(\d+) \(TCP/.exec(line)![1]);
-  return { proc, udp, tcp };
 }
 
 /**
@@ -279,17 +270,6 @@ async function chatBothWays(a: Proc, b: Proc, an: string, bn: string): Promise<v
   await a.waitFor(isType("message", { from: bn }), 20000, `${an} hears ${bn}`);
   await a.waitFor(isType("delivered", { to: bn }), 20000, `${an}'s message acknowledged`);
   await b.waitFor(isType("delivered", { to: an }), 20000, `${bn}'s message acknowledged`);
-}
-
-/** The server's stop report: its `WebSocket:` counts, after SIGTERM. */
-async function stopCounts(p: Proc): Promise<Record<string, number>> {
-  p.kill("SIGTERM");
-  const st = await p.status;
-  assert.equal(st.code, 0, p.stderr.join("\n"));
-  const line = p.stderr.find((l) => l.includes("WebSocket: ")) ?? "";
-  const counts: Record<string, number> = {};
-  for (const [, k, v] of line.matchAll(/(\w+)=(\d+)/g)) counts[k!] = Number(v);
-  return counts;
 }
 
 test("join over ws:// through nginx and a UDP peer chat both ways; the server sees the client", async (h) => {

@@ -6,13 +6,14 @@
  * TLS with a certificate made here, and the flags' errors.
  */
 import assert from "node:assert/strict";
-import { freePort, type Harness, isType, type Proc, withHarness } from "./harness.ts";
+import { freePort, type Harness, isType, withHarness } from "./harness.ts";
 import { decode, encode, type Message } from "../../lib/wire/codec.ts";
 import { newIdentity } from "../../lib/identity/identity.ts";
 import { frame, RawClient, upgradeRequest, WsMember } from "../_helpers/ws_client.ts";
 import { reg } from "../server/_server.ts";
 import { SEALED_MIN } from "../../lib/wire/sizes.ts";
 import { makeCert } from "../_helpers/tls.ts";
+import { startWsServer as start, stopCounts } from "./_ws_serve.ts";
 import { missingTool, testsUnless } from "../natlab/_labtest.ts";
 import { bindingRequest, parseBindingResponse } from "../../lib/stun/binding.ts";
 import { decodeStun } from "../../lib/stun/codec.ts";
@@ -37,16 +38,6 @@ const tlsTest = (name: string, fn: (h: Harness) => Promise<void>) =>
     sanitizeResources: false,
     fn: () => withHarness(fn),
   });
-
-/** A server with its WebSocket endpoint on a free TCP port; resolves once both listen. */
-async function start(h: Harness, extra: string[] = []) {
-  const udp = freePort();
-  const proc = h.server(udp, ["--keepalive", "0.5", "--tcp-port", "0", ...extra]);
-  await proc.waitStderr(/\(TCP; WebSocket \/p2pchat/);
-  const line = proc.stderr.find((l) => l.includes("(TCP; WebSocket"))!;
-  const tcp = Number(/listening on [^ ]*:(\d+) \(TCP/.exec(line)![1]);
-  return { proc, udp, tcp, url: `ws://127.0.0.1:${tcp}/p2pchat` };
-}
 
 /** A UDP member's socket: send a message, wait for the next one `pred` accepts. */
 class UdpMember {
@@ -104,17 +95,6 @@ const sealed = (fill: number) =>
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
   return Number(m![1]);
-}
-
-/** The server's stop report: its `WebSocket:` counts, after SIGTERM. */
-async function stopCounts(p: Proc): Promise<Record<string, number>> {
-  p.kill("SIGTERM");
-  const st = await p.status;
-  assert.equal(st.code, 0, p.stderr.join("\n"));
-  const line = p.stderr.find((l) => l.includes("WebSocket: ")) ?? "";
-  const counts: Record<string, number> = {};
-  for (const [, k, v] of line.matchAll(/(\w+)=(\d+)/g)) counts[k!] = Number(v);
-  return counts;
 }
 
 test("a WebSocket member registers beside UDP members; the relay bridges them both ways", async (h) => {
