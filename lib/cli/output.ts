@@ -48,6 +48,7 @@ export class JsonOutput implements Output {
           fingerprint: p.fingerprint,
           trusted: p.trusted,
           encrypted: p.secure,
+          data_frags: p.dataFrags,
         })),
       }) + "\n",
     );

@@ -6,8 +6,10 @@
  * 1. IPv4, IPv6, or IPv4-mapped IPv6 (`::ffff:1.2.3.4`, taken as IPv4); a `%zone` suffix is
  *    dropped. Anything else → DEFAULT_MTU.
  * 2. Loopback (127.0.0.0/8, ::1), or one of our own interface addresses (datagrams to our own
- *    addresses go over the loopback device on every OS) → the loopback MTU (DEFAULT_MTU if
- *    unknown).
+ *    addresses go over the loopback device on every OS) → the loopback MTU, or 65536 if unknown:
+ *    such datagrams never leave the machine, so even where the kernel fragments them (macOS's
+ *    lo0 is 16384) nothing can lose or drop a fragment. (Deno reads /sys only with every
+ *    permission granted, denoland/deno#27564, so the loopback MTU is mostly unknown.)
  * 3. Inside the subnet of one of our non-loopback interface addresses of the same family,
  *    link-local fe80::/10 included → that interface's MTU (DEFAULT_MTU if unknown); the smallest
  *    if several match.
@@ -95,7 +97,7 @@ export function linkMtuFor(
     return [{ ip, prefix, mtu: known(l.mtu) ? l.mtu! : null }];
   });
   if (isLoopback(d) || ours.some((o) => o.ip.every((x, i) => x === d[i]))) {
-    return clamp(known(loopbackMtu) ? loopbackMtu! : DEFAULT_MTU);
+    return clamp(known(loopbackMtu) ? loopbackMtu! : MAX_MTU);
   }
   const lan = ours.filter((o) => !isLoopback(o.ip));
   const onLink = lan.filter((o) => o.prefix !== null && samePrefix(o.ip, d, o.prefix));
@@ -175,18 +177,27 @@ export function linkMtuLookup(
   const { ttlMs = DEFAULT_TTL_MS, read = readLinks, clock = Date.now } = opts;
   let snap: Links | null = null;
   let readAt = 0;
+  // Asked for on every send burst: answers per destination, until the links are read again.
+  const memo = new Map<string, number>();
   return (dest) => {
     try {
       const now = clock();
       if (snap === null || !(now - readAt < ttlMs) || now < readAt) {
         readAt = now;
+        memo.clear();
         try {
           snap = read();
         } catch {
           snap = { links: [], loopbackMtu: null };
         }
       }
-      return linkMtuFor(dest, snap.links, snap.loopbackMtu);
+      let mtu = memo.get(dest);
+      if (mtu === undefined) {
+        mtu = linkMtuFor(dest, snap.links, snap.loopbackMtu);
+        if (memo.size >= 1024) memo.clear();
+        memo.set(dest, mtu);
+      }
+      return mtu;
     } catch {
       return DEFAULT_MTU;
     }

@@ -4,6 +4,7 @@
  * the one timer is re-armed for the agent's next deadline, so an idle peer sleeps until its next
  * keepalive. Everything the user sees arrives through `onEvent`/`onLog`.
  */
+import { DEFAULT_MTU, linkMtuLookup } from "./link_mtu.ts";
 import { type Addr, formatAddr, sameAddr } from "../wire/addr.ts";
 import { type AgentAction, type AgentConfig, PeerAgent, type PeerInfo } from "../peer/agent.ts";
 import type { PeerEvent } from "../peer/events.ts";
@@ -142,7 +143,15 @@ export class PeerHost {
       },
       onState: (via, state) => this.call((out, now) => this.agent.onTcp(via, state, now, out)),
     });
-    this.agent = new PeerAgent({ ...this.opts.agent, locals: localAddrs(this.udp.local.port) });
+    const mtuOf = linkMtuLookup();
+    this.agent = new PeerAgent({
+      ...this.opts.agent,
+      locals: localAddrs(this.udp.local.port),
+      // A WebSocket or TCP connection carries frames of MAX_DATAGRAM at most (ws_server.ts,
+      // tcp.ts): one fragment per DATA there, whatever the link.
+      linkMtu: (to) =>
+        to.tcp || (sameAddr(to, server) && this.transport !== "udp") ? DEFAULT_MTU : mtuOf(to.host),
+    });
     if (this.opts.ws) {
       const cfg = { ...DEFAULT_SERVER_LINK_CONFIG, ...this.opts.link, mode: this.opts.ws.mode };
       this.linkStep((out, now) => this.link = new ServerLinkMachine(cfg, now, out));

@@ -22,6 +22,7 @@ import {
 } from "../wire/codec.ts";
 import { DEFAULT_PATH_CONFIG, type PathAction, type PathConfig, PathMachine } from "./path.ts";
 import {
+  coalesce,
   DEFAULT_DELIVERY_CONFIG,
   type DeliveryConfig,
   MAX_MESSAGE,
@@ -29,7 +30,19 @@ import {
   Receiver,
   Sender,
   type TxEvent,
+  unmerge,
 } from "./delivery.ts";
+import {
+  dataSize,
+  encodedWithin,
+  fragsWithin,
+  type MtuConfig,
+  PeerMtu,
+  probePad,
+  RELAY_WRAP,
+  RELAYED_WRAP,
+} from "./pmtu.ts";
+import { MTU_PROBE_MIN } from "../wire/sizes.ts";
 import type { PeerEvent } from "./events.ts";
 import { type SecureConfig, type SecureDrop, SecureLayer } from "./secure.ts";
 import type { KeyPair } from "../crypto/keys.ts";
@@ -91,6 +104,14 @@ export interface AgentConfig {
   /** How often NAT_INFO is resent until the peer confirms it, and how many times at most. */
   natInfoRetryMs: number;
   natInfoTries: number;
+  /**
+   * The MTU of the link datagrams to `to` leave on (lib/net/link_mtu.ts), set by the host; for
+   * the server's address, that of the transport it is reached over. DATA carries several
+   * fragments only where this allows and a probe confirmed it (lib/peer/pmtu.ts).
+   */
+  linkMtu: (to: Addr) => number;
+  /** Path MTU probing (lib/peer/pmtu.ts). */
+  mtu: Partial<MtuConfig>;
   /** Randomness source (ids, nonces); injectable for tests. */
   random: (n: number) => Uint8Array;
   /** Wall clock in ms, only for handshake timestamps; injectable for tests. */
@@ -114,6 +135,9 @@ export const DEFAULT_AGENT_CONFIG: Omit<
   initRate: { perPeer: 2, perPeerBurst: 8, total: 20, totalBurst: 80 },
   natInfoRetryMs: 1000,
   natInfoTries: 10,
+  // Ethernet's: one fragment per DATA, unless the host knows its links better.
+  linkMtu: () => 1500,
+  mtu: {},
   random: (n) => crypto.getRandomValues(new Uint8Array(n)),
   wall: () => Date.now(),
 };
@@ -134,6 +158,8 @@ export interface PeerInfo {
    * agent sets "tcp" for a direct path over a TCP connection (TCP punching).
    */
   transport?: "udp" | "ws" | "tcp";
+  /** Fragments one DATA carries on the route in use (lib/peer/pmtu.ts): 1 until probed more. */
+  dataFrags: number;
 }
 
 /**
@@ -178,6 +204,8 @@ export class PeerAgent {
   /** Relayed hellos sent to each peer while no session is up (see relayHello). */
   private readonly relayHellos = new WeakMap<Remote, number>();
   private readonly ackRoutes = new WeakMap<Remote, { to: Addr | null; via: number }>();
+  /** Each peer's path MTU searches, made when it first has several fragments to send. */
+  private readonly mtu = new WeakMap<Remote, PeerMtu>();
 
   constructor(readonly cfg: AgentConfig) {
     this.id = toHex(cfg.random(8));
@@ -286,6 +314,7 @@ export class PeerAgent {
       at = earliest(at, this.hard.nextDeadline(r));
       at = earliest(at, r.rx.nextDeadline());
       if (session) at = earliest(at, r.tx.floorDeadline());
+      if (session) at = earliest(at, this.mtu.get(r)?.current?.nextDeadline() ?? null);
     }
     return at;
   }
@@ -418,6 +447,7 @@ export class PeerAgent {
       trusted: r.trusted,
       secure: this.secure.hasSession(r.member.id),
       ...(r.path.kind !== "relay" && r.path.addr?.tcp ? { transport: "tcp" as const } : {}),
+      dataFrags: this.mtu.get(r)?.current?.frags ?? 1,
     }));
   }
 
@@ -428,6 +458,11 @@ export class PeerAgent {
     for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
     for (const r of this.roster.all()) {
       for (const [k, v] of r.rx.drops) all[`rx_${k}`] = (all[`rx_${k}`] ?? 0) + v;
+      const mtu = this.mtu.get(r)?.stats();
+      if (!mtu) continue;
+      all.mtu_probes = (all.mtu_probes ?? 0) + mtu.probes;
+      all.mtu_acks = (all.mtu_acks ?? 0) + mtu.acks;
+      all.mtu_black_holes = (all.mtu_black_holes ?? 0) + mtu.blackHoles;
     }
     return all;
   }
@@ -813,9 +848,14 @@ export class PeerAgent {
         // Relayed although we hold a direct path: the peer's side of it may be gone.
         if (relayed && r.path.sendAddr) this.pathActions(r, r.path.suspect(now), now);
         const ready: Received[] = [];
+        // A DATA of several fragments (where the sender probed the path) is taken as each.
+        const frags = unmerge(m);
+        if (!frags) return this.drop("rx_oversize");
+        let took = false;
+        for (const f of frags) took = r.rx.onData(f, ready, now) || took;
         // ACK the way the data came, so a one-way path problem cannot strand it; `flush`
         // sends the DATA_ACK when the receiver says one is due.
-        if (r.rx.onData(m, ready, now)) this.ackRoutes.set(r, { to: relayed ? null : from, via });
+        if (took) this.ackRoutes.set(r, { to: relayed ? null : from, via });
         return this.showMessages(r, ready);
       }
       case "floor": {
@@ -827,9 +867,30 @@ export class PeerAgent {
       case "data_ack": {
         const ev: TxEvent[] = [];
         r.tx.onAcks(m, ev, now);
+        this.mtu.get(r)?.onProgress(r.tx.stats.timeouts);
         this.txEvents(r, ev);
         return;
       }
+      case "mtu_probe": {
+        // Answered the way it came, with what our own link takes on that way.
+        const limit = relayed
+          ? encodedWithin(this.cfg.linkMtu(this.cfg.server), this.cfg.server.host, RELAYED_WRAP)
+          : from.tcp
+          ? dataSize(1)
+          : encodedWithin(this.cfg.linkMtu(from), from.host, 0);
+        const ack: Message = {
+          type: "mtu_ack",
+          from: this.id,
+          to: r.member.id,
+          id: m.id,
+          size: MTU_PROBE_MIN + m.pad,
+          limit: Math.max(dataSize(1), limit),
+        };
+        return this.toPeer(r, ack, now, relayed ? null : from, via);
+      }
+      case "mtu_ack":
+        if (!this.mtu.get(r)?.onAck(m.id, m.size, m.limit, now)) this.drop("mtu_ack_unknown");
+        return;
       default:
         this.drop("inner_type");
     }
@@ -930,7 +991,23 @@ export class PeerAgent {
       // Without a session nothing can be sent; the fragments stay due and go once it is up.
       if (!this.secure.hasSession(r.member.id)) continue;
       this.hard.flush(r, now);
-      for (const f of r.tx.tick(now, ev)) {
+      const due = r.tx.tick(now, ev);
+      const search = this.mtuSearch(r, due.length, now);
+      if (search) {
+        search.onTimeouts(r.tx.stats.timeouts, now);
+        const p = search.poll(now);
+        if (p) {
+          const probe: Message = {
+            type: "mtu_probe",
+            from: this.id,
+            to: r.member.id,
+            id: p.id,
+            pad: probePad(p.frags),
+          };
+          this.toPeer(r, probe, now);
+        }
+      }
+      for (const f of coalesce(due, search?.frags ?? 1)) {
         this.toPeer(r, { type: "data", from: this.id, to: r.member.id, ...f }, now);
       }
       this.txEvents(r, ev);
@@ -940,6 +1017,26 @@ export class PeerAgent {
         this.toPeer(r, { type: "floor", from: this.id, to: r.member.id, floor }, now);
       }
     }
+  }
+
+  /**
+   * The MTU search of the route the peer's DATA takes now, made once it has several fragments
+   * to send at once (before that one per DATA is all it could use); null until then.
+   */
+  private mtuSearch(r: Remote, due: number, now: number) {
+    let pm = this.mtu.get(r);
+    if (!pm) {
+      if (due < 2) return null;
+      this.mtu.set(r, pm = new PeerMtu(this.cfg.mtu));
+    }
+    const to = r.path.sendAddr;
+    if (!to) {
+      const server = this.cfg.server;
+      const c = encodedWithin(this.cfg.linkMtu(server), server.host, RELAY_WRAP);
+      return pm.route(null, fragsWithin(c), now);
+    }
+    const ceiling = to.tcp ? 1 : fragsWithin(encodedWithin(this.cfg.linkMtu(to), to.host, 0));
+    return pm.route(`${addrKey(to)}/${r.path.via}`, ceiling, now);
   }
 
   private txEvents(r: Remote, ev: TxEvent[]): void {

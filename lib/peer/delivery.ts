@@ -5,16 +5,17 @@
  * the datagrams to send and the events to report; time comes in as `now`.
  */
 import type { AckBatch, AckBlock, DataFields } from "../wire/codec.ts";
-import { MAX_ACK_BLOCKS, MAX_FRAGS } from "../wire/sizes.ts";
+import { FRAG_SIZE, MAX_ACK_BLOCKS, MAX_FRAGS } from "../wire/sizes.ts";
 import { concat } from "../wire/bytes.ts";
 
 /**
  * Payload bytes per fragment. A full DATA sealed and wrapped in RELAY is 92 bytes plus the
  * chunk: 1116 bytes, under the 1200 we send at most. 1108 would be the ceiling, but 8% larger
  * fragments are not worth breaking peers that drop chunks over 1024 (the receive limit), and
- * 16 KiB stays exactly 16 fragments.
+ * 16 KiB stays exactly 16 fragments. Where a path carries more, one DATA carries several
+ * consecutive fragments (`coalesce`), but the fragment stays the unit of everything here.
  */
-export const FRAG_SIZE = 1024;
+export { FRAG_SIZE };
 /** Largest message, in UTF-8 bytes. */
 export const MAX_MESSAGE = 16 * 1024;
 /** Fragments in the largest message: MAX_MESSAGE in FRAG_SIZE chunks (16). */
@@ -153,6 +154,71 @@ interface Outgoing {
 interface Sent {
   frag: OutFrag;
   tx: number;
+}
+
+/**
+ * Merges runs of consecutive fragments of one message into DATAs of up to `maxFrags` fragments
+ * each (a chunk of n·FRAG_SIZE bytes, the last one possibly shorter), for a path probed to
+ * carry them. Order is kept; the merged chunk is a view where the chunks are adjacent in
+ * memory (as `split` makes them), else a copy. The receiver undoes it with `unmerge`.
+ */
+export function coalesce(frags: Fragment[], maxFrags: number): Fragment[] {
+  if (maxFrags <= 1 || frags.length < 2) return frags;
+  const out: Fragment[] = [];
+  for (let i = 0; i < frags.length;) {
+    const first = frags[i]!;
+    let j = i + 1;
+    while (
+      j < frags.length && j - i < maxFrags && frags[j - 1]!.chunk.length === FRAG_SIZE &&
+      follows(frags[j - 1]!, frags[j]!)
+    ) j++;
+    if (j === i + 1) out.push(first);
+    else out.push({ ...first, chunk: joined(frags, i, j) });
+    i = j;
+  }
+  return out;
+}
+
+function follows(a: Fragment, b: Fragment): boolean {
+  return b.seq === a.seq && b.frag === a.frag + 1 && b.msgNo === a.msgNo && b.floor === a.floor;
+}
+
+function joined(frags: Fragment[], from: number, to: number): Uint8Array {
+  const a = frags[from]!.chunk;
+  let len = 0, adjacent = true;
+  for (let k = from; k < to; k++) {
+    const c = frags[k]!.chunk;
+    if (c.buffer !== a.buffer || c.byteOffset !== a.byteOffset + len) adjacent = false;
+    len += c.length;
+  }
+  if (adjacent) return new Uint8Array(a.buffer, a.byteOffset, len);
+  const out = new Uint8Array(len);
+  let at = 0;
+  for (let k = from; k < to; k++) {
+    out.set(frags[k]!.chunk, at);
+    at += frags[k]!.chunk.length;
+  }
+  return out;
+}
+
+/**
+ * The fragments one DATA carries: itself when its chunk is at most FRAG_SIZE, else one per
+ * FRAG_SIZE of it (views, not copies). Null when they would run past the message's last
+ * fragment, or the DATA carries more than MAX_MESSAGE: the receiver drops it as oversize.
+ */
+export function unmerge(f: Fragment): Fragment[] | null {
+  if (f.chunk.length <= FRAG_SIZE) return [f];
+  const n = Math.ceil(f.chunk.length / FRAG_SIZE);
+  if (n > MAX_MESSAGE_FRAGS || f.frag + n > f.frags) return null;
+  const out: Fragment[] = [];
+  for (let k = 0; k < n; k++) {
+    out.push({
+      ...f,
+      frag: f.frag + k,
+      chunk: f.chunk.subarray(k * FRAG_SIZE, Math.min(f.chunk.length, (k + 1) * FRAG_SIZE)),
+    });
+  }
+  return out;
 }
 
 /** Splits UTF-8 bytes into fragments of at most FRAG_SIZE; an empty message is one empty chunk. */

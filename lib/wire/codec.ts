@@ -22,6 +22,7 @@ import {
   MAX_ACK_BLOCKS,
   MAX_DATAGRAM,
   MAX_FRAGS,
+  MAX_LARGE_DATAGRAM,
   MAX_LEN8,
   MAX_LOCALS,
   MAX_NAME,
@@ -165,6 +166,16 @@ export type Message =
     mapping: NatMapping;
     mapped: Addr[];
   }
+  /**
+   * Path MTU probe, sealed: `pad` zero bytes make it exactly as large as a DATA of the size
+   * being probed (lib/peer/pmtu.ts). Answered by MTU_ACK, only if it arrived whole.
+   */
+  | { type: "mtu_probe"; from: Id; to: Id; id: number; pad: number }
+  /**
+   * `id`: the MTU_PROBE answered; `size`: its encoded size as it arrived; `limit`: the largest
+   * encoded DATA the answerer takes on the path the probe came in on (its own link's bound).
+   */
+  | { type: "mtu_ack"; from: Id; to: Id; id: number; size: number; limit: number }
   | ({ type: "data"; from: Id; to: Id } & DataFields)
   /**
    * Acknowledges fragment `frag` of message `seq` (the one whose arrival prompted it) and,
@@ -225,7 +236,9 @@ export function relayedKind(b: Uint8Array): "hello" | "hello_ack" | "sealed" | n
     case LAYOUTS.hello_ack.code:
       return b.length >= HELLO_ACK_MIN && b.length <= MAX_DATAGRAM ? "hello_ack" : null;
     case LAYOUTS.sealed.code:
-      return b.length >= HEADER_LEN + SEALED_MIN && b.length <= MAX_DATAGRAM ? "sealed" : null;
+      return b.length >= HEADER_LEN + SEALED_MIN && b.length <= MAX_LARGE_DATAGRAM
+        ? "sealed"
+        : null;
     default:
       return null;
   }
@@ -669,6 +682,29 @@ const LAYOUTS = {
       return { from, to, have: have === 1, mapping, mapped: addrs.read(r) };
     },
   },
+  mtu_probe: {
+    code: 0x35,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u32(m.id).bytes(new Uint8Array(m.pad));
+    },
+    read(r) {
+      const from = id.read(r), to = id.read(r), probe = r.u32(), pad = r.rest();
+      // Zeros only, so that what decodes re-encodes to the same bytes.
+      if (pad.some((x) => x !== 0)) throw new Bad("bad padding");
+      return { from, to, id: probe, pad: pad.length };
+    },
+  },
+  mtu_ack: {
+    code: 0x36,
+    write(w, m) {
+      id.write(w, m.from);
+      id.write(w, m.to);
+      w.u32(m.id).u16(m.size).u16(m.limit);
+    },
+    read: (r) => ({ from: id.read(r), to: id.read(r), id: r.u32(), size: r.u16(), limit: r.u16() }),
+  },
   data: {
     code: 0x40,
     write(w, m) {
@@ -734,6 +770,15 @@ const TYPE_OF = new Map<number, Type>(TYPES.map((t) => [LAYOUTS[t].code, t]));
 
 // ---- encode and decode ----
 
+/** Types that may exceed MAX_DATAGRAM: those that carry a DATA of several fragments. */
+const LARGE = new Set<number>([
+  LAYOUTS.sealed.code,
+  LAYOUTS.relay.code,
+  LAYOUTS.relayed.code,
+  LAYOUTS.data.code,
+  LAYOUTS.mtu_probe.code,
+]);
+
 /** Reused by every encode: encoders run one at a time and finish() copies out. */
 const scratch = new Writer(2048);
 
@@ -755,7 +800,9 @@ export function encode(m: Message): Uint8Array {
  */
 export function decode(b: Uint8Array): Decoded {
   if (b.length < HEADER_LEN) return { ok: false, reason: "short" };
-  if (b.length > MAX_DATAGRAM) return { ok: false, reason: "oversize" };
+  if (b.length > MAX_DATAGRAM && !(b.length <= MAX_LARGE_DATAGRAM && LARGE.has(b[2]!))) {
+    return { ok: false, reason: "oversize" };
+  }
   if (b[0] !== MAGIC) return { ok: false, reason: "magic" };
   if (b[1] !== VERSION) return { ok: false, reason: "version" };
   const type = TYPE_OF.get(b[2]!);

@@ -11,6 +11,12 @@ export const HEADER_LEN = 3;
 export const MAX_SEND = 1200;
 /** Decoders refuse anything bigger: a bound on decoding work, and nobody sends more. */
 export const MAX_DATAGRAM = 1500;
+/**
+ * Except SEALED, RELAY and RELAYED, which may carry a DATA of several fragments where the path
+ * was probed to carry it (lib/peer/pmtu.ts): up to a whole MAX_MESSAGE in one datagram, plus
+ * room for the sealing and the relay's wrapping.
+ */
+export const MAX_LARGE_DATAGRAM = 16 * 1024 + 512;
 
 /** Session ids, tokens and nonces are 8 random bytes each, 16 hex chars in memory. */
 export const ID_LEN = 8;
@@ -37,6 +43,8 @@ export const MAX_LOCALS = 4;
 export const MAX_NAME = 32;
 /** ERROR text we send is cut to this many bytes; receivers accept up to MAX_LEN8. */
 export const MAX_TEXT = 200;
+/** A DATA fragment's chunk, at most; a DATA carrying several fragments carries n of them. */
+export const FRAG_SIZE = 1024;
 /** Fragments per DATA message (lib/peer/delivery.ts: 16 KiB in 1 KiB chunks needs 16). */
 export const MAX_FRAGS = 32;
 /**
@@ -45,6 +53,11 @@ export const MAX_FRAGS = 32;
  * bound a DATA_ACK at 285 bytes (343 sealed and wrapped for the relay).
  */
 export const MAX_ACK_BLOCKS = 32;
+
+/** What an encoded DATA adds to its chunk: header, two ids, seq, floor, msg_no, frag, frags, kind. */
+export const DATA_OVERHEAD = HEADER_LEN + 2 * ID_LEN + 4 + 4 + 4 + 1 + 1 + 1;
+/** An MTU_PROBE before its padding: header, two ids, probe id. */
+export const MTU_PROBE_MIN = HEADER_LEN + 2 * ID_LEN + 4;
 
 /** Noise_IK_25519_ChaChaPoly: X25519 keys and ChaChaPoly tags. */
 export const DH_LEN = 32;

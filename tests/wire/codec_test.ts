@@ -16,7 +16,14 @@ import {
   SEALED_MIN,
   T,
 } from "../../lib/wire/codec.ts";
-import { DH_LEN, HEADER_LEN, MAX_ACK_BLOCKS, TAG_LEN, TOKEN_LEN } from "../../lib/wire/sizes.ts";
+import {
+  DH_LEN,
+  HEADER_LEN,
+  MAX_ACK_BLOCKS,
+  MAX_LARGE_DATAGRAM,
+  TAG_LEN,
+  TOKEN_LEN,
+} from "../../lib/wire/sizes.ts";
 import { INIT_LEN, RESP_LEN, TRANSPORT_OVERHEAD } from "../../lib/peer/secure.ts";
 import { KEY_LEN as X25519_LEN } from "../../lib/crypto/keys.ts";
 import { TAG_LEN as NOISE_TAG_LEN } from "../../lib/crypto/noise.ts";
@@ -155,6 +162,14 @@ const samples: { m: Message; hex: string }[] = [
     hex: "500133" + A + B + N + PUB,
   },
   {
+    m: { type: "mtu_probe", from: A, to: B, id: 9, pad: 3 },
+    hex: "500135" + A + B + "00000009" + "000000",
+  },
+  {
+    m: { type: "mtu_ack", from: B, to: A, id: 9, size: 16418, limit: 8226 },
+    hex: "500136" + B + A + "00000009" + "4022" + "2022",
+  },
+  {
     m: { type: "floor", from: A, to: B, floor: 7 },
     hex: "500142" + A + B + "00000007",
   },
@@ -205,7 +220,7 @@ const samples: { m: Message; hex: string }[] = [
 ];
 
 /** Types ending in an open-ended payload. */
-const OPEN_ENDED = new Set(["relay", "relayed", "data", "hello_ack", "sealed"]);
+const OPEN_ENDED = new Set(["relay", "relayed", "data", "hello_ack", "sealed", "mtu_probe"]);
 /** A DATA_ACK without a batch: header, two ids, seq u32, frag u8. */
 const ACK_SINGLE_LEN = HEADER_LEN + 8 + 8 + 4 + 1;
 
@@ -430,8 +445,33 @@ for (const [name, hex, reason] of bad) {
 
 Deno.test("codec: rejects oversize datagrams", () => {
   const b = new Uint8Array(MAX_DATAGRAM + 1);
-  b.set([0x50, 1, 0x21]);
+  b.set([0x50, 1, T.KEEPALIVE]);
   assert.deepEqual(decode(b), { ok: false, reason: "oversize" });
+});
+
+Deno.test("codec: only datagrams that carry DATA may exceed MAX_DATAGRAM, up to MAX_LARGE_DATAGRAM", () => {
+  for (const type of ["sealed", "relay", "relayed", "data", "mtu_probe"] as const) {
+    const big = new Uint8Array(MAX_LARGE_DATAGRAM);
+    big.set([0x50, 1, T[type.toUpperCase() as Uppercase<typeof type>]]);
+    assert.notEqual(decode(big).ok ? "" : (decode(big) as { reason: string }).reason, "oversize");
+    const over = new Uint8Array(MAX_LARGE_DATAGRAM + 1);
+    over.set([0x50, 1, T[type.toUpperCase() as Uppercase<typeof type>]]);
+    assert.deepEqual(decode(over), { ok: false, reason: "oversize" }, type);
+  }
+  for (const type of ["register", "hello", "hello_ack", "data_ack", "mtu_ack"] as const) {
+    const b = new Uint8Array(MAX_DATAGRAM + 1);
+    b.set([0x50, 1, T[type.toUpperCase() as Uppercase<typeof type>]]);
+    assert.deepEqual(decode(b), { ok: false, reason: "oversize" }, type);
+  }
+});
+
+Deno.test("codec: a large SEALED is relayable; one past MAX_LARGE_DATAGRAM is not", () => {
+  const b = new Uint8Array(MAX_LARGE_DATAGRAM);
+  b.set([0x50, 1, T.SEALED]);
+  assert.equal(relayedKind(b), "sealed");
+  const over = new Uint8Array(MAX_LARGE_DATAGRAM + 1);
+  over.set([0x50, 1, T.SEALED]);
+  assert.equal(relayedKind(over), null);
 });
 
 /** decode's contract: a result, never an exception. */
