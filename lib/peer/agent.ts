@@ -888,9 +888,13 @@ export class PeerAgent {
         };
         return this.toPeer(r, ack, now, relayed ? null : from, via);
       }
-      case "mtu_ack":
-        if (!this.mtu.get(r)?.onAck(m.id, m.size, m.limit, now)) this.drop("mtu_ack_unknown");
+      case "mtu_ack": {
+        const pm = this.mtu.get(r);
+        if (!pm?.onAck(m.id, m.size, m.limit, now)) return this.drop("mtu_ack_unknown");
+        // Timeouts before the size went up say nothing about it (see MtuSearch.onTimeouts).
+        pm.onProgress(r.tx.stats.timeouts);
         return;
+      }
       default:
         this.drop("inner_type");
     }
@@ -991,8 +995,11 @@ export class PeerAgent {
       // Without a session nothing can be sent; the fragments stay due and go once it is up.
       if (!this.secure.hasSession(r.member.id)) continue;
       this.hard.flush(r, now);
-      const due = r.tx.tick(now, ev);
-      const search = this.mtuSearch(r, due.length, now);
+      // The size is chosen before the tick (which numbers transmissions by DATA); the search
+      // itself starts once there are several fragments due at once.
+      let search = this.mtuSearch(r, false, now);
+      const due = r.tx.tick(now, ev, search?.frags ?? 1);
+      search ??= due.length > 1 ? this.mtuSearch(r, true, now) : null;
       if (search) {
         search.onTimeouts(r.tx.stats.timeouts, now);
         const p = search.poll(now);
@@ -1023,20 +1030,21 @@ export class PeerAgent {
    * The MTU search of the route the peer's DATA takes now, made once it has several fragments
    * to send at once (before that one per DATA is all it could use); null until then.
    */
-  private mtuSearch(r: Remote, due: number, now: number) {
+  private mtuSearch(r: Remote, create: boolean, now: number) {
     let pm = this.mtu.get(r);
     if (!pm) {
-      if (due < 2) return null;
+      if (!create) return null;
       this.mtu.set(r, pm = new PeerMtu(this.cfg.mtu));
     }
     const to = r.path.sendAddr;
+    const timeouts = r.tx.stats.timeouts;
     if (!to) {
       const server = this.cfg.server;
       const c = encodedWithin(this.cfg.linkMtu(server), server.host, RELAY_WRAP);
-      return pm.route(null, fragsWithin(c), now);
+      return pm.route(null, fragsWithin(c), timeouts, now);
     }
     const ceiling = to.tcp ? 1 : fragsWithin(encodedWithin(this.cfg.linkMtu(to), to.host, 0));
-    return pm.route(`${addrKey(to)}/${r.path.via}`, ceiling, now);
+    return pm.route(`${addrKey(to)}/${r.path.via}`, ceiling, timeouts, now);
   }
 
   private txEvents(r: Remote, ev: TxEvent[]): void {

@@ -170,7 +170,7 @@ export function coalesce(frags: Fragment[], maxFrags: number): Fragment[] {
     let j = i + 1;
     while (
       j < frags.length && j - i < maxFrags && frags[j - 1]!.chunk.length === FRAG_SIZE &&
-      follows(frags[j - 1]!, frags[j]!)
+      frags[j]!.chunk.length > 0 && follows(frags[j - 1]!, frags[j]!)
     ) j++;
     if (j === i + 1) out.push(first);
     else out.push({ ...first, chunk: joined(frags, i, j) });
@@ -643,8 +643,13 @@ export class Sender {
     return this.spanBytes + o.bytes <= this.cfg.maxSpanBytes;
   }
 
-  /** Fragments due now (resends first, then new ones, as the window allows) and give-ups. */
-  tick(now: number, events: TxEvent[]): Fragment[] {
+  /**
+   * Fragments due now (resends first, then new ones, as the window allows) and give-ups.
+   * `group`: the most fragments one DATA carries (`coalesce` with the same number merges what
+   * this returns); the fragments of one DATA share a transmission number, so the loss
+   * detection's reordering threshold counts datagrams, not fragments.
+   */
+  tick(now: number, events: TxEvent[], group = 1): Fragment[] {
     this.now = Math.max(this.now, now);
     now = this.now;
     this.giveUp(now, events);
@@ -659,6 +664,8 @@ export class Sender {
     const out: Fragment[] = [];
     let floor = -1;
     let bursting = false;
+    let prev: OutFrag | null = null;
+    let run = 0;
     while (this.inFlight < this.window) {
       let f = this.nextLost();
       if (f) this.lost.shift();
@@ -673,7 +680,16 @@ export class Sender {
       if (f.sends > 0) this.stats.retransmitted++;
       this.stats.sent++;
       f.sends++;
-      f.tx = ++this.txCount;
+      // coalesce's rule: the next fragment of the same message, after a full one.
+      const joins = prev !== null && run < group && f.msg === prev.msg &&
+        f.index === prev.index + 1 && prev.msg.chunks[prev.index]!.length === FRAG_SIZE;
+      if (joins) run++;
+      else {
+        this.txCount++;
+        run = 1;
+      }
+      prev = f;
+      f.tx = this.txCount;
       if (f.sends === 1) f.firstTx = f.tx;
       f.sentAt = now;
       f.state = "flight";

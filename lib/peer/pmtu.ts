@@ -97,6 +97,8 @@ export class MtuSearch {
   private ceiling: number;
   private peerLimit = MAX_MESSAGE_FRAGS;
   private failedAt = Infinity;
+  /** The last search ended (nothing left to try); the next starts after raiseMs. */
+  private ended = false;
   private probe: { id: number; frags: number; sentAt: number; tries: number } | null = null;
   /** Sizes of the probes sent this search, by id: an answer names one of them. */
   private sent = new Map<number, number>();
@@ -127,6 +129,9 @@ export class MtuSearch {
     if (c > this.ceiling) this.resumeAt = Math.min(this.resumeAt, now);
     this.ceiling = c;
     this.frags = Math.min(this.frags, c);
+    // A probe waiting for its retry must not go again above the new bound (a WebSocket to the
+    // server refuses frames that large).
+    if (this.probe && this.probe.frags > c) this.probe = null;
   }
 
   private bound(): number {
@@ -140,10 +145,16 @@ export class MtuSearch {
       if (this.probe.tries >= this.cfg.probeTries) {
         this.failedAt = this.probe.frags;
         this.probe = null;
-      }
+      } else if (this.probe.frags > this.bound()) this.probe = null;
     }
     if (!this.probe) {
       if (now < this.resumeAt) return null;
+      // A new search after one that ended: the peer's bound may have grown since (its link,
+      // its transport), so it is asked again.
+      if (this.ended) {
+        this.ended = false;
+        this.peerLimit = MAX_MESSAGE_FRAGS;
+      }
       const hi = this.bound();
       if (hi <= this.frags) return this.end(now), null;
       // The bound first; after a failure, halfway between what works and what failed.
@@ -162,6 +173,7 @@ export class MtuSearch {
 
   /** The search has nothing left to try: start over (from the top) after raiseMs. */
   private end(now: number): void {
+    this.ended = true;
     this.resumeAt = now + this.cfg.raiseMs;
     this.failedAt = Infinity;
     this.sent.clear();
@@ -177,8 +189,11 @@ export class MtuSearch {
     this.sent.delete(id);
     this.stats.acks++;
     this.peerLimit = fragsWithin(limit);
-    const ok = Math.min(frags, this.peerLimit, this.ceiling);
-    if (ok > this.frags) this.frags = ok;
+    // A lower limit than before (the peer's link or transport changed) lowers us at once.
+    this.frags = Math.max(
+      Math.min(frags, this.peerLimit, this.ceiling),
+      Math.min(this.frags, this.peerLimit),
+    );
     if (this.probe?.id === id || (this.probe && this.probe.frags <= this.frags)) this.probe = null;
     if (this.bound() <= this.frags) this.end(now);
     else this.resumeAt = Math.min(this.resumeAt, now);
@@ -213,8 +228,9 @@ export class MtuSearch {
   /** When `poll` next has work: a probe's timeout, or the search's restart. */
   nextDeadline(): number | null {
     if (this.probe) return this.probe.sentAt + this.cfg.probeTimeoutMs;
-    // Nothing above us can ever be confirmed on this path: no wake-ups for it.
-    if (Math.min(this.ceiling, this.peerLimit) <= this.frags) return null;
+    // Nothing above us can ever be confirmed on this path: no wake-ups for it. (The peer's
+    // limit is asked again by the next search, so it does not count here.)
+    if (this.ceiling <= this.frags) return null;
     return this.resumeAt;
   }
 }
@@ -238,15 +254,19 @@ export class PeerMtu {
 
   /**
    * The search for the route DATA takes now: the direct path at `key` (null: the relay),
-   * where our link carries `ceiling` fragments per DATA. Made on first use.
+   * where our link carries `ceiling` fragments per DATA. Made on first use; `timeouts` is the
+   * sender's count of retransmission timeouts so far.
    */
-  route(key: string | null, ceiling: number, now: number): MtuSearch {
+  route(key: string | null, ceiling: number, timeouts: number, now: number): MtuSearch {
+    const fresh = () => {
+      const s = new MtuSearch(ceiling, now, this.cfg, this.ids);
+      s.onProgress(timeouts); // only timeouts from now on count towards a black hole
+      return s;
+    };
     let s: MtuSearch;
-    if (key === null) s = this.relay ??= new MtuSearch(ceiling, now, this.cfg, this.ids);
+    if (key === null) s = this.relay ??= fresh();
     else {
-      if (this.direct?.key !== key) {
-        this.direct = { key, s: new MtuSearch(ceiling, now, this.cfg, this.ids) };
-      }
+      if (this.direct?.key !== key) this.direct = { key, s: fresh() };
       s = this.direct.s;
     }
     s.setCeiling(ceiling, now);

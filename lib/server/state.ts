@@ -31,6 +31,7 @@ import {
   T,
 } from "../wire/codec.ts";
 import { validName } from "../wire/names.ts";
+import { HEADER_LEN, ID_LEN, MAX_DATAGRAM, TOKEN_LEN } from "../wire/sizes.ts";
 import { looksLikeStun } from "../stun/codec.ts";
 import { answerStun, PRIMARY_ONLY, type StunLayout, type StunSocket } from "./stun.ts";
 import {
@@ -97,6 +98,8 @@ function relayable(payload: Uint8Array): boolean {
 
 /** The locals of every member that announced none: one shared array, never changed. */
 const NO_LOCALS: Addr[] = [];
+/** What RELAYED adds to the datagram it carries: header, token, sender id. */
+const RELAYED_OVERHEAD = HEADER_LEN + TOKEN_LEN + ID_LEN;
 
 /**
  * Global IPv6 locals passed on per member, at most. The server cannot check that they are the
@@ -513,6 +516,11 @@ export class ServerState {
     if (m.type === "connect") {
       fwd = { type: "connect_fwd", token: dst.token, member: memberOf(src), nonce: m.nonce };
     } else {
+      // A WebSocket member takes frames of MAX_DATAGRAM at most (its side of the path MTU
+      // search then sees the probe lost and stays at one fragment per DATA).
+      if (dst.public.tcp && m.payload.length + RELAYED_OVERHEAD > MAX_DATAGRAM) {
+        return this.stats.drop("relay_too_big_for_ws");
+      }
       this.stats.relayedPackets++;
       this.stats.relayedBytes += m.payload.length;
       fwd = { type: "relayed", token: dst.token, from: src.id, payload: m.payload };

@@ -948,3 +948,19 @@ Deno.test("delivery: two agents: the receiver sends about one datagram per ackEv
   // Keepalives and pings add a few datagrams each way in 2 s.
   assert.ok(sentB <= frags / ACK_EVERY + 20, `bob sent ${sentB} datagrams for ${frags} fragments`);
 });
+
+Deno.test("delivery: with several fragments per DATA, one DATA overtaken by the next is no loss", () => {
+  // Fragments 0-3 then 4-7, the second four acknowledged first (at the same moment, so no time
+  // threshold). One fragment per DATA: those are 4 later datagrams, so 0-3 count lost (1+3 and
+  // more later ones acknowledged). Four per DATA: one later datagram, which is reordering.
+  for (const [group, lost] of [[1, 4], [4, 0]] as const) {
+    const tx = new Sender(cfg);
+    const ev: TxEvent[] = [];
+    tx.send(0, bytes(MAX_MESSAGE), false, 0);
+    const frags = tx.tick(0, ev, group);
+    assert.equal(frags.length, cfg.initialWindow);
+    for (const f of frags.slice(4, 8)) tx.onAck(f.seq, f.frag, ev, 1);
+    assert.equal(tx.stats.fastRetransmits, lost, `${group} per DATA`);
+    assert.equal(tx.stats.windowCuts, lost > 0 ? 1 : 0, `${group} per DATA`);
+  }
+});

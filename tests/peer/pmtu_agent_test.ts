@@ -123,3 +123,20 @@ Deno.test("pmtu: the path shrinks mid-transfer (a black hole): back to one fragm
   const undelivered = net.events.get("b")!.filter((e) => e.type === "undelivered");
   assert.deepEqual(undelivered, []);
 });
+
+Deno.test("pmtu: timeouts before the search (DATA lost a while, then the path heals) are no black hole", () => {
+  const net = pair(BIG_LINK, BIG_LINK);
+  const b = addrKey(net.hosts.get("b")!), a = addrKey(net.hosts.get("a")!);
+  let drop = true;
+  net.filter = (p) =>
+    !(drop && addrKey(p.from) === b && addrKey(p.to) === a && p.bytes[2] === T.SEALED);
+  net.say("b", "small");
+  net.advance(3500);
+  drop = false;
+  net.advance(5000);
+  assert.ok(net.agents.get("b")!.stats().mtu_probes === undefined, "no search yet");
+  send(net, 5, 50, 1);
+  assert.deepEqual(net.texts("a"), ["small", ...Array.from({ length: 5 }, (_, i) => text(i + 1))]);
+  assert.equal(bToA(net).dataFrags, 16);
+  assert.equal(net.agents.get("b")!.stats().mtu_black_holes, 0);
+});

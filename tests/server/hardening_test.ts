@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { type Identity, newIdentity } from "../../lib/identity/identity.ts";
 import { DEFAULT_SERVER_CONFIG, limitKey } from "../../lib/server/state.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
-import { encode, ErrorCode, type Message } from "../../lib/wire/codec.ts";
+import { encode, ErrorCode, MAX_DATAGRAM, type Message } from "../../lib/wire/codec.ts";
 import { bindingRequest } from "../../lib/stun/binding.ts";
 import { RELAY_MIN_CHARGE } from "../../lib/server/config.ts";
 import {
@@ -260,6 +260,26 @@ for (const p of payloads) {
     if (!p.forwarded) assert.equal(s.stats.drops.get("relay_payload"), 1);
   });
 }
+
+Deno.test("hardening: a large SEALED is relayed between UDP members, never to a WebSocket member", () => {
+  const big = encode({ type: "sealed", body: new Uint8Array(16 * 1024 + 100) });
+  assert.equal(relayPair().relay(big).length, 1, "UDP to UDP: a probed path MTU may allow it");
+  // bob over WebSocket: its frames are MAX_DATAGRAM at most, so the relay drops and counts it.
+  const { s, feed } = server();
+  const a = tokenOf(join(feed, ID1, "alice", alice, A)[0]);
+  join(feed, ID2, "bob", bob, { ...B, tcp: true });
+  const relay = (payload: Uint8Array) =>
+    msgs(feed({ type: "relay", from: ID1, token: a, to: ID2, payload }, A, 1))
+      .filter((m) => m.type === "relayed");
+  assert.equal(relay(big).length, 0);
+  assert.equal(s.stats.drops.get("relay_too_big_for_ws"), 1);
+  const fits = encode({ type: "sealed", body: new Uint8Array(MAX_DATAGRAM - 19 - 3) });
+  assert.equal(relay(fits).length, 1, "one that fits a WebSocket frame still goes");
+  assert.equal(
+    relay(encode({ type: "sealed", body: new Uint8Array(MAX_DATAGRAM - 19 - 2) })).length,
+    0,
+  );
+});
 
 Deno.test("hardening: the relay limit charges each packet at least a minimum", () => {
   const { relay } = relayPair({ ...cfg, relayBytesPerSec: 10_000 });
