@@ -13,7 +13,10 @@
  * - On UDP, once the server has answered: a keepalive or registration unanswered for
  *   `answerMs`, or our traffic unanswered for `silenceMs` (nothing heard over UDP at all while
  *   messages wait for acknowledgement), starts a probe; `probes` probes unanswered, each
- *   `answerMs` apart, mean UDP is lost → WebSocket.
+ *   `answerMs` apart, mean UDP is lost → WebSocket. So do probes answered while
+ *   `stuckRequests` requests in a row, the first `stuckMs` ago, are not: a network that lets
+ *   STUN through and drops the rest (some firewalls do). Coming back is then tried after the
+ *   probe pause, doubled as for any loss, so such a network costs a few seconds per pause.
  * - `ws`: the WebSocket only (the user gave a ws:// or wss:// URL).
  */
 
@@ -44,6 +47,12 @@ export interface ServerLinkConfig {
   udpRetryMaxMs: number;
   /** This long on UDP with the server answering, and the probe pause is back to `udpRetryMs`. */
   stableMs: number;
+  /**
+   * Requests in a row unanswered over UDP, the first at least `stuckMs` ago, while the server
+   * answered our STUN probes after the first: only STUN gets through.
+   */
+  stuckRequests: number;
+  stuckMs: number;
 }
 
 export const DEFAULT_SERVER_LINK_CONFIG: ServerLinkConfig = {
@@ -60,6 +69,10 @@ export const DEFAULT_SERVER_LINK_CONFIG: ServerLinkConfig = {
   backAnswers: 2,
   udpRetryMaxMs: 300_000,
   stableMs: 120_000,
+  // A registration is resent every 300 ms: 8 in a row lost by chance on a link that loses 20%
+  // each way has odds of 0.36^8, about 1 in 3,500.
+  stuckRequests: 8,
+  stuckMs: 3000,
 };
 
 export type LinkAction =
@@ -83,8 +96,11 @@ export class ServerLinkMachine {
   private heardUdp = false;
   private lastUdpHeard = -Infinity;
   private lastUdpAny = -Infinity;
-  /** The oldest unanswered request to the server over UDP (-1: none). */
+  /** The oldest unanswered request to the server over UDP (-1: none), and how many since. */
   private awaitingSince = -1;
+  private awaiting = 0;
+  /** When a STUN probe was last answered over UDP. */
+  private lastProbeAnswer = -Infinity;
   /** The probe run in progress: probes sent, when the next is due (-1: no run). */
   private probesSent = 0;
   private nextProbe = -1;
@@ -131,6 +147,7 @@ export class ServerLinkMachine {
   /** We sent the server, over UDP, a request it always answers (REGISTER, KEEPALIVE). */
   onUdpRequest(now: number): void {
     if (this.awaitingSince < 0) this.awaitingSince = now;
+    this.awaiting++;
   }
 
   /** Any datagram arrived from a peer (over UDP or a TCP connection), or from the server. */
@@ -147,10 +164,15 @@ export class ServerLinkMachine {
     this.heardUdp = true;
     this.lastUdpHeard = now;
     this.lastUdpAny = now;
-    this.awaitingSince = -1;
+    // A probe answer shows the way to the server is open for STUN, not that it carries the
+    // requests still waiting: only an authentic message answers those.
+    if (authentic) {
+      this.awaitingSince = -1;
+      this.awaiting = 0;
+    } else this.lastProbeAnswer = now;
     this.endProbes();
     if (this.current === "udp") {
-      if (now - this.udpSince >= this.cfg.stableMs) this.retryMs = this.cfg.udpRetryMs;
+      if (authentic && now - this.udpSince >= this.cfg.stableMs) this.retryMs = this.cfg.udpRetryMs;
       return;
     }
     // One probe answer could be luck on a lossy path: ask again at once, move on the second.
@@ -229,7 +251,12 @@ export class ServerLinkMachine {
       if (!this.heardUdp) at = Math.min(at, this.started + this.cfg.fallbackMs);
       else if (this.nextProbe >= 0) at = Math.min(at, this.nextProbe);
       else {
-        if (this.awaitingSince >= 0) at = Math.min(at, this.awaitingSince + this.cfg.answerMs);
+        if (!this.probedSinceAwaiting()) {
+          if (this.awaitingSince >= 0) at = Math.min(at, this.awaitingSince + this.cfg.answerMs);
+        } else if (this.awaiting >= this.cfg.stuckRequests) {
+          // STUN answers, requests do not: decided once they have waited stuckMs.
+          at = Math.min(at, this.awaitingSince + this.cfg.stuckMs);
+        }
         if (pending) at = Math.min(at, this.silentSince() + this.cfg.silenceMs);
       }
     } else if (this.cfg.mode === "auto") at = Math.min(at, this.nextUdpRetry);
@@ -255,6 +282,13 @@ export class ServerLinkMachine {
       out.push({ type: "udp_probe" });
       return;
     }
+    if (this.probedSinceAwaiting()) {
+      // STUN answered after the requests went out, and they still are not.
+      if (now - this.awaitingSince >= this.cfg.stuckMs && this.awaiting >= this.cfg.stuckRequests) {
+        this.toWs(now, true, "the server answers STUN over UDP but nothing else gets through", out);
+      }
+      return;
+    }
     const unanswered = this.awaitingSince >= 0 && now - this.awaitingSince >= this.cfg.answerMs;
     const silent = pending && now - this.silentSince() >= this.cfg.silenceMs;
     if (unanswered || silent) {
@@ -262,6 +296,11 @@ export class ServerLinkMachine {
       this.nextProbe = now + this.cfg.answerMs;
       out.push({ type: "udp_probe" });
     }
+  }
+
+  /** A request waits, and a STUN probe was answered after it went out. */
+  private probedSinceAwaiting(): boolean {
+    return this.awaitingSince >= 0 && this.lastProbeAnswer >= this.awaitingSince;
   }
 
   /** Since when nothing was heard over UDP (never earlier than the last server answer). */
@@ -277,6 +316,7 @@ export class ServerLinkMachine {
   private toWs(now: number, lost: boolean, why: string, out: LinkAction[]): void {
     this.current = "ws";
     this.awaitingSince = -1;
+    this.awaiting = 0;
     this.closeAt = Infinity;
     this.answers = 0;
     // Lost again: wait longer before believing UDP once more.

@@ -165,3 +165,39 @@ labTest("UDP lost mid-chat: onto the WebSocket, nothing lost, back to UDP after"
     await b.waitFor(isType("message", { from: "a", text: "back on UDP" }), 20000);
   });
 });
+
+labTest(
+  "only STUN gets through at one site: the peer settles on the WebSocket, not on a UDP that carries nothing",
+  async () => {
+    await withLab([{ name: "a", nat: "port-restricted" }, { name: "b", nat: "full-cone" }], async (
+      lab,
+      h,
+      server,
+    ) => {
+      // Forward UDP only when it carries STUN's magic cookie (payload bytes 4-7), as firewalls
+      // that allow STUN for calls and drop the rest do.
+      const script = "table inet stunonly {\n  chain forward_udp {\n    type filter hook forward " +
+        "priority -10; policy accept;\n    meta l4proto udp @th,96,32 != 0x2112a442 drop\n  }\n}\n";
+      const r = await lab.exec("router:a", ["nft", "-f", "-"], script);
+      assert.equal(r.code, 0, r.stderr);
+      const a = h.peer("a", server, [], wrap(lab, "a1"));
+      const b = h.peer("b", server, [], wrap(lab, "b1"));
+      assert.equal((await a.waitFor(isType("ready"), 20000, "a ready")).transport, "ws");
+      await b.waitFor(isType("ready"), 20000, "b ready");
+      // Its UDP probes are answered, so it tries UDP again, registers there in vain, and goes
+      // back to the WebSocket, saying why.
+      await a.waitFor(isType("transport", { transport: "udp" }), 30000, "a tries UDP again");
+      const back = await a.waitFor(
+        (e) => e.type === "transport" && e.transport === "ws" && /STUN/.test(String(e.why)),
+        15000,
+        "a back on the WebSocket",
+      );
+      assert.match(String(back.why), /answers STUN over UDP but nothing else/);
+      await chatBothWays(a, b);
+      const path = a.events.filter(isType("path", { peer: "b" })).at(-1);
+      // Relayed over the WebSocket, or direct over TCP once TCP punching got through (TCP
+      // passes this router): never over UDP.
+      assert.ok(["ws", "tcp"].includes(String(path?.transport)), JSON.stringify(path));
+    });
+  },
+);

@@ -208,3 +208,69 @@ Deno.test("auto: each time UDP is lost again, the WebSocket waits longer before 
   }
   assert.deepEqual(gaps, [20_000, 40_000, 80_000]);
 });
+
+/** On the WebSocket (open), then moved back to UDP by two probe answers at `at`. */
+function backOnUdp(at: number) {
+  const { m } = make();
+  runTo(m, 0, 1500);
+  m.onWsOpen(1600, []);
+  m.onUdpFromServer(at, false, []);
+  m.onUdpFromServer(at + 10, false, []);
+  assert.equal(m.transport, "udp");
+  return m;
+}
+
+Deno.test("auto: a network that lets only STUN through: back on the WebSocket within stuckMs", () => {
+  const m = backOnUdp(12_000);
+  const acts: LinkAction[] = [];
+  // Registering again over UDP: a REGISTER every 300 ms, none answered.
+  let now = 12_010;
+  for (; now <= 12_010 + 3000; now += 300) {
+    m.onUdpRequest(now);
+    acts.push(...runTo(m, now - 300, now));
+    // Whenever a probe goes out, the server answers it (STUN gets through).
+    if (acts.at(-1)?.type === "udp_probe") m.onUdpFromServer(now + 5, false, acts);
+  }
+  acts.push(...runTo(m, now - 300, now + 1000));
+  assert.equal(m.transport, "ws");
+  assert.deepEqual(acts.filter((a) => a.type === "switched"), [{
+    type: "switched",
+    to: "ws",
+    lost: true,
+    why: "the server answers STUN over UDP but nothing else gets through",
+  }]);
+  // Lost again: the next try of UDP waits twice as long (20 s, not 10 s).
+  const t = now + 1000;
+  assert.deepEqual(types(runTo(m, t, t + 18_000)), []);
+  assert.deepEqual(types(runTo(m, t, t + 21_000)), ["udp_probe"]);
+});
+
+Deno.test("auto: requests lost on a lossy link, but one answered within stuckMs: UDP stays", () => {
+  const m = backOnUdp(12_000);
+  const acts: LinkAction[] = [];
+  let now = 12_010;
+  for (let i = 0; i < 9; i++, now += 300) {
+    m.onUdpRequest(now);
+    acts.push(...runTo(m, now - 300, now));
+    if (acts.at(-1)?.type === "udp_probe") m.onUdpFromServer(now + 5, false, acts);
+  }
+  m.onUdpFromServer(now, true, acts); // the 9th REGISTER is answered
+  acts.push(...runTo(m, now, now + 60_000));
+  assert.equal(m.transport, "udp");
+  assert.equal(acts.filter((a) => a.type === "switched").length, 0);
+});
+
+Deno.test("auto: one keepalive lost while STUN probes are answered is not 'only STUN'", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, true, []);
+  const acts: LinkAction[] = [];
+  for (let t = 15_000; t <= 60_000; t += 15_000) {
+    m.onUdpRequest(t); // keepalives; the first is lost, the rest answered
+    acts.push(...runTo(m, t, t + 1000));
+    if (acts.at(-1)?.type === "udp_probe") m.onUdpFromServer(t + 1005, false, acts);
+    if (t > 15_000) m.onUdpFromServer(t + 20, true, acts);
+    acts.push(...runTo(m, t + 1005, t + 14_999));
+  }
+  assert.equal(m.transport, "udp");
+  assert.equal(acts.filter((a) => a.type === "switched").length, 0);
+});
