@@ -15,7 +15,7 @@ export const HELP = [
   "/msg NAME TEXT    send TEXT to NAME only",
   "/peers            list peers: path (lan, direct, relay, connecting), address, RTT, key",
   "/trust NAME       accept NAME's new key after it changed (check the fingerprint first!)",
-  "/stats            counters of dropped datagrams, by reason",
+  "/stats            dropped datagrams by reason, and what the transport did",
   "/help             this help",
   "/quit             leave (Ctrl-D and Ctrl-C too)",
   "//TEXT            send TEXT starting with a single '/'",

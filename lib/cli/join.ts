@@ -101,7 +101,7 @@ export async function runJoin(o: JoinOptions): Promise<number> {
         host.trust(c.name);
         break;
       case "stats":
-        out.stats(host.stats());
+        out.stats(host.stats(), host.counters());
         break;
       case "help":
         out.help();

@@ -13,7 +13,8 @@ export interface SelfNat {
 export interface Output {
   event(e: PeerEvent): void;
   peers(list: PeerInfo[], self?: SelfNat): void;
-  stats(drops: Record<string, number>): void;
+  /** Drops by reason, and what the transport did (DATA sent, resent, probes...). */
+  stats(drops: Record<string, number>, counters: Record<string, number>): void;
   help(): void;
   /** Redraws the prompt (terminal only). */
   prompt(): void;
@@ -53,8 +54,8 @@ export class JsonOutput implements Output {
       }) + "\n",
     );
   }
-  stats(drops: Record<string, number>): void {
-    this.write(JSON.stringify({ type: "stats", drops }) + "\n");
+  stats(drops: Record<string, number>, counters: Record<string, number>): void {
+    this.write(JSON.stringify({ type: "stats", drops, counters }) + "\n");
   }
   help(): void {
     this.write(JSON.stringify({ type: "help", commands: HELP }) + "\n");
@@ -198,10 +199,14 @@ export class ChatOutput implements Output {
     }
   }
 
-  stats(drops: Record<string, number>): void {
-    const e = Object.entries(drops).sort();
-    if (e.length === 0) return this.screen.print(this.c("dim", "* nothing dropped"));
-    this.screen.print(this.c("dim", `* dropped: ${e.map(([k, v]) => `${k} ${v}`).join(", ")}`));
+  stats(drops: Record<string, number>, counters: Record<string, number>): void {
+    const line = (o: Record<string, number>) =>
+      Object.entries(o).sort().map(([k, v]) => `${k} ${v}`).join(", ");
+    const e = Object.entries(drops);
+    this.screen.print(
+      this.c("dim", e.length === 0 ? "* nothing dropped" : `* dropped: ${line(drops)}`),
+    );
+    this.screen.print(this.c("dim", `* transport: ${line(counters)}`));
   }
 
   help(): void {

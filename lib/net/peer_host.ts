@@ -352,6 +352,10 @@ export class PeerHost {
     return this.agent.stats();
   }
 
+  counters(): Record<string, number> {
+    return this.agent.counters();
+  }
+
   peers(): PeerInfo[] {
     const server = this.transport;
     return this.agent.peers().map((p) => ({

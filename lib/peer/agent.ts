@@ -458,13 +458,42 @@ export class PeerAgent {
     for (const [k, v] of this.secure.drops) all[`secure_${k}`] = v;
     for (const r of this.roster.all()) {
       for (const [k, v] of r.rx.drops) all[`rx_${k}`] = (all[`rx_${k}`] ?? 0) + v;
-      const mtu = this.mtu.get(r)?.stats();
-      if (!mtu) continue;
-      all.mtu_probes = (all.mtu_probes ?? 0) + mtu.probes;
-      all.mtu_acks = (all.mtu_acks ?? 0) + mtu.acks;
-      all.mtu_black_holes = (all.mtu_black_holes ?? 0) + mtu.blackHoles;
     }
     return all;
+  }
+
+  /**
+   * What the transport did, over all peers (for /stats): DATA sent and resent and why, window
+   * cuts, duplicates received, DATA_ACKs sent, path MTU probes and black holes.
+   */
+  counters(): Record<string, number> {
+    const c = {
+      data_sent: 0,
+      data_retransmitted: 0,
+      fast_retransmits: 0,
+      timeouts: 0,
+      window_cuts: 0,
+      duplicates_received: 0,
+      acks_sent: 0,
+      mtu_probes: 0,
+      mtu_acks: 0,
+      mtu_black_holes: 0,
+    };
+    for (const r of this.roster.all()) {
+      const t = r.tx.stats;
+      c.data_sent += t.sent;
+      c.data_retransmitted += t.retransmitted;
+      c.fast_retransmits += t.fastRetransmits;
+      c.timeouts += t.timeouts;
+      c.window_cuts += t.windowCuts;
+      c.duplicates_received += r.rx.duplicates;
+      c.acks_sent += r.rx.acksSent;
+      const m = this.mtu.get(r)?.stats();
+      c.mtu_probes += m?.probes ?? 0;
+      c.mtu_acks += m?.acks ?? 0;
+      c.mtu_black_holes += m?.blackHoles ?? 0;
+    }
+    return c;
   }
 
   /** Messages not yet acknowledged or given up on, over all peers. */

@@ -53,6 +53,15 @@ for (const relayed of [false, true]) {
       const p = await peerOf(bob);
       assert.equal(p.path, relayed ? "relay" : "lan");
       assert.equal(p.data_frags, 16);
+      // /stats tells what the transport did: every fragment sent at least once, and the probe.
+      const before = bob.events.length;
+      await bob.write("/stats");
+      const st = await bob.waitFor((e) => e.type === "stats" && bob.events.indexOf(e) >= before);
+      const c = st.counters as Record<string, number>;
+      assert.ok(
+        c.data_sent! >= n * 16 && c.mtu_probes! >= 1 && c.mtu_acks! >= 1,
+        JSON.stringify(c),
+      );
       assert.equal(alice.stderr.some((l) => /Requires .* access/.test(l)), false);
     });
   });

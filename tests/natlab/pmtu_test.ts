@@ -71,11 +71,11 @@ async function fragsToAlice(bob: Proc): Promise<number> {
   return list.find((p) => p.name === "alice")!.data_frags;
 }
 
-async function stats(p: Proc): Promise<Record<string, number>> {
+async function counters(p: Proc): Promise<Record<string, number>> {
   const n = p.events.filter(isType("stats")).length;
   await p.write("/stats");
   await p.waitFor(() => p.events.filter(isType("stats")).length > n, 10_000, "/stats");
-  return p.events.filter(isType("stats")).at(-1)!.drops as Record<string, number>;
+  return p.events.filter(isType("stats")).at(-1)!.counters as Record<string, number>;
 }
 
 labTest("pmtu: an Ethernet LAN (MTU 1500) carries one fragment per DATA", async () => {
@@ -104,7 +104,7 @@ labTest(
       // 1 at once; 2 (2113 bytes) if the search that restarts a minute later already ran.
       const after = await fragsToAlice(bob);
       assert.ok(after === 1 || after === 2, `${after} fragments per DATA after the hole`);
-      assert.equal((await stats(bob)).mtu_black_holes, 1);
+      assert.equal((await counters(bob)).mtu_black_holes, 1);
       assert.equal(bob.events.filter(isType("undelivered")).length, 0);
     });
   },

@@ -65,8 +65,8 @@ Deno.test("pmtu: links that carry 64 KiB: a whole 16 KiB message per DATA, direc
   assert.equal(bToA(net).dataFrags, 16);
   // 16 fragments of 1 KiB, the DATA framing, the sealing.
   assert.equal(largest(net, "b"), 16 * 1024 + 34 + 31);
-  const stats = net.agents.get("b")!.stats();
-  assert.ok((stats.mtu_probes ?? 0) >= 1 && (stats.mtu_acks ?? 0) >= 1, JSON.stringify(stats));
+  const stats = net.agents.get("b")!.counters();
+  assert.ok(stats.mtu_probes! >= 1 && stats.mtu_acks! >= 1, JSON.stringify(stats));
 });
 
 Deno.test("pmtu: Ethernet links (the default): one fragment per DATA, no probes", () => {
@@ -75,7 +75,7 @@ Deno.test("pmtu: Ethernet links (the default): one fragment per DATA, no probes"
   assert.equal(net.texts("a").length, 5);
   assert.equal(bToA(net).dataFrags, 1);
   assert.ok(largest(net, "b") <= MAX_SEND, `b sent ${largest(net, "b")} bytes`);
-  assert.equal(net.agents.get("b")!.stats().mtu_probes ?? 0, 0);
+  assert.equal(net.agents.get("b")!.counters().mtu_probes ?? 0, 0);
 });
 
 Deno.test("pmtu: the peer's link bounds it: its MTU_ACK's limit keeps us at one fragment", () => {
@@ -86,7 +86,7 @@ Deno.test("pmtu: the peer's link bounds it: its MTU_ACK's limit keeps us at one 
   // The probe itself went out big; no DATA did.
   const data = (p: Packet) => p.bytes.length !== 16 * 1024 + 34 + 31 || p.bytes[2] !== T.SEALED;
   assert.ok(largest(net, "b", data) <= MAX_SEND);
-  assert.equal(net.agents.get("b")!.stats().mtu_acks, 1);
+  assert.equal(net.agents.get("b")!.counters().mtu_acks, 1);
 });
 
 Deno.test("pmtu: a path that drops datagrams over 4000 bytes settles at 3 fragments", () => {
@@ -119,7 +119,7 @@ Deno.test("pmtu: the path shrinks mid-transfer (a black hole): back to one fragm
   net.advance(30_000);
   assert.deepEqual(net.texts("a"), Array.from({ length: 35 }, (_, i) => text(i)));
   assert.equal(bToA(net).dataFrags, 1);
-  assert.equal(net.agents.get("b")!.stats().mtu_black_holes, 1);
+  assert.equal(net.agents.get("b")!.counters().mtu_black_holes, 1);
   const undelivered = net.events.get("b")!.filter((e) => e.type === "undelivered");
   assert.deepEqual(undelivered, []);
 });
@@ -134,9 +134,9 @@ Deno.test("pmtu: timeouts before the search (DATA lost a while, then the path he
   net.advance(3500);
   drop = false;
   net.advance(5000);
-  assert.ok(net.agents.get("b")!.stats().mtu_probes === undefined, "no search yet");
+  assert.equal(net.agents.get("b")!.counters().mtu_probes, 0, "no search yet");
   send(net, 5, 50, 1);
   assert.deepEqual(net.texts("a"), ["small", ...Array.from({ length: 5 }, (_, i) => text(i + 1))]);
   assert.equal(bToA(net).dataFrags, 16);
-  assert.equal(net.agents.get("b")!.stats().mtu_black_holes, 0);
+  assert.equal(net.agents.get("b")!.counters().mtu_black_holes, 0);
 });
