@@ -179,6 +179,12 @@ const SEALED_AD = Uint8Array.of(MAGIC, VERSION, T.SEALED);
 const HELLO_ACK_AD = Uint8Array.of(MAGIC, VERSION, T.HELLO_ACK);
 
 const dec = new TextDecoder();
+
+/** The way a peer's DATA goes now: its direct path's address and socket, or the relay. */
+function routeKey(r: Remote): string {
+  const to = r.path.sendAddr;
+  return to ? `${addrKey(to)}/${r.path.via}` : "relay";
+}
 const enc = new TextEncoder();
 
 export class PeerAgent {
@@ -204,6 +210,8 @@ export class PeerAgent {
   /** Relayed hellos sent to each peer while no session is up (see relayHello). */
   private readonly relayHellos = new WeakMap<Remote, number>();
   private readonly ackRoutes = new WeakMap<Remote, { to: Addr | null; via: number }>();
+  /** The route each peer's DATA took last (see flush): a change starts the Sender over. */
+  private readonly dataRoutes = new WeakMap<Remote, string>();
   /** Each peer's path MTU searches, made when it first has several fragments to send. */
   private readonly mtu = new WeakMap<Remote, PeerMtu>();
 
@@ -1026,6 +1034,12 @@ export class PeerAgent {
       this.hard.flush(r, now);
       // The size is chosen before the tick (which numbers transmissions by DATA); the search
       // itself starts once there are several fragments due at once.
+      const route = routeKey(r);
+      const was = this.dataRoutes.get(r);
+      if (was !== route) {
+        if (was !== undefined) r.tx.newPath();
+        this.dataRoutes.set(r, route);
+      }
       let search = this.mtuSearch(r, false, now);
       const due = r.tx.tick(now, ev, search?.frags ?? 1);
       search ??= due.length > 1 ? this.mtuSearch(r, true, now) : null;
@@ -1073,7 +1087,7 @@ export class PeerAgent {
       return pm.route(null, fragsWithin(c), timeouts, now);
     }
     const ceiling = to.tcp ? 1 : fragsWithin(encodedWithin(this.cfg.linkMtu(to), to.host, 0));
-    return pm.route(`${addrKey(to)}/${r.path.via}`, ceiling, timeouts, now);
+    return pm.route(routeKey(r), ceiling, timeouts, now);
   }
 
   private txEvents(r: Remote, ev: TxEvent[]): void {

@@ -322,6 +322,8 @@ export class Sender {
   private largestAckedTx = 0;
   /** Transmissions up to this one were sent before the last window cut. */
   private recoveryTx = 0;
+  /** Transmissions up to this one went on an earlier path: no RTT sample from them. */
+  private pathTx = 0;
   private cwnd: number;
   private ssthresh = Infinity;
   private srtt = -1;
@@ -488,11 +490,28 @@ export class Sender {
     }
     const f = newest.frag;
     if (!f) return;
-    if (f.sends === 1) this.sample(this.now - f.sentAt);
+    if (f.sends === 1 && f.tx > this.pathTx) this.sample(this.now - f.sentAt);
     this.backoff = 0; // new data acknowledged: the path works, drop the timeout backoff
     this.timerStart = this.now; // RFC 6298 (5.3): new data acknowledged, restart the timer
     this.armed = Math.min(this.armed, this.timerStart + this.rto); // (the RTO may have shrunk)
     this.detectLosses(this.now);
+  }
+
+  /**
+   * DATA now takes another path (direct or relayed, another address): what was learnt of the
+   * old one says nothing of this one, so the RTT estimate, the timeout's backoff and the
+   * congestion window start over, as QUIC's do on a new path (RFC 9000, 9.4), and what was sent
+   * before gives no RTT sample. In-flight fragments stay in flight: their ACKs may still come.
+   */
+  newPath(): void {
+    this.srtt = -1;
+    this.rttvar = 0;
+    this.latestRtt = 0;
+    this.backoff = 0;
+    this.cwnd = this.cfg.initialWindow;
+    this.ssthresh = Infinity;
+    this.recoveryTx = this.txCount;
+    this.pathTx = this.txCount;
   }
 
   /** Messages below this were all looked at by a batched ACK's `below`. */

@@ -964,3 +964,31 @@ Deno.test("delivery: with several fragments per DATA, one DATA overtaken by the 
     assert.equal(tx.stats.windowCuts, lost > 0 ? 1 : 0, `${group} per DATA`);
   }
 });
+
+Deno.test("delivery: a new path starts the RTT estimate and the window over", () => {
+  const tx = new Sender(cfg);
+  const ev: TxEvent[] = [];
+  for (let m = 0; m < 40; m++) tx.send(m, bytes(MAX_MESSAGE), false, 0);
+  // A fast path: 2 ms RTT samples, the window grows past its start.
+  let now = 0;
+  for (let round = 0; round < 4; round++) {
+    for (const f of tx.tick(now, ev)) tx.onAck(f.seq, f.frag, ev, now + 2);
+    now += 2;
+  }
+  assert.equal(tx.srttMs !== null && tx.srttMs < 3, true);
+  assert.ok(tx.window > cfg.initialWindow, `window ${tx.window}`);
+  const old = tx.tick(now, ev);
+  assert.ok(old.length > 0);
+  tx.newPath();
+  assert.equal(tx.srttMs, null);
+  assert.equal(tx.rto, cfg.initialRtoMs);
+  assert.equal(tx.window, cfg.initialWindow);
+  // ACKs of what went on the old path give no sample of the new one.
+  for (const f of old) tx.onAck(f.seq, f.frag, ev, now + 300);
+  assert.equal(tx.srttMs, null);
+  // What goes on the new path does.
+  const fresh = tx.tick(now + 300, ev);
+  assert.ok(fresh.length > 0);
+  tx.onAck(fresh[0]!.seq, fresh[0]!.frag, ev, now + 380);
+  assert.equal(tx.srttMs, 80);
+});
