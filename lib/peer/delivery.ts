@@ -498,20 +498,21 @@ export class Sender {
   }
 
   /**
-   * DATA now takes another path (direct or relayed, another address): what was learnt of the
-   * old one says nothing of this one, so the RTT estimate, the timeout's backoff and the
-   * congestion window start over, as QUIC's do on a new path (RFC 9000, 9.4), and what was sent
-   * before gives no RTT sample. In-flight fragments stay in flight: their ACKs may still come.
+   * DATA now takes another path (direct or relayed, another address): the old one's RTT says
+   * nothing of this one, so the RTT estimate and the timeout's backoff start over (RFC 9000,
+   * 9.4, for QUIC), and what was sent before gives no RTT sample. The window is kept: a reset
+   * slow start overshot the relay's rate limit (and fragments still in flight on the old path
+   * held a fresh window shut), while a loss on the new path cuts it as any loss does.
+   * In-flight fragments stay in flight: their ACKs may still come.
    */
   newPath(): void {
     this.srtt = -1;
     this.rttvar = 0;
     this.latestRtt = 0;
     this.backoff = 0;
-    this.cwnd = this.cfg.initialWindow;
-    this.ssthresh = Infinity;
-    this.recoveryTx = this.txCount;
     this.pathTx = this.txCount;
+    // The timer runs on: with the initial timeout now, not a backed-off one.
+    this.armed = Math.min(this.armed, this.timerStart + this.rto);
   }
 
   /** Messages below this were all looked at by a batched ACK's `below`. */

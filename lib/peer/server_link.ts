@@ -101,6 +101,8 @@ export class ServerLinkMachine {
   private awaiting = 0;
   /** When a STUN probe was last answered over UDP. */
   private lastProbeAnswer = -Infinity;
+  /** The first request sent after that answer while older ones wait (-1: none). */
+  private firstAfterProbe = -1;
   /** The probe run in progress: probes sent, when the next is due (-1: no run). */
   private probesSent = 0;
   private nextProbe = -1;
@@ -146,8 +148,11 @@ export class ServerLinkMachine {
 
   /** We sent the server, over UDP, a request it always answers (REGISTER, KEEPALIVE). */
   onUdpRequest(now: number): void {
+    // Requests sent while we are on the WebSocket (before it opens) say nothing of UDP later.
+    if (this.current !== "udp") return;
     if (this.awaitingSince < 0) this.awaitingSince = now;
     this.awaiting++;
+    if (this.probedSinceAwaiting() && this.firstAfterProbe < 0) this.firstAfterProbe = now;
   }
 
   /** Any datagram arrived from a peer (over UDP or a TCP connection), or from the server. */
@@ -166,10 +171,11 @@ export class ServerLinkMachine {
     this.lastUdpAny = now;
     // A probe answer shows the way to the server is open for STUN, not that it carries the
     // requests still waiting: only an authentic message answers those.
-    if (authentic) {
-      this.awaitingSince = -1;
-      this.awaiting = 0;
-    } else this.lastProbeAnswer = now;
+    if (authentic) this.clearAwaiting();
+    else {
+      this.lastProbeAnswer = now;
+      this.firstAfterProbe = -1;
+    }
     this.endProbes();
     if (this.current === "udp") {
       if (authentic && now - this.udpSince >= this.cfg.stableMs) this.retryMs = this.cfg.udpRetryMs;
@@ -183,6 +189,9 @@ export class ServerLinkMachine {
     this.current = "udp";
     this.udpSince = now;
     this.answers = 0;
+    // Start afresh: the answers that brought us back answer no request sent from here.
+    this.clearAwaiting();
+    this.lastProbeAnswer = -Infinity;
     this.nextUdpRetry = Infinity;
     this.openDeadline = Infinity;
     this.closeAt = this.ws === "closed" ? Infinity : now + this.cfg.closeGraceMs;
@@ -253,9 +262,14 @@ export class ServerLinkMachine {
       else {
         if (!this.probedSinceAwaiting()) {
           if (this.awaitingSince >= 0) at = Math.min(at, this.awaitingSince + this.cfg.answerMs);
-        } else if (this.awaiting >= this.cfg.stuckRequests) {
+        } else {
+          if (this.firstAfterProbe >= 0) {
+            at = Math.min(at, this.firstAfterProbe + this.cfg.answerMs);
+          }
           // STUN answers, requests do not: decided once they have waited stuckMs.
-          at = Math.min(at, this.awaitingSince + this.cfg.stuckMs);
+          if (this.awaiting >= this.cfg.stuckRequests) {
+            at = Math.min(at, this.awaitingSince + this.cfg.stuckMs);
+          }
         }
         if (pending) at = Math.min(at, this.silentSince() + this.cfg.silenceMs);
       }
@@ -282,14 +296,20 @@ export class ServerLinkMachine {
       out.push({ type: "udp_probe" });
       return;
     }
-    if (this.probedSinceAwaiting()) {
+    const probed = this.probedSinceAwaiting();
+    if (
+      probed && this.awaiting >= this.cfg.stuckRequests &&
+      now - this.awaitingSince >= this.cfg.stuckMs
+    ) {
       // STUN answered after the requests went out, and they still are not.
-      if (now - this.awaitingSince >= this.cfg.stuckMs && this.awaiting >= this.cfg.stuckRequests) {
-        this.toWs(now, true, "the server answers STUN over UDP but nothing else gets through", out);
-      }
+      this.toWs(now, true, "the server answers STUN over UDP but nothing else gets through", out);
       return;
     }
-    const unanswered = this.awaitingSince >= 0 && now - this.awaitingSince >= this.cfg.answerMs;
+    // Once a probe was answered, the next request unanswered for answerMs probes again (so a
+    // UDP that dies after that answer is still found out by unanswered probes).
+    const unanswered = probed
+      ? this.firstAfterProbe >= 0 && now - this.firstAfterProbe >= this.cfg.answerMs
+      : this.awaitingSince >= 0 && now - this.awaitingSince >= this.cfg.answerMs;
     const silent = pending && now - this.silentSince() >= this.cfg.silenceMs;
     if (unanswered || silent) {
       this.probesSent = 1;
@@ -313,10 +333,15 @@ export class ServerLinkMachine {
     this.nextProbe = -1;
   }
 
-  private toWs(now: number, lost: boolean, why: string, out: LinkAction[]): void {
-    this.current = "ws";
+  private clearAwaiting(): void {
     this.awaitingSince = -1;
     this.awaiting = 0;
+    this.firstAfterProbe = -1;
+  }
+
+  private toWs(now: number, lost: boolean, why: string, out: LinkAction[]): void {
+    this.current = "ws";
+    this.clearAwaiting();
     this.closeAt = Infinity;
     this.answers = 0;
     // Lost again: wait longer before believing UDP once more.

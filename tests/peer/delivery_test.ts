@@ -965,24 +965,33 @@ Deno.test("delivery: with several fragments per DATA, one DATA overtaken by the 
   }
 });
 
-Deno.test("delivery: a new path starts the RTT estimate and the window over", () => {
+Deno.test("delivery: a new path starts the RTT estimate and the timeout's backoff over", () => {
   const tx = new Sender(cfg);
   const ev: TxEvent[] = [];
   for (let m = 0; m < 40; m++) tx.send(m, bytes(MAX_MESSAGE), false, 0);
-  // A fast path: 2 ms RTT samples, the window grows past its start.
+  // A fast path: 2 ms RTT samples.
   let now = 0;
   for (let round = 0; round < 4; round++) {
     for (const f of tx.tick(now, ev)) tx.onAck(f.seq, f.frag, ev, now + 2);
     now += 2;
   }
   assert.equal(tx.srttMs !== null && tx.srttMs < 3, true);
-  assert.ok(tx.window > cfg.initialWindow, `window ${tx.window}`);
+  // The path dies: three timeouts back the RTO off (100 ms at least, doubled thrice).
   const old = tx.tick(now, ev);
   assert.ok(old.length > 0);
+  for (let i = 0; i < 3; i++) {
+    now = tx.nextDeadline()!;
+    tx.tick(now, ev);
+  }
+  assert.equal(tx.stats.timeouts, 3);
+  const backedOff = tx.rto;
+  const window = tx.window;
   tx.newPath();
   assert.equal(tx.srttMs, null);
   assert.equal(tx.rto, cfg.initialRtoMs);
-  assert.equal(tx.window, cfg.initialWindow);
+  assert.ok(tx.rto < backedOff, `${tx.rto} < ${backedOff}`);
+  assert.equal(tx.window, window, "the window is kept");
+  assert.ok(tx.nextDeadline()! <= now + cfg.initialRtoMs, "the timer runs with the new timeout");
   // ACKs of what went on the old path give no sample of the new one.
   for (const f of old) tx.onAck(f.seq, f.frag, ev, now + 300);
   assert.equal(tx.srttMs, null);

@@ -274,3 +274,53 @@ Deno.test("auto: one keepalive lost while STUN probes are answered is not 'only 
   assert.equal(m.transport, "udp");
   assert.equal(acts.filter((a) => a.type === "switched").length, 0);
 });
+
+Deno.test("auto: messages pending while a probe was answered and a request waits: no deadline left behind", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, true, []);
+  m.onUdpAny(14_000);
+  m.onUdpRequest(15_000);
+  const acts = runTo(m, 15_000, 16_000, true);
+  assert.deepEqual(types(acts), ["udp_probe"]);
+  m.onUdpFromServer(16_010, false, acts);
+  // runTo fails on a deadline the machine does not move past. Nothing more is heard: the
+  // silence (messages pending) starts probes again, and their silence moves us on.
+  const later = runTo(m, 16_010, 30_000, true);
+  assert.deepEqual(types(later), ["udp_probe", "udp_probe", "open_ws"]);
+});
+
+Deno.test("auto: UDP that dies after one probe was answered is found out by the next request's probes", () => {
+  const { m } = make();
+  m.onUdpFromServer(100, true, []);
+  m.onUdpRequest(15_000); // lost
+  const acts = runTo(m, 15_000, 16_000);
+  m.onUdpFromServer(16_010, false, acts); // the probe answered: UDP still works
+  // UDP dies now. The next keepalive goes unanswered, and so do the probes it starts.
+  m.onUdpRequest(30_000);
+  acts.push(...runTo(m, 16_010, 34_000));
+  const open: LinkAction[] = [];
+  m.onWsOpen(34_000, open);
+  assert.equal(m.transport, "ws");
+  assert.deepEqual(open, [{
+    type: "switched",
+    to: "ws",
+    lost: true,
+    why: "the server stopped answering over UDP",
+  }]);
+});
+
+Deno.test("auto: requests sent while on the WebSocket do not count against UDP once back", () => {
+  const { m } = make();
+  runTo(m, 0, 1500); // on the WebSocket, not open yet: server traffic still goes over UDP
+  for (let t = 1500; t < 11_000; t += 300) m.onUdpRequest(t);
+  m.onWsOpen(11_000, []);
+  m.onUdpFromServer(11_600, false, []);
+  m.onUdpFromServer(11_610, false, []);
+  assert.equal(m.transport, "udp");
+  m.onUdpRequest(11_620); // the REGISTER from UDP, answered a moment later
+  const acts = runTo(m, 11_610, 11_700);
+  assert.deepEqual(acts.filter((a) => a.type === "switched"), []);
+  m.onUdpFromServer(11_700, true, acts);
+  acts.push(...runTo(m, 11_700, 60_000));
+  assert.equal(m.transport, "udp");
+});
