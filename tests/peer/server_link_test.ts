@@ -80,11 +80,12 @@ Deno.test("auto: a keepalive unanswered starts probes; all unanswered means UDP 
   const { m } = make();
   m.onUdpFromServer(100, true, []);
   m.onUdpRequest(15_000);
-  // answerMs later: the first probe; then one more; then the move.
-  const acts = runTo(m, 15_000, 20_000);
-  assert.deepEqual(types(acts), ["udp_probe", "udp_probe", "open_ws"]);
+  // answerMs later: the first probe; five more, probeGapMs apart; then the move, 3.1 s after
+  // the keepalive.
+  assert.deepEqual(types(runTo(m, 15_000, 18_099)), Array(6).fill("udp_probe"));
+  assert.deepEqual(types(runTo(m, 18_099, 18_100)), ["open_ws"]);
   const open: LinkAction[] = [];
-  m.onWsOpen(18_100, open);
+  m.onWsOpen(18_200, open);
   assert.deepEqual(open, [{
     type: "switched",
     to: "ws",
@@ -188,7 +189,7 @@ Deno.test("auto: each time UDP is lost again, the WebSocket waits longer before 
   let now = 0;
   const gaps: number[] = [];
   for (let i = 0; i < 3; i++) {
-    // UDP lost: a keepalive unanswered, two probes unanswered.
+    // UDP lost: a keepalive unanswered, every probe unanswered (3.1 s in all).
     m.onUdpRequest(now + 100);
     runTo(m, now + 100, now + 3200);
     assert.equal(m.transport, "ws");
@@ -197,7 +198,7 @@ Deno.test("auto: each time UDP is lost again, the WebSocket waits longer before 
     const at = m.nextDeadline(false)!;
     m.tick(at, false, probe);
     assert.deepEqual(types(probe), ["udp_probe"]);
-    gaps.push(at - (now + 3100));
+    gaps.push(at - (now + 3200));
     // Two answers: back on UDP (the WebSocket closes after its grace).
     m.onUdpFromServer(at + 10, false, []);
     m.onUdpFromServer(at + 20, false, []);
@@ -286,7 +287,7 @@ Deno.test("auto: messages pending while a probe was answered and a request waits
   // runTo fails on a deadline the machine does not move past. Nothing more is heard: the
   // silence (messages pending) starts probes again, and their silence moves us on.
   const later = runTo(m, 16_010, 30_000, true);
-  assert.deepEqual(types(later), ["udp_probe", "udp_probe", "open_ws"]);
+  assert.deepEqual(types(later), [...Array(6).fill("udp_probe"), "open_ws"]);
 });
 
 Deno.test("auto: UDP that dies after one probe was answered is found out by the next request's probes", () => {
