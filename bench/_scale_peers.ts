@@ -14,6 +14,7 @@
 import { decode, encode, MAGIC, type Message, registerSigInput, T } from "../lib/wire/codec.ts";
 import { publicFromSecret, signWith } from "../lib/crypto/ed25519.ts";
 import { toHex } from "../lib/wire/bytes.ts";
+import { Fifo } from "../lib/util/fifo.ts";
 
 export interface SliceConfig {
   serverPort: number;
@@ -72,30 +73,6 @@ export function peerHost(n: number, perIp: number): string {
 }
 
 const wall = () => performance.timeOrigin + performance.now();
-
-/** A first-in first-out queue that does not copy on every shift. */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(x: T): void {
-    this.items.push(x);
-  }
-  peek(): T | undefined {
-    return this.items[this.head];
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const x = this.items[this.head++];
-    if (this.head > 4096 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return x;
-  }
-}
 
 class Peer {
   readonly conn: Deno.DatagramConn;

@@ -7,6 +7,7 @@
 import type { AckBatch, AckBlock, DataFields } from "../wire/codec.ts";
 import { FRAG_SIZE, MAX_ACK_BLOCKS, MAX_FRAGS } from "../wire/sizes.ts";
 import { concat } from "../wire/bytes.ts";
+import { Fifo } from "../util/fifo.ts";
 
 /**
  * Payload bytes per fragment. A full DATA sealed and wrapped in RELAY is 92 bytes plus the
@@ -227,40 +228,6 @@ export function split(bytes: Uint8Array): Uint8Array[] {
   for (let i = 0; i < bytes.length; i += FRAG_SIZE) out.push(bytes.subarray(i, i + FRAG_SIZE));
   if (out.length === 0) out.push(new Uint8Array(0));
   return out;
-}
-
-/** An array used as a queue: O(1) shift, compacted now and then. */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(x: T): void {
-    this.items.push(x);
-  }
-  peek(): T | undefined {
-    return this.items[this.head];
-  }
-  at(i: number): T | undefined {
-    return i < 0 ? undefined : this.items[this.head + i];
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const x = this.items[this.head++];
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return x;
-  }
-  *[Symbol.iterator](): Iterator<T> {
-    for (let i = this.head; i < this.items.length; i++) yield this.items[i]!;
-  }
-  clear(): void {
-    this.items = [];
-    this.head = 0;
-  }
 }
 
 /**
