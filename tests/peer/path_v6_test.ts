@@ -1,28 +1,13 @@
 /** IPv6 candidates in the path finder: global IPv6 locals give `direct`, and are dropped unanswered. */
 import assert from "node:assert/strict";
-import { DEFAULT_PATH_CONFIG, type PathAction, PathMachine } from "../../lib/peer/path.ts";
+import type { PathAction } from "../../lib/peer/path.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
+import { bob, cfg, hellos, lan, machine as towards, paths, pub } from "./_path.ts";
 
-const cfg = { ...DEFAULT_PATH_CONFIG, keepaliveMs: 1000, retryDirectMs: 10_000 };
-const lan: Addr = { host: "192.168.1.20", port: 5000 };
 const ula: Addr = { host: "fd00:1::20", port: 5000 };
 const v6: Addr = { host: "2001:db8:2::10", port: 5000 };
-const pub: Addr = { host: "203.0.113.9", port: 41000 };
-const remote = {
-  id: "b".repeat(16),
-  name: "bob",
-  public: pub,
-  locals: [lan, ula, v6],
-  key: new Uint8Array(32),
-};
-
-function machine() {
-  let n = 0;
-  return new PathMachine(remote, cfg, () => (++n).toString(16).padStart(16, "0"));
-}
-const hellos = (a: PathAction[]) =>
-  a.filter((x) => x.type === "hello") as Extract<PathAction, { type: "hello" }>[];
-const paths = (a: PathAction[]) => a.filter((x) => x.type === "path");
+const remote = bob([lan, ula, v6]);
+const machine = () => towards(remote);
 const to = (a: Addr) => (h: { to: Addr }) => h.to.host === a.host && h.to.port === a.port;
 
 Deno.test("path v6: global IPv6 locals are probed at once beside IPv4; ULA is `lan`", () => {
