@@ -19,6 +19,7 @@ import {
   type TxEvent,
 } from "../lib/peer/delivery.ts";
 import { flags, int, num, UsageError } from "./_args.ts";
+import { guard } from "./_guard.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -514,16 +515,7 @@ async function bench(o: Options): Promise<void> {
   const killAll = () => procs.forEach((p) => p.kill());
   // The bench must stop by itself whatever happens: a hard deadline over everything.
   const budgetMs = o.paths.length * (60_000 + 2 * o.timeoutS * 1000);
-  const watchdog = setTimeout(() => {
-    console.error(`chat_bench: Cannot finish: still running after ${budgetMs} ms; giving up`);
-    killAll();
-    Deno.exit(1);
-  }, budgetMs);
-  const onSignal = () => {
-    killAll();
-    Deno.exit(130);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+  const disarm = guard("chat_bench", budgetMs, killAll);
   const rows: string[][] = [[
     "path phase",
     "msgs",
@@ -585,8 +577,7 @@ async function bench(o: Options): Promise<void> {
       if (p.stderr.length) console.error(`--- ${p.name} stderr ---\n${p.stderr.join("\n")}`);
     }
   } finally {
-    clearTimeout(watchdog);
-    Deno.removeSignalListener("SIGINT", onSignal);
+    disarm();
     killAll();
     await Promise.allSettled(procs.map((p) => p.status));
     for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});

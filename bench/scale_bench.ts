@@ -15,6 +15,7 @@ import { bindingRequest, parseBindingResponse } from "../lib/stun/binding.ts";
 import { loadAverage, type ProcReading, readProc, ssDrops, USER_HZ } from "./_proc.ts";
 import type { SliceConfig, SliceRegistered, SliceResult } from "./_scale_peers.ts";
 import { flags, int, UsageError } from "./_args.ts";
+import { guard } from "./_guard.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -260,16 +261,7 @@ async function bench(o: Options): Promise<void> {
   // Hard deadline: start-up, registering (a generous 5 ms a peer: a shared machine can be slow),
   // the hold, the drain.
   const budgetMs = 120_000 + 5 * o.peers + (o.holdSeconds + 30) * 1000;
-  const watchdog = setTimeout(() => {
-    console.error(`scale_bench: Cannot finish: still running after ${budgetMs} ms; giving up`);
-    killAll();
-    Deno.exit(1);
-  }, budgetMs);
-  const onSignal = () => {
-    killAll();
-    Deno.exit(130);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+  const disarm = guard("scale_bench", budgetMs, killAll);
   try {
     await waitReady(port, 20_000, () => serverExited);
     const pid = server.pid;
@@ -389,8 +381,7 @@ async function bench(o: Options): Promise<void> {
         `at the end ${mib(end.rssKiB)}; peak over its life (VmHWM) ${mib(end.peakKiB)}`,
     );
   } finally {
-    clearTimeout(watchdog);
-    Deno.removeSignalListener("SIGINT", onSignal);
+    disarm();
     for (const s of slices) s.kill();
     await Promise.all(slices.map((s) => s.child.status.catch(() => {})));
     try {

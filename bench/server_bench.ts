@@ -31,6 +31,7 @@ import {
   type ToClient,
 } from "./_messages.ts";
 import { flags, int, num, UsageError } from "./_args.ts";
+import { guard } from "./_guard.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -628,21 +629,11 @@ async function guarded(
   budgetMs: number,
   fn: () => Promise<void>,
 ): Promise<void> {
-  const watchdog = setTimeout(() => {
-    console.error(`server_bench: Cannot finish: still running after ${budgetMs} ms; giving up`);
-    servers.forEach(killNow);
-    Deno.exit(1);
-  }, budgetMs);
-  const onSignal = () => {
-    servers.forEach(killNow);
-    Deno.exit(130);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+  const disarm = guard("server_bench", budgetMs, () => servers.forEach(killNow));
   try {
     await fn();
   } finally {
-    clearTimeout(watchdog);
-    Deno.removeSignalListener("SIGINT", onSignal);
+    disarm();
     for (const s of servers) {
       await stopServer(s);
       if (s.stderr.length > 0) console.error(s.stderr.map((l) => `${s.name}: ${l}`).join("\n"));
