@@ -1,7 +1,9 @@
 /**
  * Batched UDP for Linux: libc's recvmmsg and sendmmsg through Deno's FFI, so one system call
  * moves up to BATCH datagrams each way, where Deno.DatagramConn costs one runtime op (and one
- * promise) per datagram. IPv4 only. The receive blocks on a runtime thread (a nonblocking FFI
+ * promise) per datagram. IPv4, or IPv6 (dual stack on "::": IPv4 senders are reported as plain
+ * IPv4, and IPv4 destinations are sent to v4-mapped, as lib/net/udp.ts does). The receive
+ * blocks on a runtime thread (a nonblocking FFI
  * call) until a datagram comes, then takes whatever else is queued, on the event loop's own
  * thread while more keeps coming: nothing polls. Sends are
  * copied into a batch that leaves at the end of the current task, with MSG_DONTWAIT: a full
@@ -11,7 +13,7 @@
  * x86_64 or aarch64 (the struct layouts below are those of LP64 Linux); `mmsgUsable` says
  * whether it can be used, openUdp falls back to Deno.DatagramConn otherwise.
  */
-import { type Addr, ipv4Bytes } from "../wire/addr.ts";
+import { type Addr, ipFromBytes, ipv4Bytes, ipv6Bytes } from "../wire/addr.ts";
 
 /** Datagrams per system call, each way: enough to empty a busy socket in a few calls. */
 export const BATCH = 64;
@@ -30,7 +32,12 @@ const MMSGHDR = 64;
 const MSG_NAME = 0, MSG_NAMELEN = 8, MSG_IOV = 16, MSG_IOVLEN = 24, MSG_FLAGS = 48, MSG_LEN = 56;
 const IOVEC = 16;
 const SOCKADDR_IN = 16;
-const AF_INET = 2, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
+/** sockaddr_in6: family u16, port u16, flowinfo u32, address (16 bytes), scope id u32. */
+const SOCKADDR_IN6 = 28;
+/** Room for either kind of address in each slot. */
+const NAME = SOCKADDR_IN6;
+const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
+const IPPROTO_IPV6 = 41, IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20, MSG_WAITFORONE = 0x10000;
 const SHUT_RDWR = 2;
 const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVBUFFORCE = 33;
@@ -82,9 +89,9 @@ function load(): Libc | null {
   return libc;
 }
 
-/** Whether batched UDP can bind `host` here: Linux, FFI granted, glibc, an IPv4 literal. */
+/** Whether batched UDP can bind `host` here: Linux, FFI granted, glibc, an IP literal. */
 export function mmsgUsable(host: string): boolean {
-  return ipv4Bytes(host) !== null && load() !== null;
+  return (ipv4Bytes(host) !== null || ipv6Bytes(host) !== null) && load() !== null;
 }
 
 function errno(c: Libc): number {
@@ -99,7 +106,7 @@ const address = (b: Uint8Array, at = 0) =>
 class Batch {
   readonly hdr = new Uint8Array(BATCH * MMSGHDR);
   readonly hv = new DataView(this.hdr.buffer);
-  readonly names = new Uint8Array(BATCH * SOCKADDR_IN);
+  readonly names = new Uint8Array(BATCH * NAME);
   readonly nv = new DataView(this.names.buffer);
   readonly iov = new Uint8Array(BATCH * IOVEC);
   readonly iv = new DataView(this.iov.buffer);
@@ -110,8 +117,8 @@ class Batch {
       this.iv.setBigUint64(i * IOVEC, address(this.data, i * slot), true);
       this.iv.setBigUint64(i * IOVEC + 8, BigInt(slot), true);
       const h = i * MMSGHDR;
-      this.hv.setBigUint64(h + MSG_NAME, address(this.names, i * SOCKADDR_IN), true);
-      this.hv.setUint32(h + MSG_NAMELEN, SOCKADDR_IN, true);
+      this.hv.setBigUint64(h + MSG_NAME, address(this.names, i * NAME), true);
+      this.hv.setUint32(h + MSG_NAMELEN, NAME, true);
       this.hv.setBigUint64(h + MSG_IOV, address(this.iov, i * IOVEC), true);
       this.hv.setBigUint64(h + MSG_IOVLEN, 1n, true);
     }
@@ -130,6 +137,24 @@ class HostNames {
       this.names.set(ip, s);
     }
     return s;
+  }
+}
+
+/**
+ * IPv6 destinations as the 16 bytes of a sockaddr_in6, IPv4 ones v4-mapped (for an IPv6
+ * socket); null: neither.
+ */
+class Host6Bytes {
+  private bytes = new Map<string, Uint8Array | null>();
+  get(host: string): Uint8Array | null {
+    let b = this.bytes.get(host);
+    if (b === undefined) {
+      if (this.bytes.size >= 65536) this.bytes.clear();
+      const v4 = ipv4Bytes(host);
+      b = v4 ? new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4]) : ipv6Bytes(host);
+      this.bytes.set(host, b);
+    }
+    return b;
   }
 }
 
@@ -182,7 +207,8 @@ export interface MmsgOptions {
 }
 
 /**
- * Binds `host:port` (IPv4) and calls `onPacket` for every datagram, a whole batch in one task.
+ * Binds `host:port` (an IPv4 or IPv6 literal; "::" is dual stack) and calls `onPacket` for
+ * every datagram, a whole batch in one task.
  * `onPacket` gets a view into a receive slot, valid until it returns: copy what you keep.
  * @throws Error if batched UDP is not usable here (see mmsgUsable) or the bind fails.
  */
@@ -193,17 +219,26 @@ export function openMmsgUdp(
   opts: MmsgOptions = {},
 ): MmsgUdp {
   const c = load();
-  const ip = ipv4Bytes(host);
+  const ip4 = ipv4Bytes(host);
+  const ip = ip4 ?? ipv6Bytes(host);
   if (!c || !ip) throw new Error(`Cannot use batched UDP on ${host}: not available here`);
+  const v6 = ip4 === null;
+  const family = v6 ? AF_INET6 : AF_INET;
+  const nameLen = v6 ? SOCKADDR_IN6 : SOCKADDR_IN;
   const maxQueued = Math.max(1, Math.min(BATCH, opts.maxQueued ?? BATCH));
-  const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new Error(`Cannot open a UDP socket: errno ${errno(c)}`);
-  const sa = new Uint8Array(SOCKADDR_IN);
+  const sa = new Uint8Array(nameLen);
   const sv = new DataView(sa.buffer);
-  sv.setUint16(0, AF_INET, true);
+  sv.setUint16(0, family, true);
   sv.setUint16(2, port, false);
-  sa.set(ip, 4);
-  if (c.bind(fd, sa, SOCKADDR_IN) !== 0) {
+  sa.set(ip, v6 ? 8 : 4);
+  if (v6) {
+    // Dual stack on "::" whatever the system default (net.ipv6.bindv6only).
+    const off = new Uint8Array(4);
+    c.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, off, 4);
+  }
+  if (c.bind(fd, sa, nameLen) !== 0) {
     const e = errno(c);
     c.close(fd);
     throw new Error(
@@ -216,7 +251,7 @@ export function openMmsgUdp(
     c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4); // capped, but more than the default
   }
   const len = new Uint8Array(4);
-  new DataView(len.buffer).setUint32(0, SOCKADDR_IN, true);
+  new DataView(len.buffer).setUint32(0, nameLen, true);
   c.getsockname(fd, sa, len);
   const local: Addr = { host, port: sv.getUint16(2, false) };
 
@@ -225,6 +260,7 @@ export function openMmsgUdp(
   const txBig = new Map<number, Uint8Array>(); // slot -> a larger datagram's own buffer
   const hostNames = new HostNames();
   const hostNums = new HostNumbers();
+  const host6 = new Host6Bytes();
   let closed = false;
   let queued = 0;
   let flushPending = false;
@@ -258,16 +294,25 @@ export function openMmsgUdp(
 
   const send = (bytes: Uint8Array, to: Addr) => {
     if (closed) return;
-    const n = hostNums.get(to.host);
-    if (Number.isNaN(n) || !(to.port > 0 && to.port < 65536) || bytes.length > MAX_DATAGRAM) {
+    const n = v6 ? 0 : hostNums.get(to.host);
+    const b6 = v6 ? host6.get(to.host) : null;
+    if (
+      (v6 ? b6 === null : Number.isNaN(n)) || !(to.port > 0 && to.port < 65536) ||
+      bytes.length > MAX_DATAGRAM
+    ) {
       sendErrors++;
       return;
     }
     const i = queued++;
-    const name = i * SOCKADDR_IN;
-    tx.nv.setUint16(name, AF_INET, true);
+    const name = i * NAME;
+    tx.nv.setUint16(name, family, true);
     tx.nv.setUint16(name + 2, to.port, false);
-    tx.nv.setUint32(name + 4, n, false);
+    if (v6) {
+      tx.nv.setUint32(name + 4, 0); // flow info
+      tx.names.set(b6!, name + 8);
+      tx.nv.setUint32(name + 24, 0); // scope id
+    } else tx.nv.setUint32(name + 4, n, false);
+    tx.hv.setUint32(i * MMSGHDR + MSG_NAMELEN, nameLen, true);
     if (bytes.length <= tx.slot) {
       tx.data.set(bytes, i * tx.slot);
     } else {
@@ -284,7 +329,18 @@ export function openMmsgUdp(
   };
 
   const resetNames = () => {
-    for (let i = 0; i < BATCH; i++) rx.hv.setUint32(i * MMSGHDR + MSG_NAMELEN, SOCKADDR_IN, true);
+    for (let i = 0; i < BATCH; i++) rx.hv.setUint32(i * MMSGHDR + MSG_NAMELEN, nameLen, true);
+  };
+  /** The sender's address in rx's slot at `name`: plain IPv4 for an IPv4 or v4-mapped one. */
+  const senderHost = (name: number): string => {
+    if (rx.nv.getUint16(name, true) !== AF_INET6) {
+      return hostNames.get(rx.nv.getUint32(name + 4, false));
+    }
+    const mapped = rx.nv.getUint32(name + 8) === 0 && rx.nv.getUint32(name + 12) === 0 &&
+      rx.nv.getUint32(name + 16) === 0xffff;
+    return mapped
+      ? hostNames.get(rx.nv.getUint32(name + 20, false))
+      : ipFromBytes(rx.names.subarray(name + 8, name + 24));
   };
   /** Hands the `got` datagrams in `rx` to onPacket. */
   const dispatch = (got: number) => {
@@ -295,11 +351,8 @@ export function openMmsgUdp(
         continue;
       }
       const n = rx.hv.getUint32(h + MSG_LEN, true);
-      const name = i * SOCKADDR_IN;
-      const from: Addr = {
-        host: hostNames.get(rx.nv.getUint32(name + 4, false)),
-        port: rx.nv.getUint16(name + 2, false),
-      };
+      const name = i * NAME;
+      const from: Addr = { host: senderHost(name), port: rx.nv.getUint16(name + 2, false) };
       try {
         onPacket(rx.data.subarray(i * SLOT, i * SLOT + n), from);
       } catch (e) {
