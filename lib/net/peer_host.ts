@@ -54,6 +54,12 @@ export interface PeerHostOptions {
   ws?: { url: string; mode: "auto" | "ws" };
   /** Timings of the UDP/WebSocket choice (tests shorten them). */
   link?: Partial<ServerLinkConfig>;
+  /**
+   * Batched system calls on the main socket where they can be used (lib/net/mmsg.ts: Linux,
+   * with the FFI permission, as the compiled binary has); default true. False: the runtime's
+   * own sockets (tests that replace them to inject faults).
+   */
+  batched?: boolean;
 }
 
 /** What the peer knows of its own NAT, for `/peers` and the `nat` event. */
@@ -133,7 +139,7 @@ export class PeerHost {
         this.link.onUdpAny(now);
       }
       this.call((out, now) => this.agent.handle(bytes, from, now, out, 0));
-    });
+    }, { batched: this.opts.batched ?? true });
     this.tcp = new TcpSockets({
       bindHost: this.opts.bindHost,
       onPacket: (bytes, from, via) => {

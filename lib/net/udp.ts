@@ -117,7 +117,12 @@ export function openUdp(
 ): Udp & { done: Promise<void> } {
   const maxInFlight = opts.maxInFlight ?? MAX_IN_FLIGHT_SENDS;
   if (opts.batched && mmsgUsable(host)) {
-    return openMmsgUdp(host, port, onPacket, { maxQueued: maxInFlight });
+    try {
+      return openMmsgUdp(host, port, onPacket, { maxQueued: maxInFlight });
+    } catch {
+      // No IPv6 sockets here, the port taken, ...: the runtime's sockets below fall back where
+      // they can ("::" → "0.0.0.0") and report what cannot be helped in their usual words.
+    }
   }
   const receives = opts.receives ?? UDP_RECEIVES;
   if (!Number.isInteger(receives) || receives < 1 || receives > 64) {

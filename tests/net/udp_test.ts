@@ -146,3 +146,29 @@ Deno.test("udp: receives must be 1 to 64", () => {
     assert.throws(() => openUdp("127.0.0.1", 0, () => {}, { receives }), RangeError);
   }
 });
+
+Deno.test({
+  name: "udp (batched asked for): a port in use fails as it does without batching",
+  ignore: !mmsgUsable("127.0.0.1"),
+  fn: async () => {
+    const taken = openUdp("127.0.0.1", 0, () => {});
+    try {
+      const plain = (() => {
+        try {
+          openUdp("127.0.0.1", taken.local.port, () => {}).close();
+          return null;
+        } catch (e) {
+          return e;
+        }
+      })();
+      assert.ok(plain instanceof Deno.errors.AddrInUse, String(plain));
+      assert.throws(
+        () => openUdp("127.0.0.1", taken.local.port, () => {}, { batched: true }),
+        Deno.errors.AddrInUse,
+      );
+    } finally {
+      taken.close();
+      await taken.done;
+    }
+  },
+});

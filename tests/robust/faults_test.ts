@@ -420,6 +420,8 @@ function liveHost(name: string, port: number): Live {
       bindHost: "127.0.0.1",
       port: 0,
       dropDirect: false,
+      // The faults are injected into the runtime's sockets (Deno.listenDatagram).
+      batched: false,
       // Nothing off loopback: no port mapping requests to a gateway.
       portmap: false,
       discovery: false,
@@ -564,6 +566,9 @@ for (const c of socketCases) {
             alice.host.pending + bob.host.pending === 0);
           assert.deepEqual(uncaught, [], "no uncaught errors");
           const why = JSON.stringify(sockets.counts);
+          // The faults reached the sockets the peers use (not a socket layer beside them).
+          const k = sockets.counts;
+          assert.ok(k.reject + k.throw + k.delay + k.receive > 0, `faults injected: ${why}`);
           for (const [me, from] of [[bob, "alice"], [alice, "bob"]] as const) {
             const got = texts(me);
             const mine = sent[from];
