@@ -40,7 +40,7 @@ const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_IPV6 = 41, IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20, MSG_WAITFORONE = 0x10000;
 const SHUT_RDWR = 2;
-const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVBUFFORCE = 33;
+const SOL_SOCKET = 1, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33;
 /**
  * The receive buffer asked for: what arrives while the event loop is busy elsewhere (a garbage
  * collection, a burst of registrations) waits here instead of being dropped; about 100 ms of
@@ -48,7 +48,13 @@ const SOL_SOCKET = 1, SO_RCVBUF = 8, SO_RCVBUFFORCE = 33;
  * may exceed that (CAP_NET_ADMIN).
  */
 const RECEIVE_BUFFER_BYTES = 4 << 20;
-const EINTR = 4, EAGAIN = 11;
+/**
+ * The send buffer asked for: sends never wait (MSG_DONTWAIT), so what a slow uplink has not
+ * taken yet must fit here or be dropped; the default (about 200 KB) dropped bursts that the
+ * runtime's sockets, which wait, delivered (a 20 Mbit/s link, bursts of 240 KB).
+ */
+const SEND_BUFFER_BYTES = 4 << 20;
+const EINTR = 4, EAGAIN = 11, EAFNOSUPPORT = 97;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -219,15 +225,23 @@ export function openMmsgUdp(
   opts: MmsgOptions = {},
 ): MmsgUdp {
   const c = load();
-  const ip4 = ipv4Bytes(host);
-  const ip = ip4 ?? ipv6Bytes(host);
-  if (!c || !ip) throw new Error(`Cannot use batched UDP on ${host}: not available here`);
+  let ip4 = ipv4Bytes(host);
+  const ip6 = ip4 ? null : ipv6Bytes(host);
+  if (!c || !(ip4 || ip6)) throw new Error(`Cannot use batched UDP on ${host}: not available here`);
+  let fd = c.socket(ip4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 && !ip4 && host === "::" && errno(c) === EAFNOSUPPORT) {
+    // A kernel without IPv6 sockets: the dual-stack host is IPv4's any address there (as
+    // lib/net/udp.ts does for the runtime's sockets).
+    host = "0.0.0.0";
+    ip4 = new Uint8Array(4);
+    fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  }
+  if (fd < 0) throw new Error(`Cannot open a UDP socket: errno ${errno(c)}`);
+  const ip = (ip4 ?? ip6)!;
   const v6 = ip4 === null;
   const family = v6 ? AF_INET6 : AF_INET;
   const nameLen = v6 ? SOCKADDR_IN6 : SOCKADDR_IN;
   const maxQueued = Math.max(1, Math.min(BATCH, opts.maxQueued ?? BATCH));
-  const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new Error(`Cannot open a UDP socket: errno ${errno(c)}`);
   const sa = new Uint8Array(nameLen);
   const sv = new DataView(sa.buffer);
   sv.setUint16(0, family, true);
@@ -249,6 +263,10 @@ export function openMmsgUdp(
   new DataView(size.buffer).setInt32(0, RECEIVE_BUFFER_BYTES, true);
   if (c.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) {
     c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4); // capped, but more than the default
+  }
+  new DataView(size.buffer).setInt32(0, SEND_BUFFER_BYTES, true);
+  if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, size, 4) !== 0) {
+    c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, size, 4); // capped at net.core.wmem_max
   }
   const len = new Uint8Array(4);
   new DataView(len.buffer).setUint32(0, nameLen, true);

@@ -93,7 +93,7 @@ export interface UdpOptions {
   receives?: number;
   /**
    * Batched system calls (lib/net/mmsg.ts) where they are usable: Linux, the FFI permission,
-   * an IPv4 `host`; Deno.DatagramConn otherwise. A batch's sends leave at the end of the task.
+   * an IP literal `host`; Deno.DatagramConn otherwise. A batch's sends leave at the end of the task.
    */
   batched?: boolean;
 }
@@ -120,8 +120,7 @@ export function openUdp(
     try {
       return openMmsgUdp(host, port, onPacket, { maxQueued: maxInFlight });
     } catch {
-      // No IPv6 sockets here, the port taken, ...: the runtime's sockets below fall back where
-      // they can ("::" → "0.0.0.0") and report what cannot be helped in their usual words.
+      // The port taken, ...: the runtime's sockets below report it in their usual words.
     }
   }
   const receives = opts.receives ?? UDP_RECEIVES;

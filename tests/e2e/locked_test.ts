@@ -89,7 +89,8 @@ Deno.test("e2e: one room name on two servers: open on one, locked on the other, 
     const one = await startServer(h);
     const two = await startServer(h);
     const alice = h.peer("alice", one.addr, ["--room", "family", ...FAST]);
-    // Locked on the first server...
+    // alice holds it open (once she is in: started together, bob could lock it first)...
+    await alice.waitFor(isType("ready"));
     const bob = h.spawn([
       "join",
       "--json",
@@ -103,8 +104,7 @@ Deno.test("e2e: one room name on two servers: open on one, locked on the other, 
     ], {
       env: { P2PCHAT_ROOM_SECRET: "a long family secret" },
     });
-    await alice.waitFor(isType("ready"));
-    // (alice holds it open: bob cannot lock it while she is in)
+    // ...so bob cannot lock it while she is in.
     assert.equal((await bob.status).code, 2);
     assert.match(bob.stderr.join("\n"), /is open: it cannot be locked while it has members/);
     // ...and on the second, the same name with the secret is a locked room of its own.
