@@ -17,6 +17,17 @@ export function taskCommand(name: string): string[] {
   return [Deno.execPath(), ...rest];
 }
 
+/**
+ * `deno run` with the permissions and runtime flags `deno task compile` builds the binary with:
+ * how the shipped binary runs, where `deno compile` itself cannot (it downloads its runtime).
+ */
+export function binaryCommand(): string[] {
+  const flags = taskCommand("compile").slice(2).filter((f) =>
+    f.startsWith("--allow") || f.startsWith("--unstable") || f.startsWith("--v8-flags")
+  );
+  return [Deno.execPath(), "run", ...flags, MAIN];
+}
+
 /** A UDP port that was free a moment ago (the kernel picks it). */
 export function freePort(): number {
   const s = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
@@ -58,7 +69,13 @@ export class Harness {
   /** Runs `p2pchat ARGS...`; `wrap` prefixes the command (e.g. `ip netns exec NS`). */
   spawn(
     args: string[],
-    opts: { wrap?: string[]; env?: Record<string, string>; task?: boolean } = {},
+    opts: {
+      wrap?: string[];
+      env?: Record<string, string>;
+      task?: boolean;
+      /** Run as the compiled binary would (binaryCommand), for ARGS. */
+      binary?: boolean;
+    } = {},
   ): Proc {
     const deno = Deno.execPath();
     // Outside a lab namespace there is no gateway of ours: a peer must never send port-mapping
@@ -70,13 +87,11 @@ export class Harness {
     }
     // `task`: run ARGS[0]'s task command line from deno.json (as `deno task` would, with only
     // the permissions it grants) without `deno task` in between, so kill() reaches the peer.
-    const run = opts.task ? [...taskCommand(args[0]!), ...args.slice(1)] : [
-      deno,
-      "run",
-      "-A",
-      MAIN,
-      ...args,
-    ];
+    const run = opts.task
+      ? [...taskCommand(args[0]!), ...args.slice(1)]
+      : opts.binary
+      ? [...binaryCommand(), ...args]
+      : [deno, "run", "-A", MAIN, ...args];
     const argv = [...(opts.wrap ?? []), ...run];
     const config = this.configDir();
     const child = new Deno.Command(argv[0]!, {

@@ -23,6 +23,8 @@ function text(i: number): string {
 async function withLan(
   mtu: number,
   fn: (lab: Lab, alice: Proc, bob: Proc) => Promise<void>,
+  /** -A (the tests' way), the compiled binary's permissions, or the join task's. */
+  perms: "all" | "binary" | "task" = "all",
 ): Promise<void> {
   const lab = await up({ sites: [{ name: "a", nat: "port-restricted", hosts: 2 }] });
   const h = new Harness();
@@ -41,9 +43,15 @@ async function withLan(
     const server = h.server(PORT, [], wrap(lab, "server"));
     await server.waitStderr(/listening on/);
     const addr = `${lab.server.addrs[0]}:${PORT}`;
-    const alice = h.peer("alice", addr, ["--no-portmap"], wrap(lab, "a1"));
+    const join = (name: string, node: string) =>
+      h.spawn(["join", "--json", "--name", name, "--server", addr, "--no-portmap"], {
+        wrap: wrap(lab, node),
+        binary: perms === "binary",
+        task: perms === "task",
+      });
+    const alice = join("alice", "a1");
     await alice.waitFor(isType("ready"), 15_000);
-    const bob = h.peer("bob", addr, ["--no-portmap"], wrap(lab, "a2"));
+    const bob = join("bob", "a2");
     assert.equal((await bob.waitFor(isType("path", { peer: "alice" }), 15_000)).path, "lan");
     await fn(lab, alice, bob);
   } finally {
@@ -107,5 +115,25 @@ labTest(
       assert.equal((await counters(bob)).mtu_black_holes, 1);
       assert.equal(bob.events.filter(isType("undelivered")).length, 0);
     });
+  },
+);
+
+labTest(
+  "pmtu: jumbo frames with the compiled binary's permissions (no /sys): the kernel's MTU, 8 fragments per DATA",
+  async () => {
+    await withLan(9000, async (_lab, alice, bob) => {
+      await transfer(alice, bob, 0, 20);
+      assert.equal(await fragsToAlice(bob), 8);
+    }, "binary");
+  },
+);
+
+labTest(
+  "pmtu: jumbo frames with the join task's permissions (no /sys, no FFI): one fragment per DATA",
+  async () => {
+    await withLan(9000, async (_lab, alice, bob) => {
+      await transfer(alice, bob, 0, 10);
+      assert.equal(await fragsToAlice(bob), 1);
+    }, "task");
   },
 );

@@ -7,6 +7,7 @@ import {
   linkMtuLookup,
   readLinks,
 } from "../../lib/net/link_mtu.ts";
+import { ioctlMtu } from "../../lib/net/if_mtu.ts";
 
 const link = (name: string, cidr: string, mtu: number | null): LinkAddr => {
   const address = cidr.split("/")[0]!;
@@ -195,5 +196,21 @@ Deno.test({
     assert.ok(links.some((l) => l.name === "lo" && l.address === "127.0.0.1" && l.mtu === want));
     // And the lookup over the real links sends loopback datagrams by that MTU.
     assert.equal(linkMtuLookup()("127.0.0.1"), Math.min(65536, Math.max(576, want)));
+  },
+});
+
+Deno.test({
+  name: "link_mtu: the kernel's answer through FFI is the MTU /sys shows (lo, and every interface)",
+  ignore: Deno.build.os !== "linux",
+  fn: () => {
+    const names = new Set(Deno.networkInterfaces().map((i) => i.name.split(":")[0]!));
+    assert.ok(names.has("lo"));
+    for (const name of names) {
+      const sys = Number(Deno.readTextFileSync(`/sys/class/net/${name}/mtu`).trim());
+      assert.equal(ioctlMtu(name), sys, name);
+    }
+    assert.equal(ioctlMtu("no-such-if0"), null);
+    assert.equal(ioctlMtu(""), null);
+    assert.equal(ioctlMtu("a-name-far-too-long-for-linux"), null);
   },
 });
