@@ -9,7 +9,8 @@
  *    addresses go over the loopback device on every OS) → the loopback MTU, or 65536 if unknown:
  *    such datagrams never leave the machine, so even where the kernel fragments them (macOS's
  *    lo0 is 16384) nothing can lose or drop a fragment. (Deno reads /sys only with every
- *    permission granted, denoland/deno#27564, so the loopback MTU is mostly unknown.)
+ *    permission granted, denoland/deno#27564; with FFI, as the compiled binary has, the kernel
+ *    is asked instead; without either the MTU is unknown.)
  * 3. Inside the subnet of one of our non-loopback interface addresses of the same family,
  *    link-local fe80::/10 included → that interface's MTU (DEFAULT_MTU if unknown); the smallest
  *    if several match.
@@ -20,6 +21,7 @@
  *    loopback MTU Linux uses).
  */
 import { ipv4Bytes, ipv6Bytes } from "../wire/addr.ts";
+import { ioctlMtu } from "./if_mtu.ts";
 
 /**
  * One address of one interface, as Deno.networkInterfaces() lists it, with that interface's MTU
@@ -112,7 +114,7 @@ const SAFE_NAME = /^[A-Za-z0-9_.:@-]{1,64}$/;
 /**
  * /sys/class/net/<name>/mtu (Linux), or null: not Linux, no permission, no such device. Deno
  * (2.9) reads /sys only with --allow-all, not --allow-read (denoland/deno#27564), so under
- * `deno task join` this is null and the rule falls back to DEFAULT_MTU.
+ * `deno task join` and the compiled binary this is null (the binary then asks the kernel).
  */
 function sysMtu(name: string): number | null {
   if (!SAFE_NAME.test(name) || name.includes("..") || name === ".") return null;
@@ -130,12 +132,14 @@ function sysMtu(name: string): number | null {
 /** An interface's MTU; an IPv4 alias label ("eth0:1") has its device's. */
 function deviceMtu(name: string): number | null {
   const colon = name.indexOf(":");
-  return sysMtu(name) ?? (colon > 0 ? sysMtu(name.slice(0, colon)) : null);
+  const device = colon > 0 ? name.slice(0, colon) : name;
+  return sysMtu(name) ?? (colon > 0 ? sysMtu(device) : null) ?? ioctlMtu(device);
 }
 
 /**
- * I/O: Deno.networkInterfaces() plus /sys/class/net/<name>/mtu (Linux); mtu null where
- * unreadable. Never throws.
+ * I/O: Deno.networkInterfaces() plus /sys/class/net/<name>/mtu, or where that cannot be read
+ * the kernel's answer through FFI (lib/net/if_mtu.ts; Linux); mtu null where neither works.
+ * Never throws.
  */
 export function readLinks(): Links {
   let ifaces: Deno.NetworkInterfaceInfo[] = [];
