@@ -5,6 +5,8 @@
  * aarch64; null anywhere else, without the FFI permission, or for an unknown interface.
  */
 
+import { openLibc } from "./_libc.ts";
+
 const AF_INET = 2, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
 const SIOCGIFMTU = 0x8921;
 /** struct ifreq: the name (16 bytes, NUL-terminated), then a union whose int is the MTU. */
@@ -19,16 +21,7 @@ const SYMBOLS = {
 let libc: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | null | undefined;
 
 function load() {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) return null;
-  try {
-    // Asked first: without the permission, dlopen would prompt on a terminal.
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
+  if (libc === undefined) libc = openLibc(SYMBOLS);
   return libc;
 }
 

@@ -14,6 +14,7 @@
  * whether it can be used, openUdp falls back to Deno.DatagramConn otherwise.
  */
 import { type Addr, ipFromBytes, ipv4Bytes, ipv6Bytes } from "../wire/addr.ts";
+import { openLibc } from "./_libc.ts";
 
 /** Datagrams per system call, each way: enough to empty a busy socket in a few calls. */
 export const BATCH = 64;
@@ -81,17 +82,9 @@ const SYMBOLS = {
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 let libc: Libc | null | undefined;
 
-/** libc, loaded once; null where it cannot be (not Linux, no FFI permission, no glibc). */
+/** libc, loaded once; null where it cannot be (see openLibc). */
 function load(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) return null;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
+  if (libc === undefined) libc = openLibc(SYMBOLS);
   return libc;
 }
 

@@ -5,15 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { freePort, isType, withHarness } from "./harness.ts";
-
-function hasIpv6Loopback(): boolean {
-  try {
-    Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { hasIpv6Loopback } from "../_helpers/ipv6.ts";
 
 Deno.test({
   name: "serve --host ::: IPv4 and IPv6 peers on one batched dual-stack socket",

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { DUAL_STACK_HOST, openUdp, type UdpOptions, unmapHost } from "../../lib/net/udp.ts";
 import { mmsgUsable } from "../../lib/net/mmsg.ts";
+import { hasIpv6Loopback } from "../_helpers/ipv6.ts";
 import type { Addr } from "../../lib/wire/addr.ts";
 
 const hosts: [string, string][] = [
@@ -20,16 +21,6 @@ const hosts: [string, string][] = [
 for (const [host, want] of hosts) {
   Deno.test(`dual stack: ${host} is reported as ${want}`, () =>
     assert.equal(unmapHost(host), want));
-}
-
-/** Whether this host can open IPv6 sockets on loopback at all (some containers cannot). */
-function hasIpv6Loopback(): boolean {
-  try {
-    Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" }).close();
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function until(ok: () => boolean, ms: number, what: string): Promise<void> {
