@@ -185,6 +185,13 @@ function routeKey(r: Remote): string {
   const to = r.path.sendAddr;
   return to ? `${addrKey(to)}/${r.path.via}` : "relay";
 }
+
+/** A peer's route key and what it was made from: rebuilt only when the path changes. */
+interface RouteSeen {
+  to: Addr | null;
+  via: number;
+  key: string;
+}
 const enc = new TextEncoder();
 
 export class PeerAgent {
@@ -211,7 +218,7 @@ export class PeerAgent {
   private readonly relayHellos = new WeakMap<Remote, number>();
   private readonly ackRoutes = new WeakMap<Remote, { to: Addr | null; via: number }>();
   /** The route each peer's DATA took last (see flush): a change starts the Sender over. */
-  private readonly dataRoutes = new WeakMap<Remote, string>();
+  private readonly dataRoutes = new WeakMap<Remote, RouteSeen>();
   /** Each peer's path MTU searches, made when it first has several fragments to send. */
   private readonly mtu = new WeakMap<Remote, PeerMtu>();
 
@@ -1034,11 +1041,12 @@ export class PeerAgent {
       this.hard.flush(r, now);
       // The size is chosen before the tick (which numbers transmissions by DATA); the search
       // itself starts once there are several fragments due at once.
-      const route = routeKey(r);
+      // Compared by identity first: flush runs per datagram, and builds no key then.
       const was = this.dataRoutes.get(r);
-      if (was !== route) {
-        if (was !== undefined) r.tx.newPath();
-        this.dataRoutes.set(r, route);
+      if (!was || was.to !== r.path.sendAddr || was.via !== r.path.via) {
+        const key = routeKey(r);
+        if (was && was.key !== key) r.tx.newPath();
+        this.dataRoutes.set(r, { to: r.path.sendAddr, via: r.path.via, key });
       }
       let search = this.mtuSearch(r, false, now);
       const due = r.tx.tick(now, ev, search?.frags ?? 1);
@@ -1087,7 +1095,7 @@ export class PeerAgent {
       return pm.route(null, fragsWithin(c), timeouts, now);
     }
     const ceiling = to.tcp ? 1 : fragsWithin(encodedWithin(this.cfg.linkMtu(to), to.host, 0));
-    return pm.route(routeKey(r), ceiling, timeouts, now);
+    return pm.route(this.dataRoutes.get(r)?.key ?? routeKey(r), ceiling, timeouts, now);
   }
 
   private txEvents(r: Remote, ev: TxEvent[]): void {
